@@ -1,0 +1,135 @@
+//! The benchmark behind `scripts/bench`: per-run latency of sandboxed `/bin/true` and
+//! `python3 -c 'print(1)'` beside bare fork+exec of the same, then throughput with several
+//! workers. A run here is everything the daemon will do per request: slot, cgroup, spawn
+//! through the zygote, supervision, accounting and cleanup.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::run::{RunRequest, Runner, Status};
+
+/// The workloads: a name and an argv.
+pub const WORKLOADS: [(&str, &[&str]); 2] =
+    [("true", &["/bin/true"]), ("python", &["/usr/bin/python3", "-c", "print(1)"])];
+
+/// Latency statistics of one series, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Series {
+    /// Median.
+    pub median: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Series {
+    /// Nearest-rank percentiles of `samples`.
+    pub fn of(mut samples: Vec<Duration>) -> Series {
+        samples.sort();
+        let n = samples.len().max(1);
+        // nearest rank: the smallest sample with at least p% of samples at or below it
+        let at = |p: usize| {
+            let rank = (p * n).div_ceil(100);
+            samples.get(rank.saturating_sub(1).min(n - 1)).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        };
+        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / n as f64 * 1e6;
+        Series { median: at(50), p95: at(95), p99: at(99), mean }
+    }
+}
+
+fn request(argv: &[&str]) -> RunRequest {
+    RunRequest { argv: argv.iter().map(|s| (*s).to_owned()).collect(), ..RunRequest::default() }
+}
+
+fn sandboxed(runner: &Runner, argv: &[&str]) -> Result<Duration, String> {
+    let req = request(argv);
+    let t = Instant::now();
+    let o = runner.run(&req).map_err(|e| e.to_string())?;
+    let d = t.elapsed();
+    if o.status != Status::Ok {
+        return Err(format!("{argv:?} ended as {}: {:?}", o.status.as_str(), o.message));
+    }
+    Ok(d)
+}
+
+fn bare(argv: &[&str]) -> Result<Duration, String> {
+    let t = Instant::now();
+    let st = Command::new(argv[0]).args(&argv[1..]).stdout(Stdio::null()).status().map_err(|e| e.to_string())?;
+    let d = t.elapsed();
+    if !st.success() {
+        return Err(format!("{argv:?}: {st}"));
+    }
+    Ok(d)
+}
+
+fn series(runs: usize, mut f: impl FnMut() -> Result<Duration, String>) -> Result<Series, String> {
+    for _ in 0..5.min(runs) {
+        f()?;
+    }
+    Ok(Series::of((0..runs).map(|_| f()).collect::<Result<_, _>>()?))
+}
+
+/// Runs of `/bin/true` per second with `workers` threads sharing `runner`.
+pub fn throughput(runner: &Runner, workers: usize, seconds: u64) -> Result<f64, String> {
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), String> {
+                    while Instant::now() < deadline {
+                        sandboxed(runner, WORKLOADS[0].1)?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "worker panicked".to_string())?)
+    })?;
+    Ok(done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The whole benchmark, as a Markdown table.
+pub fn report(runner: &Runner, runs: usize, workers: usize, seconds: u64) -> Result<String, String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "cgroups: {}\n", runner.cgroups().describe());
+    let _ = writeln!(out, "| workload | mode | runs | median ms | p95 ms | p99 ms | mean ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for (name, argv) in WORKLOADS {
+        for (mode, s) in
+            [("bare", series(runs, || bare(argv))?), ("sandboxed", series(runs, || sandboxed(runner, argv))?)]
+        {
+            let _ = writeln!(
+                out,
+                "| {name} | {mode} | {runs} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                s.median / 1e3,
+                s.p95 / 1e3,
+                s.p99 / 1e3,
+                s.mean / 1e3
+            );
+        }
+    }
+    let rate = throughput(runner, workers, seconds)?;
+    let _ =
+        writeln!(out, "\nthroughput: {rate:.0} sandboxed /bin/true per second with {workers} workers ({seconds} s)");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let s = Series::of((1..=100).map(Duration::from_micros).collect());
+        assert_eq!((s.median, s.p95, s.p99), (50.0, 95.0, 99.0));
+        assert!((s.mean - 50.5).abs() < 1e-9);
+    }
+}

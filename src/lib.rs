@@ -1,0 +1,34 @@
+//! codeexec: run untrusted programs in a sandbox the process builds itself from Linux
+//! namespaces, cgroups, seccomp and a read-only root filesystem.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `cli -> run -> {sandbox, cgroup, seccomp}`; `limit` is shared.
+//!
+//! - [`cli`]: clap structures of the `codeexec` command line, nothing else.
+//! - [`report`]: how an outcome is printed (summary line, JSON) and the exit codes.
+//! - [`bench`]: the latency and throughput measurement behind `scripts/bench`.
+//! - [`leak`]: finds cgroups, processes, mounts and state a run left behind.
+//! - [`limit`]: the resource limits of one run, with their units, parsing and valid ranges.
+//! - [`run`]: orchestration of one run: slot (host ids and cgroup name), cgroup, spawn
+//!   through the zygote, supervision (pipes, timers, limits), and the verdict.
+//! - [`sandbox`]: the processes: the zygote forked before any thread starts, the PID-1
+//!   init inside the namespaces, the program's last steps before `execve`, mounts, and
+//!   `sys`, the only module with `unsafe`. It never calls `cgroup` or `seccomp`: it is
+//!   handed BPF programs and a pid to report.
+//! - [`cgroup`]: cgroup v1/hybrid and v2 behind one small interface, with layout
+//!   detection from a `mountinfo` file it is given.
+//! - [`seccomp`]: the BPF programs compiled from `seccomp/*.json` at build time.
+
+pub mod bench;
+pub mod cgroup;
+pub mod cli;
+pub mod leak;
+pub mod limit;
+pub mod report;
+pub mod run;
+pub mod sandbox;
+pub mod seccomp;
+
+pub use limit::Limits;
+pub use run::{RunOutcome, RunRequest, Runner, RunnerConfig, Status};

@@ -1,0 +1,309 @@
+//! Watching one run: a single `poll` loop over PID 1's pidfd, its report channel, the
+//! program's stdout and stderr, and its stdin, with two timers (the wall-clock deadline and
+//! the next CPU-time check). Nothing here blocks on the program: full pipes are drained,
+//! unread stdin is dropped, and any limit ends in SIGKILL to PID 1 (and `cgroup.kill`).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::{read, write};
+
+use crate::cgroup::Cgroup;
+use crate::limit::Limits;
+use crate::sandbox::{self, Channel, Report, Spawned};
+
+/// How long PID 1 may take from spawn to the program's `execve` before we call it stuck.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest and longest pause between CPU-time checks.
+const CPU_CHECK_MIN: Duration = Duration::from_millis(2);
+const CPU_CHECK_MAX: Duration = Duration::from_millis(250);
+const CHUNK: usize = 64 * 1024;
+
+/// Why we killed the run, the first time we did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kill {
+    CpuTime,
+    WallTime,
+    Output { stderr: bool },
+    SetupTimeout,
+    Interrupted,
+}
+
+/// One captured stream: the first `limit` bytes, and whether more came.
+#[derive(Debug, Default)]
+pub(super) struct Capture {
+    pub(super) data: Vec<u8>,
+    pub(super) truncated: bool,
+}
+
+impl Capture {
+    /// Keeps what fits; returns true when this chunk went over the limit.
+    fn push(&mut self, chunk: &[u8], limit: usize) -> bool {
+        let room = limit.saturating_sub(self.data.len());
+        self.data.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            self.truncated = true;
+        }
+        self.truncated
+    }
+}
+
+/// Everything the loop saw.
+#[derive(Debug, Default)]
+pub(super) struct Observed {
+    pub(super) started: bool,
+    /// The last report that says how the run ended (`Exited`, `ExecFailed`, `SetupFailed`).
+    pub(super) report: Option<Report>,
+    pub(super) killed: Option<Kill>,
+    pub(super) stdout: Capture,
+    pub(super) stderr: Capture,
+    /// Wall time of the program as we saw it (used when PID 1 could not report its own).
+    pub(super) wall: Duration,
+    /// Cgroup CPU usage when the program started (PID 1's setup is not the program's).
+    pub(super) cpu_base: Duration,
+}
+
+/// Our ends of the program's standard streams.
+#[derive(Debug)]
+pub(super) struct Streams<'a> {
+    pub(super) stdin: Option<OwnedFd>,
+    pub(super) stdin_data: &'a [u8],
+    pub(super) stdout: OwnedFd,
+    pub(super) stderr: OwnedFd,
+}
+
+struct Loop<'a> {
+    pid1: &'a Spawned,
+    cgroup: &'a Cgroup,
+    limits: &'a Limits,
+    /// Cores the run can use at most: bounds how fast CPU time can grow.
+    cores: f64,
+    obs: Observed,
+    started_at: Option<Instant>,
+    next_cpu_check: Option<Instant>,
+}
+
+/// Runs the loop until PID 1 is gone and both output pipes are at EOF.
+pub(super) fn watch(
+    pid1: &Spawned,
+    chan: &Channel,
+    streams: Streams<'_>,
+    cgroup: &Cgroup,
+    limits: &Limits,
+    cores: f64,
+) -> Observed {
+    let mut l = Loop { pid1, cgroup, limits, cores, obs: Observed::default(), started_at: None, next_cpu_check: None };
+    let spawned_at = Instant::now();
+    let Streams { mut stdin, stdin_data, stdout, stderr } = streams;
+    let (mut stdout, mut stderr) = (Some(stdout), Some(stderr));
+    let (mut alive, mut chan_open, mut written) = (true, true, 0usize);
+    if stdin_data.is_empty() {
+        stdin = None;
+    }
+    let out_limit = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
+    while alive || chan_open || stdout.is_some() || stderr.is_some() {
+        let timeout = l.timeout(spawned_at, alive);
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
+        let i_pid = add(&mut fds, alive, Some(pid1.pidfd.as_fd()), PollFlags::POLLIN);
+        let i_chan = add(&mut fds, chan_open, Some(chan.as_fd()), PollFlags::POLLIN);
+        let i_out = add(&mut fds, true, stdout.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
+        let i_err = add(&mut fds, true, stderr.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
+        let i_in = add(&mut fds, alive, stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT);
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!(?e, "poll failed; killing the run");
+                l.kill(Kill::SetupTimeout);
+                alive = false;
+            }
+        }
+        let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].any().unwrap_or(false));
+        let (pid_ready, chan_ready, out_ready, err_ready, in_ready) =
+            (ready(i_pid), ready(i_chan), ready(i_out), ready(i_err), ready(i_in));
+        drop(fds);
+        if chan_ready {
+            chan_open = l.read_reports(chan);
+        }
+        if out_ready && l.drain(&mut stdout, false, out_limit) {
+            l.kill(Kill::Output { stderr: false });
+        }
+        if err_ready && l.drain(&mut stderr, true, out_limit) {
+            l.kill(Kill::Output { stderr: true });
+        }
+        if in_ready {
+            feed(&mut stdin, stdin_data, &mut written);
+        }
+        if pid_ready {
+            alive = false;
+            stdin = None;
+            if let Some(t) = l.started_at {
+                l.obs.wall = t.elapsed();
+            }
+        }
+        l.check_limits(spawned_at, alive);
+    }
+    l.obs
+}
+
+/// Adds `fd` to the poll set when `on`; returns its index.
+fn add<'a>(fds: &mut Vec<PollFd<'a>>, on: bool, fd: Option<BorrowedFd<'a>>, ev: PollFlags) -> Option<usize> {
+    let fd = fd.filter(|_| on)?;
+    fds.push(PollFd::new(fd, ev));
+    Some(fds.len() - 1)
+}
+
+impl Loop<'_> {
+    fn timeout(&self, spawned_at: Instant, alive: bool) -> PollTimeout {
+        if !alive {
+            // only draining is left; PID 1's death ended every writer
+            return PollTimeout::from(1000u16);
+        }
+        let now = Instant::now();
+        let mut deadline = match self.started_at {
+            None => spawned_at + SETUP_TIMEOUT,
+            Some(t) => t + self.limits.wall_time,
+        };
+        if let Some(c) = self.next_cpu_check {
+            deadline = deadline.min(c);
+        }
+        // a signal (EINTR) wakes us early; the cap keeps interrupt checks timely regardless
+        let wait = deadline.saturating_duration_since(now).min(CPU_CHECK_MAX);
+        let ms = u16::try_from(wait.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
+        PollTimeout::from(ms)
+    }
+
+    fn read_reports(&mut self, chan: &Channel) -> bool {
+        loop {
+            match chan.try_recv() {
+                Ok(Some(Report::Started)) => {
+                    let now = Instant::now();
+                    self.obs.started = true;
+                    self.started_at = Some(now);
+                    self.obs.cpu_base = self.cgroup.cpu_usage().unwrap_or_default();
+                    self.next_cpu_check = Some(now + self.cpu_interval(self.limits.cpu_time));
+                }
+                Ok(Some(r)) => self.obs.report = Some(r),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Reads what is there; returns true when the stream went over the limit just now.
+    fn drain(&mut self, stream: &mut Option<OwnedFd>, is_stderr: bool, limit: usize) -> bool {
+        let Some(fd) = stream.as_ref() else { return false };
+        let cap = if is_stderr { &mut self.obs.stderr } else { &mut self.obs.stdout };
+        let was = cap.truncated;
+        let mut buf = [0u8; CHUNK];
+        loop {
+            match read(fd, &mut buf) {
+                Ok(0) => {
+                    *stream = None;
+                    break;
+                }
+                Ok(n) => {
+                    cap.push(&buf[..n], limit);
+                    if n < CHUNK {
+                        break;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    tracing::warn!(?e, "reading the program's output failed");
+                    *stream = None;
+                    break;
+                }
+            }
+        }
+        cap.truncated && !was
+    }
+
+    fn check_limits(&mut self, spawned_at: Instant, alive: bool) {
+        if !alive {
+            return;
+        }
+        if sandbox::interrupted() {
+            return self.kill(Kill::Interrupted);
+        }
+        let now = Instant::now();
+        let Some(started) = self.started_at else {
+            if now >= spawned_at + SETUP_TIMEOUT {
+                self.kill(Kill::SetupTimeout);
+            }
+            return;
+        };
+        if now >= started + self.limits.wall_time {
+            return self.kill(Kill::WallTime);
+        }
+        if self.next_cpu_check.is_some_and(|c| now >= c) {
+            let used = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(self.obs.cpu_base);
+            if used >= self.limits.cpu_time {
+                return self.kill(Kill::CpuTime);
+            }
+            self.next_cpu_check = Some(now + self.cpu_interval(self.limits.cpu_time - used));
+        }
+    }
+
+    /// CPU time grows at most `cores` times as fast as wall time, so the limit cannot be
+    /// reached before `remaining / cores` has passed: check no sooner.
+    fn cpu_interval(&self, remaining: Duration) -> Duration {
+        remaining.div_f64(self.cores).clamp(CPU_CHECK_MIN, CPU_CHECK_MAX)
+    }
+
+    fn kill(&mut self, why: Kill) {
+        if self.obs.killed.is_none() {
+            self.obs.killed = Some(why);
+            tracing::debug!(?why, "killing the run");
+        }
+        if let Err(e) = sandbox::kill(self.pid1.pidfd.as_fd()) {
+            tracing::error!(error = %e, "killing PID 1 failed");
+        }
+        // belt and braces: nothing in the cgroup outlives the run
+        if let Err(e) = self.cgroup.kill() {
+            tracing::warn!(error = %e, "cgroup kill failed");
+        }
+    }
+}
+
+/// Writes what the pipe takes; closes our end when all is written or the reader is gone.
+fn feed(stdin: &mut Option<OwnedFd>, data: &[u8], written: &mut usize) {
+    let Some(fd) = stdin.as_ref() else { return };
+    loop {
+        let end = data.len().min(*written + CHUNK);
+        match write(fd, &data[*written..end]) {
+            Ok(n) => {
+                *written += n;
+                if *written >= data.len() {
+                    *stdin = None;
+                    return;
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return,
+            // EPIPE: the program closed stdin or exited; the rest is dropped
+            Err(_) => {
+                *stdin = None;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_first_bytes_and_flags_the_rest() {
+        let mut c = Capture::default();
+        assert!(!c.push(b"hello ", 8));
+        assert!(c.push(b"world", 8));
+        assert_eq!(c.data, b"hello wo");
+        assert!(c.truncated);
+        assert!(c.push(b"more", 8));
+        assert_eq!(c.data.len(), 8);
+    }
+}

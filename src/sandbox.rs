@@ -1,0 +1,150 @@
+//! The sandbox's processes: the zygote (forked once, before the runner has threads), each
+//! run's PID 1 (a clone of the zygote in fresh namespaces) and the program's last steps
+//! before `execve`, with the mounts they make.
+//!
+//! This module owns processes, namespaces, mounts, id maps, rlimits, capabilities and the
+//! installing of seccomp filters. It must not touch cgroups or choose policies: the runner
+//! hands it the BPF programs to install and joins the cgroup itself (between the spawn and
+//! [`Channel::send_go`]). `sys` is the crate's only module with `unsafe`.
+
+mod channel;
+mod exec;
+mod init;
+mod mounts;
+mod spec;
+#[allow(unsafe_code)]
+mod sys;
+mod zygote;
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+
+pub use channel::{Channel, ExitStatus, Report};
+pub use spec::{FileEntry, Rlimit, RootSpec, SpawnRequest, check_relative_path};
+pub use sys::{catch_interrupts, interrupted};
+pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};
+
+/// Errors of the sandbox machinery (never of the program: that is a `Report`).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The zygote must be forked while the process has one thread.
+    #[error("the zygote must be started before any thread (this process has several)")]
+    NotSingleThreaded,
+    /// The zygote failed to start, or stopped answering.
+    #[error("zygote: {0}")]
+    Zygote(String),
+    /// The zygote could not clone a sandbox.
+    #[error("spawn: {0}")]
+    Spawn(String),
+    /// Writing a sandbox's uid/gid map failed.
+    #[error("failed to write {path}")]
+    IdMap {
+        /// The map file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A syscall on a sandbox's PID 1 failed.
+    #[error("{op} failed")]
+    Sys {
+        /// The operation.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// A failed setup step inside the sandbox, carried to the runner as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StepError {
+    pub(crate) step: &'static str,
+    pub(crate) errno: Option<Errno>,
+    pub(crate) detail: String,
+}
+
+impl StepError {
+    pub(crate) fn new(step: &'static str, errno: Option<Errno>, detail: String) -> Self {
+        Self { step, errno, detail }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.step)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        if let Some(e) = self.errno {
+            write!(f, ": {}", e.desc())?;
+        }
+        Ok(())
+    }
+}
+
+/// The user namespace map of one run: inside root and the program's id, each mapped to
+/// one unprivileged host id that no other run uses at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// The host id of root inside.
+    pub root_host: u32,
+    /// The program's id inside (not 0).
+    pub program: u32,
+    /// Its host id.
+    pub program_host: u32,
+}
+
+impl IdMap {
+    fn lines(&self) -> String {
+        format!("0 {} 1\n{} {} 1\n", self.root_host, self.program, self.program_host)
+    }
+}
+
+/// Writes `uid_map` and `gid_map` of a sandbox's PID 1 (which waits for them). `pid` is
+/// our child, not yet reaped, so it cannot have been recycled.
+pub fn write_id_maps(pid: Pid, map: &IdMap) -> Result<(), SandboxError> {
+    let lines = map.lines();
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &lines).map_err(|source| SandboxError::IdMap { path, source })?;
+    }
+    Ok(())
+}
+
+/// SIGKILL to a sandbox's PID 1 through its pidfd: the kernel then kills every process of
+/// its pid namespace, whatever they do (stopped, ignoring signals, setsid'd).
+pub fn kill(pidfd: BorrowedFd<'_>) -> Result<(), SandboxError> {
+    match sys::pidfd_send_signal(pidfd, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(source) => Err(SandboxError::Sys { op: "pidfd_send_signal", source }),
+    }
+}
+
+/// Waits for a sandbox's PID 1 (our child, through `CLONE_PARENT`) and reaps it.
+pub fn reap(pidfd: BorrowedFd<'_>) -> Result<WaitStatus, SandboxError> {
+    loop {
+        match waitid(Id::PIDFd(pidfd), WaitPidFlag::WEXITED) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map_err(|source| SandboxError::Sys { op: "waitid", source }),
+        }
+    }
+}
+
+/// Closes every descriptor above 2 except `keep`.
+fn close_all_but(keep: &[RawFd]) -> Result<(), Errno> {
+    let mut keep: Vec<u32> = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).collect();
+    keep.sort_unstable();
+    let mut next = 3u32;
+    for fd in keep {
+        if fd > next {
+            sys::close_range(next, fd - 1, false)?;
+        }
+        next = next.max(fd.saturating_add(1));
+    }
+    sys::close_range(next, u32::MAX, false)
+}

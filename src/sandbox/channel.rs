@@ -1,0 +1,164 @@
+//! Typed messages over `SOCK_SEQPACKET` socket pairs (one message per packet, JSON, with
+//! file descriptors attached as `SCM_RIGHTS`): runner <-> zygote and runner <-> PID 1.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Largest message accepted; a spawn request with its argv, env and file list fits.
+pub(super) const MAX_MESSAGE: usize = 256 * 1024;
+/// Most descriptors one message carries.
+const MAX_FDS: usize = 8;
+
+/// How the program ended, as PID 1 saw it in `waitpid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// What the sandbox's PID 1 tells the runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    /// The program's `execve` succeeded: the run has started.
+    Started,
+    /// The program's `execve` failed with this errno (e.g. ENOENT for an unknown command).
+    ExecFailed {
+        /// The errno of the last `execve` tried.
+        errno: i32,
+    },
+    /// A setup step failed; nothing of the program ran.
+    SetupFailed {
+        /// The step's name.
+        step: String,
+        /// The errno, when the step failed in a syscall.
+        errno: Option<i32>,
+        /// More context (a path, an argument).
+        detail: String,
+    },
+    /// The program exited; everything else in the sandbox has been killed and reaped.
+    Exited {
+        /// Its wait status.
+        status: ExitStatus,
+        /// Wall time from its fork to its exit, as PID 1 measured it.
+        wall_us: u64,
+    },
+}
+
+/// Runner -> PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Command {
+    /// Id maps are written and the cgroup is joined: go on with the setup.
+    Go,
+}
+
+/// A new `SOCK_SEQPACKET` pair, close-on-exec on both ends.
+pub(super) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+}
+
+/// Sends `msg` with `fds` attached, as one packet.
+pub(super) fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[RawFd]) -> Result<(), Errno> {
+    let bytes = serde_json::to_vec(msg).map_err(|_| Errno::EINVAL)?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(Errno::EMSGSIZE);
+    }
+    let iov = [IoSlice::new(&bytes)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsgs };
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// What a receive found.
+#[derive(Debug)]
+pub(super) enum Received<T> {
+    /// A message and the descriptors that came with it (close-on-exec).
+    Message(T, Vec<OwnedFd>),
+    /// Nothing to read (non-blocking receive only).
+    Empty,
+    /// The peer closed its end.
+    Closed,
+}
+
+/// Receives one packet; `nonblocking` returns [`Received::Empty`] instead of waiting.
+pub(super) fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>, nonblocking: bool) -> Result<Received<T>, Errno> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    let (len, fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) if nonblocking => return Ok(Received::Empty),
+            Err(e) => return Err(e),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        fds.extend(raw.into_iter().map(super::sys::adopt_received_fd));
+                    }
+                }
+                if msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err(Errno::EMSGSIZE);
+                }
+                break (msg.bytes, fds);
+            }
+        }
+    };
+    if len == 0 {
+        return Ok(Received::Closed);
+    }
+    let msg = serde_json::from_slice(&buf[..len]).map_err(|_| Errno::EBADMSG)?;
+    Ok(Received::Message(msg, fds))
+}
+
+/// The runner's end of the channel to a sandbox's PID 1.
+#[derive(Debug)]
+pub struct Channel {
+    sock: OwnedFd,
+}
+
+impl Channel {
+    /// A new channel, and the end to hand to the sandbox.
+    pub fn pair() -> Result<(Channel, OwnedFd), Errno> {
+        let (ours, theirs) = seqpacket_pair()?;
+        Ok((Channel { sock: ours }, theirs))
+    }
+
+    /// Lets PID 1 go on with its setup.
+    pub fn send_go(&self) -> Result<(), Errno> {
+        send(self.sock.as_fd(), &Command::Go, &[])
+    }
+
+    /// The next report, without waiting: `Ok(None)` when there is none yet, and
+    /// `Err(Errno::EPIPE)` once PID 1 has closed its end.
+    pub fn try_recv(&self) -> Result<Option<Report>, Errno> {
+        match recv::<Report>(self.sock.as_fd(), true)? {
+            Received::Message(r, _) => Ok(Some(r)),
+            Received::Empty => Ok(None),
+            Received::Closed => Err(Errno::EPIPE),
+        }
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}

@@ -1,0 +1,161 @@
+//! The program's side of PID 1's fork: the last steps before `execve`. Each step narrows
+//! what the process may do, and the order matters:
+//! 1. own session, so `kill(0, ...)` by the program cannot reach PID 1's process group;
+//! 2. standard descriptors from the runner's pipes;
+//! 3. every signal back to its default (Rust ignores SIGPIPE, and ignored signals survive
+//!    `execve`);
+//! 4. rlimits (core 0, file size, open files, stack, CPU backstop);
+//! 5. empty the bounding, ambient and inheritable capability sets (needs CAP_SETPCAP, so
+//!    while still root of the user namespace);
+//! 6. switch to the program's uid/gid, which clears the permitted and effective sets;
+//! 7. `no_new_privs`, which seccomp needs from an unprivileged process and which makes
+//!    setuid files powerless;
+//! 8. mark every descriptor above 2 close-on-exec (the report pipe must live until then);
+//! 9. install the seccomp filters, last, so none of the steps above is filtered;
+//! 10. `execve`, trying each `PATH` entry for a bare command name.
+//!
+//! A failure writes `[step, errno]` to the report pipe; `execve` success closes it.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+
+use caps::CapSet;
+use nix::errno::Errno;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::unistd::{Gid, Uid, setresgid, setresuid, setsid, write};
+
+use super::init::Stdio;
+use super::spec::{Rlimit, SpawnRequest};
+use super::sys;
+
+/// Step numbers in the report: 0 is `execve` itself (the command is the problem); the
+/// others are ours (the sandbox is). Names are for PID 1's report.
+pub(super) const STEP_NAMES: [&str; 10] = [
+    "execve",
+    "setsid",
+    "set up standard descriptors",
+    "reset signals",
+    "set rlimits",
+    "drop capabilities",
+    "switch to the program's uid",
+    "set no_new_privs",
+    "mark descriptors close-on-exec",
+    "install seccomp filters",
+];
+
+/// Runs the steps and `execve`s; on failure reports and exits 127. Never returns.
+pub(super) fn run(req: &SpawnRequest, filters: &[seccompiler::BpfProgram], stdio: Stdio, report: OwnedFd) -> ! {
+    let (step, errno) = match prepare_and_exec(req, filters, stdio) {
+        Err(failure) => failure,
+        Ok(never) => match never {},
+    };
+    let mut msg = [0u8; 5];
+    msg[0] = step;
+    msg[1..].copy_from_slice(&(errno as i32).to_ne_bytes());
+    let _ = write(&report, &msg);
+    sys::exit_now(127)
+}
+
+fn prepare_and_exec(
+    req: &SpawnRequest,
+    filters: &[seccompiler::BpfProgram],
+    stdio: Stdio,
+) -> Result<Infallible, (u8, Errno)> {
+    let argv = cstrings(&req.argv).map_err(|e| (0, e))?;
+    let env = cstrings(&req.env).map_err(|e| (0, e))?;
+    let path_var = req.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let candidates = candidates(&req.argv[0], path_var).map_err(|e| (0, e))?;
+
+    setsid().map_err(|e| (1, e))?;
+    nix::unistd::dup2_stdin(&stdio.stdin).map_err(|e| (2, e))?;
+    nix::unistd::dup2_stdout(&stdio.stdout).map_err(|e| (2, e))?;
+    nix::unistd::dup2_stderr(&stdio.stderr).map_err(|e| (2, e))?;
+    drop(stdio);
+    sys::reset_signals().map_err(|e| (3, e))?;
+    set_rlimits(&req.rlimits).map_err(|e| (4, e))?;
+    drop_capabilities().map_err(|e| (5, e))?;
+    let (uid, gid) = (Uid::from_raw(req.program_id), Gid::from_raw(req.program_id));
+    setresgid(gid, gid, gid).map_err(|e| (6, e))?;
+    setresuid(uid, uid, uid).map_err(|e| (6, e))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
+    sys::close_range(3, u32::MAX, true).map_err(|e| (8, e))?;
+    for f in filters {
+        seccompiler::apply_filter(f).map_err(|_| (9, Errno::last()))?;
+    }
+    Err((0, exec_first(&candidates, &argv, &env)))
+}
+
+fn cstrings(items: &[String]) -> Result<Vec<CString>, Errno> {
+    items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)).collect()
+}
+
+/// The paths to try for `cmd`: itself if it has a `/`, else each `PATH` entry joined to it.
+fn candidates(cmd: &str, path_var: &str) -> Result<Vec<CString>, Errno> {
+    if cmd.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if cmd.contains('/') {
+        return Ok(vec![CString::new(cmd).map_err(|_| Errno::EINVAL)?]);
+    }
+    path_var
+        .split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| CString::new(format!("{dir}/{cmd}")).map_err(|_| Errno::EINVAL))
+        .collect()
+}
+
+/// `execve`s the first candidate that exists, like `execvp`: ENOENT and ENOTDIR go on to
+/// the next; EACCES is remembered but also goes on; anything else stops.
+fn exec_first(candidates: &[CString], argv: &[CString], env: &[CString]) -> Errno {
+    let mut seen_eacces = false;
+    for path in candidates {
+        let Err(e) = nix::unistd::execve(path, argv, env);
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR => {}
+            Errno::EACCES => seen_eacces = true,
+            other => return other,
+        }
+    }
+    if seen_eacces { Errno::EACCES } else { Errno::ENOENT }
+}
+
+fn set_rlimits(limits: &[Rlimit]) -> Result<(), Errno> {
+    for l in limits {
+        let (res, v) = match *l {
+            Rlimit::Core(v) => (Resource::RLIMIT_CORE, v),
+            Rlimit::FileSize(v) => (Resource::RLIMIT_FSIZE, v),
+            Rlimit::OpenFiles(v) => (Resource::RLIMIT_NOFILE, v),
+            Rlimit::Stack(v) => (Resource::RLIMIT_STACK, v),
+            Rlimit::CpuSeconds(v) => (Resource::RLIMIT_CPU, v),
+        };
+        // Without CAP_SYS_RESOURCE a hard limit can only go down: never above the current.
+        let (_, hard) = nix::sys::resource::getrlimit(res)?;
+        let v = v.min(hard);
+        // RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL a second later (if it is caught)
+        let h = if res == Resource::RLIMIT_CPU { v.saturating_add(1).min(hard) } else { v };
+        setrlimit(res, v, h)?;
+    }
+    Ok(())
+}
+
+fn drop_capabilities() -> Result<(), Errno> {
+    for set in [CapSet::Bounding, CapSet::Ambient, CapSet::Inheritable] {
+        caps::clear(None, set).map_err(|_| Errno::EPERM)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_names_are_searched_in_path_order() {
+        let c = candidates("python3", "/usr/local/bin:/usr/bin::/bin").unwrap();
+        let c: Vec<_> = c.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(c, ["/usr/local/bin/python3", "/usr/bin/python3", "./python3", "/bin/python3"]);
+        assert_eq!(candidates("./a.out", "/x").unwrap()[0].to_str().unwrap(), "./a.out");
+        assert_eq!(candidates("", "/x").unwrap_err(), Errno::ENOENT);
+    }
+}

@@ -1,0 +1,243 @@
+//! The sandbox's file system.
+//!
+//! Prepared once, in the zygote's private mount namespace (as real root): each root is a
+//! small tmpfs holding the read-only binds (`/usr`, ... or a directory's top-level
+//! entries), a generated `/etc` for the host root, a `/dev` of five bound device nodes, and
+//! empty mount points; then it is made read-only. Every clone copies this tree with its
+//! mount namespace, and because the copy lands in a less privileged user namespace, the
+//! kernel locks every mount and its read-only, nosuid and nodev flags: the sandbox cannot
+//! undo them even before it drops its capabilities.
+//!
+//! Per run, PID 1 binds the prepared root onto itself (pivot_root refuses a locked mount),
+//! mounts fresh tmpfs on `/tmp`, `/sandbox` and `/dev/shm` and a fresh proc for its pid
+//! namespace, writes the input files, and pivots. Six mounts; nothing is bound per run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{Gid, Uid, chdir, fchown, pivot_root};
+
+use super::StepError;
+use super::spec::{FileEntry, RootSpec, SpawnRequest, check_relative_path};
+
+type Result<T> = std::result::Result<T, StepError>;
+
+/// Top-level directories of the host bound into the host root, where they exist.
+const HOST_DIRS: [&str; 7] = ["usr", "bin", "lib", "lib32", "lib64", "libx32", "sbin"];
+/// Top-level entries of a root directory we replace with our own mounts or leave out.
+const OWN_DIRS: [&str; 5] = ["dev", "proc", "sys", "tmp", "sandbox"];
+/// The device nodes of the sandbox's `/dev`.
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+const RO_BIND: MsFlags = MsFlags::MS_BIND
+    .union(MsFlags::MS_REMOUNT)
+    .union(MsFlags::MS_RDONLY)
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+
+fn sys(step: &'static str, detail: &Path) -> impl FnOnce(Errno) -> StepError {
+    let detail = detail.display().to_string();
+    move |e| StepError::new(step, Some(e), detail)
+}
+
+fn io(step: &'static str, detail: &Path) -> impl FnOnce(std::io::Error) -> StepError {
+    let detail = detail.display().to_string();
+    move |e| StepError::new(step, e.raw_os_error().map(Errno::from_raw), format!("{detail}: {e}"))
+}
+
+/// Builds the read-only root `dir` from `spec` (zygote, private mount namespace, real root).
+pub(super) fn prepare_root(dir: &Path, spec: &RootSpec) -> Result<()> {
+    fs::DirBuilder::new().mode(0o755).create(dir).map_err(io("mkdir root", dir))?;
+    let opts = "mode=0755,size=1m,nr_inodes=4096";
+    mount(Some("codeexec-root"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts))
+        .map_err(sys("mount root tmpfs", dir))?;
+    match spec {
+        RootSpec::Host { etc_files, etc_binds } => {
+            for name in HOST_DIRS {
+                place_entry(&Path::new("/").join(name), &dir.join(name))?;
+            }
+            prepare_etc(&dir.join("etc"), etc_files, etc_binds)?;
+        }
+        RootSpec::Dir(src) => {
+            let entries = fs::read_dir(src).map_err(io("read rootfs", src))?;
+            for e in entries {
+                let e = e.map_err(io("read rootfs", src))?;
+                let name = e.file_name();
+                if OWN_DIRS.iter().any(|d| name == *d) {
+                    continue;
+                }
+                place_entry(&e.path(), &dir.join(&name))?;
+            }
+        }
+    }
+    for d in ["proc", "tmp", "sandbox", "sys"] {
+        mkdir(&dir.join(d), 0o755)?;
+    }
+    prepare_dev(&dir.join("dev"))?;
+    mount(None::<&str>, dir, None::<&str>, RO_BIND, None::<&str>).map_err(sys("make root read-only", dir))
+}
+
+/// Recreates `src` at `dst`: a symlink as the same symlink, a directory or file as a
+/// read-only bind. Missing sources are skipped (not every host has `lib32`).
+fn place_entry(src: &Path, dst: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(src) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("stat", src)(e)),
+    };
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(src).map_err(io("readlink", src))?;
+        return symlink(&target, dst).map_err(io("symlink", dst));
+    }
+    if meta.is_dir() {
+        mkdir(dst, 0o755)?;
+    } else if meta.is_file() {
+        File::create(dst).map_err(io("create mount point", dst))?;
+    } else {
+        return Ok(()); // sockets, fifos, device nodes: never bound into a root
+    }
+    bind_read_only(src, dst)
+}
+
+fn bind_read_only(src: &Path, dst: &Path) -> Result<()> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys("bind", src))?;
+    mount(None::<&str>, dst, None::<&str>, RO_BIND, None::<&str>).map_err(sys("make bind read-only", dst))
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new().mode(mode).create(path).map_err(io("mkdir", path))
+}
+
+/// The host root's `/etc`: generated files plus read-only binds of a few host entries.
+fn prepare_etc(etc: &Path, files: &[(String, String)], binds: &[String]) -> Result<()> {
+    mkdir(etc, 0o755)?;
+    for (name, contents) in files {
+        let path = etc.join(name);
+        let mut f = File::create(&path).map_err(io("write /etc file", &path))?;
+        f.write_all(contents.as_bytes()).map_err(io("write /etc file", &path))?;
+        f.set_permissions(fs::Permissions::from_mode(0o644)).map_err(io("chmod /etc file", &path))?;
+    }
+    for name in binds {
+        place_entry(&Path::new("/etc").join(name), &etc.join(name))?;
+    }
+    Ok(())
+}
+
+/// A read-only tmpfs `/dev` with the five harmless device nodes bound from the host, the
+/// usual `/proc/self/fd` links, and an empty `shm` for the per-run tmpfs.
+fn prepare_dev(dev: &Path) -> Result<()> {
+    mkdir(dev, 0o755)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(Some("codeexec-dev"), dev, Some("tmpfs"), flags, Some("mode=0755,size=64k,nr_inodes=64"))
+        .map_err(sys("mount /dev tmpfs", dev))?;
+    for name in DEVICES {
+        let (src, dst) = (Path::new("/dev").join(name), dev.join(name));
+        File::create(&dst).map_err(io("create device mount point", &dst))?;
+        mount(Some(&src), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys("bind device", &src))?;
+        // read-only still allows writing to a device node; nodev would make it unusable
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags;
+        mount(None::<&str>, &dst, None::<&str>, ro, None::<&str>).map_err(sys("make device read-only", &dst))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(io("symlink", &dev.join(name)))?;
+    }
+    mkdir(&dev.join("shm"), 0o755)?;
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
+    mount(None::<&str>, dev, None::<&str>, ro, None::<&str>).map_err(sys("make /dev read-only", dev))
+}
+
+/// PID 1's per-run mounts, then `pivot_root` into `root`; leaves the cwd at `/sandbox`.
+/// Ordering: proc must be mounted while the host's /proc is still visible (the kernel only
+/// lets a user namespace mount proc when a fully visible one exists), so before the pivot.
+pub(super) fn enter_root(root: &Path, req: &SpawnRequest) -> Result<()> {
+    // A fresh, unlocked mount of the prepared tree (recursive: its locked binds come along).
+    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("bind root", root))?;
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let id = req.program_id;
+    let tmpfs = [
+        ("tmp", format!("size={},nr_inodes={},mode=1777", req.tmp_bytes, req.inodes), nosuid_nodev),
+        (
+            "sandbox",
+            format!("size={},nr_inodes={},mode=0755,uid={id},gid={id}", req.workdir_bytes, req.inodes),
+            nosuid_nodev,
+        ),
+        (
+            "dev/shm",
+            format!("size={},nr_inodes={},mode=1777", req.shm_bytes, req.inodes),
+            nosuid_nodev | MsFlags::MS_NOEXEC,
+        ),
+    ];
+    for (dir, opts, flags) in &tmpfs {
+        let target = root.join(dir);
+        mount(Some("tmpfs"), &target, Some("tmpfs"), *flags, Some(opts.as_str()))
+            .map_err(sys("mount tmpfs", &target))?;
+    }
+    let proc_dir = root.join("proc");
+    let flags = nosuid_nodev | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).map_err(sys("mount proc", &proc_dir))?;
+    chdir(root).map_err(sys("chdir", root))?;
+    // pivot_root(".", "."): the old root ends up on top of the new one and is detached
+    // at once (https://man7.org/linux/man-pages/man2/pivot_root.2.html, NOTES).
+    pivot_root(".", ".").map_err(sys("pivot_root", root))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root", root))?;
+    chdir("/sandbox").map_err(sys("chdir", Path::new("/sandbox")))
+}
+
+/// Creates the input files under the cwd (`/sandbox`, a fresh tmpfs only we have written
+/// to so far) from the memfd, owned by the program's id.
+pub(super) fn write_files(memfd: Option<OwnedFd>, entries: &[FileEntry], id: u32) -> Result<()> {
+    let Some(memfd) = memfd else {
+        return if entries.is_empty() { Ok(()) } else { Err(StepError::new("write files", None, "no memfd".into())) };
+    };
+    let src = File::from(memfd);
+    let owner = (Some(Uid::from_raw(id)), Some(Gid::from_raw(id)));
+    for e in entries {
+        check_relative_path(&e.path).map_err(|why| StepError::new("write files", None, why))?;
+        let path = Path::new(&e.path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            for dir in parent.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+                if !dir.exists() {
+                    mkdir(dir, 0o755)?;
+                    nix::unistd::chown(dir, owner.0, owner.1).map_err(sys("chown", dir))?;
+                }
+            }
+        }
+        let mode = if e.executable { 0o755 } else { 0o644 };
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io("create input file", path))?;
+        copy_range(&src, e.offset, e.len, &mut out).map_err(io("write input file", path))?;
+        fchown(&out, owner.0, owner.1).map_err(sys("chown", path))?;
+    }
+    Ok(())
+}
+
+fn copy_range(src: &File, offset: u64, len: u64, out: &mut File) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from((len - done).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = src.read_at(&mut buf[..want], offset + done)?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        out.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
+}

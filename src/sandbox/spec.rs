@@ -1,0 +1,115 @@
+//! What the runner asks of the sandbox: the root filesystems prepared once per zygote, and
+//! the per-run spawn request. Both are plain data (the request crosses a socket as JSON).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A root filesystem the zygote prepares once (read-only, shared by every run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootSpec {
+    /// The host's own `/usr`, `/bin`, `/lib*`, `/sbin`, read-only, with a generated `/etc`.
+    Host {
+        /// Files written into the generated `/etc`: (name, contents).
+        etc_files: Vec<(String, String)>,
+        /// Entries of the host's `/etc` bound read-only into it where they exist
+        /// (`ld.so.cache`, `alternatives`, ...).
+        etc_binds: Vec<String>,
+    },
+    /// Any directory tree: each top-level entry bound read-only (symlinks recreated).
+    Dir(PathBuf),
+}
+
+/// A resource limit set on the program (soft = hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rlimit {
+    /// `RLIMIT_CORE`: always 0 here, as `core_pattern` may write into the work dir.
+    Core(u64),
+    /// `RLIMIT_FSIZE` in bytes.
+    FileSize(u64),
+    /// `RLIMIT_NOFILE`.
+    OpenFiles(u64),
+    /// `RLIMIT_STACK` in bytes.
+    Stack(u64),
+    /// `RLIMIT_CPU` in seconds: a per-process backstop behind the cgroup's CPU check.
+    CpuSeconds(u64),
+}
+
+/// A file to place in `/sandbox` before the program starts; its bytes are at `offset`
+/// in the memfd passed with the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative path under `/sandbox` (checked: no `..`, no absolute path, no empty part).
+    pub path: String,
+    /// Offset of the contents in the files memfd.
+    pub offset: u64,
+    /// Length of the contents.
+    pub len: u64,
+    /// Mode 0755 instead of 0644.
+    pub executable: bool,
+}
+
+/// Everything the sandbox's PID 1 and the program need, decided by the runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// Index of the prepared root in the zygote's configuration.
+    pub root: usize,
+    /// The program and its arguments; `argv[0]` without a `/` is looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// The whole environment, `NAME=value` each.
+    pub env: Vec<String>,
+    /// The hostname inside.
+    pub hostname: String,
+    /// The uid and gid the program runs as, inside the user namespace (not 0).
+    pub program_id: u32,
+    /// Size of the `/sandbox` tmpfs, in bytes.
+    pub workdir_bytes: u64,
+    /// Size of the `/tmp` tmpfs, in bytes.
+    pub tmp_bytes: u64,
+    /// Size of the `/dev/shm` tmpfs, in bytes.
+    pub shm_bytes: u64,
+    /// Inodes of each tmpfs.
+    pub inodes: u64,
+    /// Limits set on the program right before `execve`.
+    pub rlimits: Vec<Rlimit>,
+    /// Files to create in `/sandbox`.
+    pub files: Vec<FileEntry>,
+}
+
+/// Checks a relative path for `/sandbox`: no absolute path, no `.` or `..`, no empty
+/// component, no NUL, at most 4096 bytes and 255 per component.
+pub fn check_relative_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > 4096 {
+        return Err("a file name must be 1 to 4096 bytes long".into());
+    }
+    if path.starts_with('/') {
+        return Err(format!("{path:?} is absolute; file names are relative to /sandbox"));
+    }
+    if path.contains('\0') {
+        return Err("a file name must not contain NUL".into());
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return Err(format!("{path:?} has an empty path component")),
+            "." | ".." => return Err(format!("{path:?} must not contain . or .. components")),
+            p if p.len() > 255 => return Err(format!("{path:?} has a component longer than 255 bytes")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_checked() {
+        assert!(check_relative_path("main.py").is_ok());
+        assert!(check_relative_path("src/lib/a.rs").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a\0b", "a/"] {
+            assert!(check_relative_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_relative_path(&"x".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! The zygote: a single-threaded process forked from the runner before the runner starts
+//! any thread. It prepares the root filesystems once, in a private mount namespace, and then
+//! serves spawn requests with one `clone3` each: the clone, born in fresh namespaces,
+//! becomes the sandbox's PID 1 and, thanks to `CLONE_PARENT`, a child of the runner, which
+//! can wait for it and whose pid it keeps until then.
+//!
+//! This is how the multi-threaded daemon never runs Rust between fork and exec: all the
+//! code after a fork runs in processes descended from this single-threaded one.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use seccompiler::BpfProgram;
+use serde::{Deserialize, Serialize};
+
+use super::channel::{self, Received};
+use super::init::{self, Fds};
+use super::spec::{RootSpec, SpawnRequest};
+use super::sys::{self, Forked};
+use super::{SandboxError, StepError, close_all_but, mounts};
+
+/// What the zygote needs to know once, at start.
+#[derive(Debug, Clone)]
+pub struct ZygoteConfig {
+    /// A directory the zygote may mount over in its private mount namespace (the runner's
+    /// state dir); the prepared roots live there, invisible to the host.
+    pub state_dir: PathBuf,
+    /// The root filesystems; a spawn request names one by index.
+    pub roots: Vec<RootSpec>,
+    /// The seccomp programs every program gets.
+    pub filters: Vec<BpfProgram>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Ready,
+    Spawned { pid: i32 },
+    Failed { message: String },
+}
+
+/// The runner's handle on its zygote.
+#[derive(Debug)]
+pub struct Zygote {
+    sock: Mutex<Option<OwnedFd>>,
+    pid: Pid,
+}
+
+/// The descriptors a new sandbox starts with.
+#[derive(Debug)]
+pub struct SpawnFds<'a> {
+    /// The sandbox's end of its [`super::Channel`].
+    pub control: BorrowedFd<'a>,
+    /// Read end of the stdin pipe.
+    pub stdin: BorrowedFd<'a>,
+    /// Write end of the stdout pipe.
+    pub stdout: BorrowedFd<'a>,
+    /// Write end of the stderr pipe.
+    pub stderr: BorrowedFd<'a>,
+    /// A memfd holding the input files' bytes, if there are any.
+    pub files: Option<BorrowedFd<'a>>,
+}
+
+/// A sandbox's PID 1, a child of the calling process.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid in our pid namespace.
+    pub pid: Pid,
+    /// A pidfd for it: signals and waits never hit a recycled pid.
+    pub pidfd: OwnedFd,
+}
+
+impl Zygote {
+    /// Forks the zygote and waits until its roots are prepared. The caller must be
+    /// single-threaded (checked: `SandboxError::NotSingleThreaded`).
+    pub fn start(config: ZygoteConfig) -> Result<Self, SandboxError> {
+        let (ours, theirs) = channel::seqpacket_pair().map_err(|e| SandboxError::Zygote(format!("socketpair: {e}")))?;
+        match sys::fork_single_threaded() {
+            Err(Errno::EDEADLK) => Err(SandboxError::NotSingleThreaded),
+            Err(e) => Err(SandboxError::Zygote(format!("fork: {e}"))),
+            Ok(Forked::Child) => {
+                drop(ours);
+                serve(theirs, &config)
+            }
+            Ok(Forked::Parent(pid)) => {
+                drop(theirs);
+                let zygote = Zygote { sock: Mutex::new(Some(ours)), pid };
+                match zygote.receive()? {
+                    (Reply::Ready, _) => Ok(zygote),
+                    (Reply::Failed { message }, _) => Err(SandboxError::Zygote(message)),
+                    (other, _) => Err(SandboxError::Zygote(format!("unexpected reply {other:?}"))),
+                }
+            }
+        }
+    }
+
+    /// Starts a sandbox: its PID 1 waits for [`super::Channel::send_go`] before going on.
+    pub fn spawn(&self, req: &SpawnRequest, fds: &SpawnFds<'_>) -> Result<Spawned, SandboxError> {
+        let mut raw: Vec<RawFd> =
+            [fds.control, fds.stdin, fds.stdout, fds.stderr].iter().map(AsRawFd::as_raw_fd).collect();
+        raw.extend(fds.files.map(|f| f.as_raw_fd()));
+        let guard = self.sock.lock().map_err(|_| SandboxError::Zygote("zygote lock poisoned".into()))?;
+        let sock = guard.as_ref().ok_or_else(|| SandboxError::Zygote("zygote stopped".into()))?;
+        channel::send(sock.as_fd(), req, &raw).map_err(|e| SandboxError::Zygote(format!("send to zygote: {e}")))?;
+        let (reply, mut got) = receive_on(sock.as_fd())?;
+        drop(guard);
+        match reply {
+            Reply::Spawned { pid } if got.len() == 1 => Ok(Spawned { pid: Pid::from_raw(pid), pidfd: got.remove(0) }),
+            Reply::Failed { message } => Err(SandboxError::Spawn(message)),
+            other => Err(SandboxError::Zygote(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn receive(&self) -> Result<(Reply, Vec<OwnedFd>), SandboxError> {
+        let guard = self.sock.lock().map_err(|_| SandboxError::Zygote("zygote lock poisoned".into()))?;
+        let sock = guard.as_ref().ok_or_else(|| SandboxError::Zygote("zygote stopped".into()))?;
+        receive_on(sock.as_fd())
+    }
+}
+
+fn receive_on(sock: BorrowedFd<'_>) -> Result<(Reply, Vec<OwnedFd>), SandboxError> {
+    match channel::recv::<Reply>(sock, false) {
+        Ok(Received::Message(r, fds)) => Ok((r, fds)),
+        Ok(_) => Err(SandboxError::Zygote("the zygote exited".into())),
+        Err(e) => Err(SandboxError::Zygote(format!("receive from zygote: {e}"))),
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // closing the socket ends the zygote's loop; then reap it
+        if let Ok(mut g) = self.sock.lock() {
+            g.take();
+        }
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// The zygote's main: prepare, report, serve. Never returns.
+fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
+    let roots = match prepare(&sock, config) {
+        Ok(roots) => roots,
+        Err(e) => {
+            let _ = channel::send(sock.as_fd(), &Reply::Failed { message: e.to_string() }, &[]);
+            sys::exit_now(1)
+        }
+    };
+    if channel::send(sock.as_fd(), &Reply::Ready, &[]).is_err() {
+        sys::exit_now(1);
+    }
+    loop {
+        let (req, fds) = match channel::recv::<SpawnRequest>(sock.as_fd(), false) {
+            Ok(Received::Message(req, fds)) => (req, fds),
+            Ok(_) => sys::exit_now(0),
+            Err(Errno::EBADMSG) => {
+                let _ = channel::send(sock.as_fd(), &Reply::Failed { message: "malformed spawn request".into() }, &[]);
+                continue;
+            }
+            Err(_) => sys::exit_now(0),
+        };
+        let sent = match spawn(&req, fds, &roots, &config.filters) {
+            Ok(child) => {
+                let reply = Reply::Spawned { pid: child.pid.as_raw() };
+                channel::send(sock.as_fd(), &reply, &[child.pidfd.as_raw_fd()])
+            }
+            Err(message) => channel::send(sock.as_fd(), &Reply::Failed { message }, &[]),
+        };
+        if sent.is_err() {
+            sys::exit_now(0);
+        }
+    }
+}
+
+/// Detach from the runner's session and descriptors, take a private mount namespace, and
+/// build every root under a tmpfs over the state dir.
+fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepError> {
+    let step = |name: &'static str| move |e: Errno| StepError::new(name, Some(e), String::new());
+    nix::unistd::setsid().map_err(step("setsid"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
+    let devnull =
+        std::fs::File::open("/dev/null").map_err(|e| StepError::new("open /dev/null", None, e.to_string()))?;
+    nix::unistd::dup2_stdin(&devnull).map_err(step("redirect stdin"))?;
+    nix::unistd::dup2_stdout(&devnull).map_err(step("redirect stdout"))?;
+    drop(devnull);
+    close_all_but(&[sock.as_raw_fd()]).map_err(step("close inherited descriptors"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare the mount namespace"))?;
+    let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(step("make mounts private"))?;
+    let state = &config.state_dir;
+    mount(
+        Some("codeexec-zygote"),
+        state,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| StepError::new("mount the zygote's tmpfs", Some(e), state.display().to_string()))?;
+    let mut dirs = Vec::with_capacity(config.roots.len());
+    for (i, spec) in config.roots.iter().enumerate() {
+        let dir = state.join(format!("root-{i}"));
+        mounts::prepare_root(&dir, spec)?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+/// One clone into fresh namespaces; the child runs PID 1 and never comes back here.
+fn spawn(
+    req: &SpawnRequest,
+    fds: Vec<OwnedFd>,
+    roots: &[PathBuf],
+    filters: &[BpfProgram],
+) -> Result<sys::Cloned, String> {
+    let root: &Path = roots.get(req.root).ok_or_else(|| format!("no root {}", req.root))?;
+    let want = if req.files.is_empty() { 4 } else { 5 };
+    if fds.len() != want || req.argv.is_empty() {
+        return Err(format!("spawn request with {} descriptors and {} arguments", fds.len(), req.argv.len()));
+    }
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().ok_or_else(|| "missing descriptor".to_string());
+    let fds = Fds { control: next()?, stdin: next()?, stdout: next()?, stderr: next()?, files: next().ok() };
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_PARENT;
+    match sys::clone_into_namespaces(u64::try_from(flags).map_err(|e| e.to_string())?) {
+        Ok(Forked::Child) => init::run(req, root, filters, fds),
+        Ok(Forked::Parent(child)) => Ok(child),
+        Err(e) => Err(format!("clone3 into new namespaces: {e}")),
+    }
+}
