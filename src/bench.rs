@@ -96,16 +96,20 @@ pub fn throughput(runner: &Runner, workers: usize, seconds: u64) -> Result<f64, 
     Ok(done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The whole benchmark, as a Markdown table.
-pub fn report(runner: &Runner, runs: usize, workers: usize, seconds: u64) -> Result<String, String> {
+/// The whole benchmark, as Markdown. `cold` prepares each sandbox on the request's path
+/// (as `codeexec run` does); `warm` keeps sandboxes prepared ahead (as the daemon does).
+pub fn report(cold: &Runner, warm: &Runner, runs: usize, workers: usize, seconds: u64) -> Result<String, String> {
     let mut out = String::new();
-    let _ = writeln!(out, "cgroups: {}\n", runner.cgroups().describe());
+    let _ = writeln!(out, "cgroups: {}\n", cold.cgroups().describe());
     let _ = writeln!(out, "| workload | mode | runs | median ms | p95 ms | p99 ms | mean ms |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for (name, argv) in WORKLOADS {
-        for (mode, s) in
-            [("bare", series(runs, || bare(argv))?), ("sandboxed", series(runs, || sandboxed(runner, argv))?)]
-        {
+        let rows = [
+            ("bare", series(runs, || bare(argv))?),
+            ("sandboxed, cold", series(runs, || sandboxed(cold, argv))?),
+            ("sandboxed, warm", series(runs, || sandboxed(warm, argv))?),
+        ];
+        for (mode, s) in rows {
             let _ = writeln!(
                 out,
                 "| {name} | {mode} | {runs} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -116,9 +120,11 @@ pub fn report(runner: &Runner, runs: usize, workers: usize, seconds: u64) -> Res
             );
         }
     }
-    let rate = throughput(runner, workers, seconds)?;
-    let _ =
-        writeln!(out, "\nthroughput: {rate:.0} sandboxed /bin/true per second with {workers} workers ({seconds} s)");
+    let _ = writeln!(out);
+    for (mode, runner) in [("cold", cold), ("warm", warm)] {
+        let rate = throughput(runner, workers, seconds)?;
+        let _ = writeln!(out, "throughput, {mode}: {rate:.0} sandboxed /bin/true per second with {workers} workers");
+    }
     Ok(out)
 }
 

@@ -162,11 +162,12 @@ impl Hierarchy {
         }
     }
 
-    /// Creates the cgroup `name` (removing a leftover of that name first) with `limits`.
-    pub fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup> {
+    /// Creates the cgroup `name`, removing a leftover of that name first. It has no
+    /// limits until [`Cgroup::set_limits`].
+    pub fn create(&self, name: &str) -> Result<Cgroup> {
         let inner = match &self.layout {
-            Layout::V2 { root } => Backend::V2(v2::Cgroup::create(&root.join(&self.parent).join(name), limits)?),
-            Layout::V1 { .. } => Backend::V1(v1::Cgroup::create(&self.layout, &self.parent, name, limits)?),
+            Layout::V2 { root } => Backend::V2(v2::Cgroup::create(&root.join(&self.parent).join(name))?),
+            Layout::V1 { .. } => Backend::V1(v1::Cgroup::create(&self.layout, &self.parent, name)?),
         };
         Ok(Cgroup { inner })
     }
@@ -213,6 +214,14 @@ enum Backend {
 }
 
 impl Cgroup {
+    /// Sets (or changes) the limits; memory is set with swap disabled.
+    pub fn set_limits(&self, limits: &Limits) -> Result<()> {
+        match &self.inner {
+            Backend::V1(c) => c.set_limits(limits),
+            Backend::V2(c) => c.set_limits(limits),
+        }
+    }
+
     /// Moves process `pid` (and so its future children) into the cgroup.
     pub fn attach(&self, pid: i32) -> Result<()> {
         match &self.inner {

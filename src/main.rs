@@ -115,11 +115,17 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
 }
 
 fn run_bench(args: &BenchArgs) -> ExitCode {
-    let runner = match Runner::start(config(&args.common, None)) {
+    // both zygotes are forked before the warm runner starts its threads
+    let cold = match Runner::start(config(&args.common, None)) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_INTERNAL, &e.into()),
     };
-    match bench::report(&runner, args.runs, args.workers, args.seconds) {
+    let warm_config = RunnerConfig { warm: args.workers.max(1), ..config(&args.common, None) };
+    let warm = match Runner::start(warm_config) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+    };
+    match bench::report(&cold, &warm, args.runs, args.workers, args.seconds) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -24,7 +24,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 pub use channel::{Channel, ExitStatus, Report};
-pub use spec::{FileEntry, Rlimit, RootSpec, SpawnRequest, check_relative_path};
+pub use spec::{FileEntry, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path};
 pub use sys::{catch_interrupts, interrupted};
 pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};
 

@@ -29,7 +29,7 @@ pub(super) struct Cgroup {
 }
 
 impl Cgroup {
-    pub(super) fn create(layout: &Layout, parent: &str, name: &str, limits: &Limits) -> Result<Self> {
+    pub(super) fn create(layout: &Layout, parent: &str, name: &str) -> Result<Self> {
         let Layout::V1 { memory, pids, cpu, usage } = layout else {
             unreachable!("v1::Cgroup::create is only called with a V1 layout")
         };
@@ -49,22 +49,17 @@ impl Cgroup {
             }
             dirs.push(d);
         }
-        let cg = Self {
+        Ok(Self {
             memory: MemController::new(dir(memory), memory.clone(), false),
             pids: PidController::new(dir(pids), pids.clone(), false),
             cpu: CpuController::new(dir(cpu), cpu.clone(), false),
             usage: usage_dir,
             unified,
             dirs,
-        };
-        if let Err(e) = cg.set_limits(limits) {
-            remove_all(&cg.dirs);
-            return Err(e);
-        }
-        Ok(cg)
+        })
     }
 
-    fn set_limits(&self, limits: &Limits) -> Result<()> {
+    pub(super) fn set_limits(&self, limits: &Limits) -> Result<()> {
         let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
         self.memory.set_limit(bytes).map_err(ctl("set memory.limit_in_bytes", self.memory.path()))?;
         // memory+swap equal to memory: no swap. The file exists only with swap accounting.
@@ -188,7 +183,8 @@ mod tests {
     fn create_writes_limits_in_every_hierarchy() {
         let t = tempfile::tempdir().unwrap();
         let layout = fake(t.path());
-        let cg = Cgroup::create(&layout, "codeexec", "run-3", &limits()).unwrap();
+        let cg = Cgroup::create(&layout, "codeexec", "run-3").unwrap();
+        cg.set_limits(&limits()).unwrap();
         let read = |p: &str| fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("memory/codeexec/run-3/memory.limit_in_bytes"), "67108864");
         assert_eq!(read("pids/codeexec/run-3/pids.max"), "17");
@@ -209,7 +205,8 @@ mod tests {
         // an empty leftover of a crashed run (a real cgroupfs dir with no processes)
         let dir = t.path().join("pids/codeexec/run-1");
         fs::create_dir_all(&dir).unwrap();
-        let cg = Cgroup::create(&layout, "codeexec", "run-1", &limits()).unwrap();
+        let cg = Cgroup::create(&layout, "codeexec", "run-1").unwrap();
+        cg.set_limits(&limits()).unwrap();
         assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "17");
         drop(cg);
         // a leftover that cannot be removed fails creation and says why; a tempdir keeps
@@ -219,7 +216,7 @@ mod tests {
         let dir = t.path().join("cpu/codeexec/run-2");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("stray"), "").unwrap();
-        let err = Cgroup::create(&layout, "codeexec", "run-2", &limits()).unwrap_err();
+        let err = Cgroup::create(&layout, "codeexec", "run-2").unwrap_err();
         assert!(err.to_string().contains("failed to remove"), "{err}");
         // nothing half-made is left in the other hierarchies
         assert!(!t.path().join("memory/codeexec/run-2").exists());
@@ -230,7 +227,8 @@ mod tests {
     fn stats_are_read_from_the_accounting_files() {
         let t = tempfile::tempdir().unwrap();
         let layout = fake(t.path());
-        let cg = Cgroup::create(&layout, "codeexec", "r", &limits()).unwrap();
+        let cg = Cgroup::create(&layout, "codeexec", "r").unwrap();
+        cg.set_limits(&limits()).unwrap();
         let w = |p: &str, s: &str| fs::write(t.path().join(p), s).unwrap();
         w("unified/codeexec/r/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n");
         w("memory/codeexec/r/memory.max_usage_in_bytes", "67108864\n");
@@ -260,7 +258,8 @@ mod tests {
             cpu: both.clone(),
             usage: Usage::CpuAcct(both),
         };
-        let cg = Cgroup::create(&layout, "codeexec", "r", &limits()).unwrap();
+        let cg = Cgroup::create(&layout, "codeexec", "r").unwrap();
+        cg.set_limits(&limits()).unwrap();
         assert_eq!(cg.dirs.len(), 3);
         fs::write(t.path().join("cpu,cpuacct/codeexec/r/cpuacct.usage"), "2500000\n").unwrap();
         assert_eq!(cg.cpu_usage().unwrap(), Duration::from_micros(2500));

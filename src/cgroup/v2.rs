@@ -59,7 +59,7 @@ pub(super) struct Cgroup {
 }
 
 impl Cgroup {
-    pub(super) fn create(dir: &Path, limits: &Limits) -> Result<Self> {
+    pub(super) fn create(dir: &Path) -> Result<Self> {
         mkdir_fresh(dir, |d| write_file(&d.join("cgroup.kill"), "1").and_then(|()| kill_listed(d)))?;
         let root = dir.to_path_buf();
         let cg = Self {
@@ -68,14 +68,15 @@ impl Cgroup {
             pids: PidController::new(dir.to_owned(), root.clone(), true),
             cpu: CpuController::new(dir.to_owned(), root, true),
         };
-        if let Err(e) = cg.set_limits(limits) {
+        // One OOM kill takes the whole run, as a judge expects (cgroups-rs has no setter).
+        if let Err(e) = write_file(&dir.join("memory.oom.group"), "1") {
             let _ = rmdir_retry(dir);
             return Err(e);
         }
         Ok(cg)
     }
 
-    fn set_limits(&self, limits: &Limits) -> Result<()> {
+    pub(super) fn set_limits(&self, limits: &Limits) -> Result<()> {
         let ctl = |op: &'static str| {
             let path = self.dir.clone();
             move |source| CgroupError::Controller { op, path, source }
@@ -86,8 +87,6 @@ impl Cgroup {
         if self.dir.join("memory.swap.max").exists() {
             self.memory.set_memswap_limit(0).map_err(ctl("set memory.swap.max"))?;
         }
-        // One OOM kill takes the whole run, as a judge expects (cgroups-rs has no setter).
-        write_file(&self.dir.join("memory.oom.group"), "1")?;
         let pids = i64::try_from(limits.pids).unwrap_or(i64::MAX);
         self.pids.set_pid_max(MaxValue::Value(pids)).map_err(ctl("set pids.max"))?;
         let quota = i64::try_from(limits.cpu_quota_us).unwrap_or(i64::MAX);
@@ -186,7 +185,6 @@ mod tests {
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
         assert_eq!(read("memory.max"), "33554432");
         assert_eq!(read("memory.swap.max"), "0");
-        assert_eq!(read("memory.oom.group"), "1");
         assert_eq!(read("pids.max"), "9");
         assert_eq!(read("cpu.max"), "100000 100000");
         cg.attach(5).unwrap();

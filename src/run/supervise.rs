@@ -54,7 +54,7 @@ impl Capture {
 #[derive(Debug, Default)]
 pub(super) struct Observed {
     pub(super) started: bool,
-    /// The last report that says how the run ended (`Exited`, `ExecFailed`, `SetupFailed`).
+    /// The report that says how the run ended (`Exited`, `ExecFailed`, `SetupFailed`).
     pub(super) report: Option<Report>,
     pub(super) killed: Option<Kill>,
     pub(super) stdout: Capture,
@@ -103,14 +103,25 @@ pub(super) fn watch(
         stdin = None;
     }
     let out_limit = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
-    while alive || chan_open || stdout.is_some() || stderr.is_some() {
-        let timeout = l.timeout(spawned_at, alive);
+    // Done when PID 1 has said how the run ended (it kills and reaps everything else
+    // first) or is gone, and both output pipes are at EOF; PID 1's own exit and the
+    // namespaces' teardown need not be waited for.
+    loop {
+        let finished = l.obs.report.is_some();
+        if (finished || !alive) && stdout.is_none() && stderr.is_none() {
+            break;
+        }
+        let waiting = alive && !finished;
+        if !waiting {
+            stdin = None;
+        }
+        let timeout = l.timeout(spawned_at, waiting);
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
-        let i_pid = add(&mut fds, alive, Some(pid1.pidfd.as_fd()), PollFlags::POLLIN);
-        let i_chan = add(&mut fds, chan_open, Some(chan.as_fd()), PollFlags::POLLIN);
+        let i_pid = add(&mut fds, waiting, Some(pid1.pidfd.as_fd()), PollFlags::POLLIN);
+        let i_chan = add(&mut fds, waiting && chan_open, Some(chan.as_fd()), PollFlags::POLLIN);
         let i_out = add(&mut fds, true, stdout.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
         let i_err = add(&mut fds, true, stderr.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
-        let i_in = add(&mut fds, alive, stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT);
+        let i_in = add(&mut fds, waiting, stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
@@ -142,7 +153,7 @@ pub(super) fn watch(
                 l.obs.wall = t.elapsed();
             }
         }
-        l.check_limits(spawned_at, alive);
+        l.check_limits(spawned_at, alive && l.obs.report.is_none());
     }
     l.obs
 }
@@ -184,6 +195,7 @@ impl Loop<'_> {
                     self.obs.cpu_base = self.cgroup.cpu_usage().unwrap_or_default();
                     self.next_cpu_check = Some(now + self.cpu_interval(self.limits.cpu_time));
                 }
+                Ok(Some(Report::Ready)) => {}
                 Ok(Some(r)) => self.obs.report = Some(r),
                 Ok(None) => return true,
                 Err(_) => return false,

@@ -11,6 +11,8 @@ use nix::sys::socket::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::spec::StartRequest;
+
 /// Largest message accepted; a spawn request with its argv, env and file list fits.
 pub(super) const MAX_MESSAGE: usize = 256 * 1024;
 /// Most descriptors one message carries.
@@ -28,6 +30,8 @@ pub enum ExitStatus {
 /// What the sandbox's PID 1 tells the runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
+    /// The sandbox is set up and waits for its start request.
+    Ready,
     /// The program's `execve` succeeded: the run has started.
     Started,
     /// The program's `execve` failed with this errno (e.g. ENOENT for an unknown command).
@@ -53,11 +57,20 @@ pub enum Report {
     },
 }
 
-/// Runner -> PID 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Runner -> PID 1, as sent (borrowing; the same JSON as [`Command`]).
+#[derive(Debug, Serialize)]
+enum CommandRef<'a> {
+    Go,
+    Start(&'a StartRequest),
+}
+
+/// Runner -> PID 1, as received.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub(super) enum Command {
     /// Id maps are written and the cgroup is joined: go on with the setup.
     Go,
+    /// Run this program (the files' memfd, if any, is attached).
+    Start(StartRequest),
 }
 
 /// A new `SOCK_SEQPACKET` pair, close-on-exec on both ends.
@@ -143,7 +156,21 @@ impl Channel {
 
     /// Lets PID 1 go on with its setup.
     pub fn send_go(&self) -> Result<(), Errno> {
-        send(self.sock.as_fd(), &Command::Go, &[])
+        send(self.sock.as_fd(), &CommandRef::Go, &[])
+    }
+
+    /// Sends the program to run; `files` is the memfd holding the input files' bytes.
+    pub fn send_start(&self, req: &StartRequest, files: Option<BorrowedFd<'_>>) -> Result<(), Errno> {
+        let fds: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+        send(self.sock.as_fd(), &CommandRef::Start(req), &fds)
+    }
+
+    /// Waits for the next report (for a sandbox being prepared).
+    pub fn recv(&self) -> Result<Report, Errno> {
+        match recv::<Report>(self.sock.as_fd(), false)? {
+            Received::Message(r, _) => Ok(r),
+            Received::Empty | Received::Closed => Err(Errno::EPIPE),
+        }
     }
 
     /// The next report, without waiting: `Ok(None)` when there is none yet, and

@@ -1,17 +1,19 @@
-//! The program's side of PID 1's fork: the last steps before `execve`. Each step narrows
-//! what the process may do, and the order matters:
+//! The program's side of PID 1's fork: everything that narrows what the process may do
+//! happens while the sandbox is prepared, before any request is known; then the process
+//! waits for its start request (argv, env, rlimits) and `execve`s. The order matters:
 //! 1. own session, so `kill(0, ...)` by the program cannot reach PID 1's process group;
 //! 2. standard descriptors from the runner's pipes;
 //! 3. every signal back to its default (Rust ignores SIGPIPE, and ignored signals survive
 //!    `execve`);
-//! 4. rlimits (core 0, file size, open files, stack, CPU backstop);
-//! 5. empty the bounding, ambient and inheritable capability sets (needs CAP_SETPCAP, so
+//! 4. empty the bounding, ambient and inheritable capability sets (needs CAP_SETPCAP, so
 //!    while still root of the user namespace);
-//! 6. switch to the program's uid/gid, which clears the permitted and effective sets;
-//! 7. `no_new_privs`, which seccomp needs from an unprivileged process and which makes
+//! 5. switch to the program's uid/gid, which clears the permitted and effective sets;
+//! 6. `no_new_privs`, which seccomp needs from an unprivileged process and which makes
 //!    setuid files powerless;
-//! 8. mark every descriptor above 2 close-on-exec (the report pipe must live until then);
-//! 9. install the seccomp filters, last, so none of the steps above is filtered;
+//! 7. mark every descriptor above 2 close-on-exec (the report pipe must live until then);
+//! 8. install the seccomp filter, last of the privileged steps, so none of them is filtered;
+//! 9. wait for the start request; set the rlimits (only ever lowered, which needs no
+//!    privilege: core 0, file size, open files, stack, CPU backstop);
 //! 10. `execve`, trying each `PATH` entry for a bare command name.
 //!
 //! A failure writes `[step, errno]` to the report pipe; `execve` success closes it.
@@ -23,15 +25,15 @@ use std::os::fd::OwnedFd;
 use caps::CapSet;
 use nix::errno::Errno;
 use nix::sys::resource::{Resource, setrlimit};
-use nix::unistd::{Gid, Uid, setresgid, setresuid, setsid, write};
+use nix::unistd::{Gid, Uid, read, setresgid, setresuid, setsid, write};
 
 use super::init::Stdio;
-use super::spec::{Rlimit, SpawnRequest};
+use super::spec::{Rlimit, StartRequest};
 use super::sys;
 
 /// Step numbers in the report: 0 is `execve` itself (the command is the problem); the
 /// others are ours (the sandbox is). Names are for PID 1's report.
-pub(super) const STEP_NAMES: [&str; 10] = [
+pub(super) const STEP_NAMES: [&str; 11] = [
     "execve",
     "setsid",
     "set up standard descriptors",
@@ -41,12 +43,14 @@ pub(super) const STEP_NAMES: [&str; 10] = [
     "switch to the program's uid",
     "set no_new_privs",
     "mark descriptors close-on-exec",
-    "install seccomp filters",
+    "install the seccomp filter",
+    "read the start request",
 ];
 
-/// Runs the steps and `execve`s; on failure reports and exits 127. Never returns.
-pub(super) fn run(req: &SpawnRequest, filters: &[seccompiler::BpfProgram], stdio: Stdio, report: OwnedFd) -> ! {
-    let (step, errno) = match prepare_and_exec(req, filters, stdio) {
+/// Runs the steps, waits for the start request and `execve`s; on failure reports and exits
+/// 127. Never returns.
+pub(super) fn run(id: u32, filter: &seccompiler::BpfProgram, stdio: Stdio, start: OwnedFd, report: OwnedFd) -> ! {
+    let (step, errno) = match prepare_and_exec(id, filter, stdio, start) {
         Err(failure) => failure,
         Ok(never) => match never {},
     };
@@ -58,32 +62,48 @@ pub(super) fn run(req: &SpawnRequest, filters: &[seccompiler::BpfProgram], stdio
 }
 
 fn prepare_and_exec(
-    req: &SpawnRequest,
-    filters: &[seccompiler::BpfProgram],
+    id: u32,
+    filter: &seccompiler::BpfProgram,
     stdio: Stdio,
+    start: OwnedFd,
 ) -> Result<Infallible, (u8, Errno)> {
-    let argv = cstrings(&req.argv).map_err(|e| (0, e))?;
-    let env = cstrings(&req.env).map_err(|e| (0, e))?;
-    let path_var = req.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    let candidates = candidates(&req.argv[0], path_var).map_err(|e| (0, e))?;
-
     setsid().map_err(|e| (1, e))?;
     nix::unistd::dup2_stdin(&stdio.stdin).map_err(|e| (2, e))?;
     nix::unistd::dup2_stdout(&stdio.stdout).map_err(|e| (2, e))?;
     nix::unistd::dup2_stderr(&stdio.stderr).map_err(|e| (2, e))?;
     drop(stdio);
     sys::reset_signals().map_err(|e| (3, e))?;
-    set_rlimits(&req.rlimits).map_err(|e| (4, e))?;
     drop_capabilities().map_err(|e| (5, e))?;
-    let (uid, gid) = (Uid::from_raw(req.program_id), Gid::from_raw(req.program_id));
+    let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
     setresgid(gid, gid, gid).map_err(|e| (6, e))?;
     setresuid(uid, uid, uid).map_err(|e| (6, e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
     sys::close_range(3, u32::MAX, true).map_err(|e| (8, e))?;
-    for f in filters {
-        seccompiler::apply_filter(f).map_err(|_| (9, Errno::last()))?;
-    }
+    seccompiler::apply_filter(filter).map_err(|_| (9, Errno::last()))?;
+
+    let req = read_request(start).map_err(|e| (10, e))?;
+    let argv = cstrings(&req.argv).map_err(|e| (0, e))?;
+    let env = cstrings(&req.env).map_err(|e| (0, e))?;
+    let path_var = req.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let first = req.argv.first().map(String::as_str).unwrap_or_default();
+    let candidates = candidates(first, path_var).map_err(|e| (0, e))?;
+    set_rlimits(&req.rlimits).map_err(|e| (4, e))?;
     Err((0, exec_first(&candidates, &argv, &env)))
+}
+
+/// Reads the start request PID 1 writes (to EOF).
+fn read_request(start: OwnedFd) -> Result<StartRequest, Errno> {
+    let mut bytes = Vec::with_capacity(4096);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match read(&start, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|_| Errno::EBADMSG)
 }
 
 fn cstrings(items: &[String]) -> Result<Vec<CString>, Errno> {

@@ -23,7 +23,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chdir, fchown, pivot_root};
 
 use super::StepError;
-use super::spec::{FileEntry, RootSpec, SpawnRequest, check_relative_path};
+use super::spec::{FileEntry, RootSpec, SpawnRequest, TmpfsSizes, check_relative_path};
 
 type Result<T> = std::result::Result<T, StepError>;
 
@@ -156,6 +156,22 @@ fn prepare_dev(dev: &Path) -> Result<()> {
     mount(None::<&str>, dev, None::<&str>, ro, None::<&str>).map_err(sys("make /dev read-only", dev))
 }
 
+/// Makes `state` (holding the prepared roots) the zygote's root, with a proc mount of
+/// its own, and drops every host mount from its namespace. Each clone copies the
+/// zygote's mount namespace and its PID 1 detaches the copy again, so every host mount
+/// left here would cost two copies per run. The proc mount must stay: the kernel lets a
+/// user namespace mount proc only where a fully visible proc is already mounted.
+pub(super) fn shrink_to(state: &Path) -> Result<()> {
+    let proc_dir = state.join("proc");
+    mkdir(&proc_dir, 0o555)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).map_err(sys("mount proc", &proc_dir))?;
+    chdir(state).map_err(sys("chdir", state))?;
+    pivot_root(".", ".").map_err(sys("pivot_root", state))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the host's mounts", state))?;
+    chdir("/").map_err(sys("chdir", Path::new("/")))
+}
+
 /// PID 1's per-run mounts, then `pivot_root` into `root`; leaves the cwd at `/sandbox`.
 /// Ordering: proc must be mounted while the host's /proc is still visible (the kernel only
 /// lets a user namespace mount proc when a fully visible one exists), so before the pivot.
@@ -163,28 +179,15 @@ pub(super) fn enter_root(root: &Path, req: &SpawnRequest) -> Result<()> {
     // A fresh, unlocked mount of the prepared tree (recursive: its locked binds come along).
     mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(sys("bind root", root))?;
-    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let id = req.program_id;
-    let tmpfs = [
-        ("tmp", format!("size={},nr_inodes={},mode=1777", req.tmp_bytes, req.inodes), nosuid_nodev),
-        (
-            "sandbox",
-            format!("size={},nr_inodes={},mode=0755,uid={id},gid={id}", req.workdir_bytes, req.inodes),
-            nosuid_nodev,
-        ),
-        (
-            "dev/shm",
-            format!("size={},nr_inodes={},mode=1777", req.shm_bytes, req.inodes),
-            nosuid_nodev | MsFlags::MS_NOEXEC,
-        ),
-    ];
-    for (dir, opts, flags) in &tmpfs {
+    let id = req.program_id.to_string();
+    for (dir, size, extra) in tmpfs_mounts(&req.sizes) {
         let target = root.join(dir);
-        mount(Some("tmpfs"), &target, Some("tmpfs"), *flags, Some(opts.as_str()))
+        let opts = format!("size={size},nr_inodes={},{}", req.sizes.inodes, extra.replace("{id}", &id));
+        mount(Some("tmpfs"), &target, Some("tmpfs"), tmpfs_flags(dir), Some(opts.as_str()))
             .map_err(sys("mount tmpfs", &target))?;
     }
     let proc_dir = root.join("proc");
-    let flags = nosuid_nodev | MsFlags::MS_NOEXEC;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).map_err(sys("mount proc", &proc_dir))?;
     chdir(root).map_err(sys("chdir", root))?;
     // pivot_root(".", "."): the old root ends up on top of the new one and is detached
@@ -192,6 +195,31 @@ pub(super) fn enter_root(root: &Path, req: &SpawnRequest) -> Result<()> {
     pivot_root(".", ".").map_err(sys("pivot_root", root))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root", root))?;
     chdir("/sandbox").map_err(sys("chdir", Path::new("/sandbox")))
+}
+
+/// The writable tmpfs mounts: where, how big, and their other options.
+fn tmpfs_mounts(sizes: &TmpfsSizes) -> [(&'static str, u64, &'static str); 3] {
+    [
+        ("tmp", sizes.tmp_bytes, "mode=1777"),
+        ("sandbox", sizes.workdir_bytes, "mode=0755,uid={id},gid={id}"),
+        ("dev/shm", sizes.shm_bytes, "mode=1777"),
+    ]
+}
+
+fn tmpfs_flags(dir: &str) -> MsFlags {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if dir == "dev/shm" { flags | MsFlags::MS_NOEXEC } else { flags }
+}
+
+/// Gives the writable tmpfs mounts (after the pivot) the sizes of this run.
+pub(super) fn resize(sizes: &TmpfsSizes) -> Result<()> {
+    for (dir, size, _) in tmpfs_mounts(sizes) {
+        let target = Path::new("/").join(dir);
+        let opts = format!("size={size},nr_inodes={}", sizes.inodes);
+        mount(None::<&str>, &target, None::<&str>, tmpfs_flags(dir) | MsFlags::MS_REMOUNT, Some(opts.as_str()))
+            .map_err(sys("resize tmpfs", &target))?;
+    }
+    Ok(())
 }
 
 /// Creates the input files under the cwd (`/sandbox`, a fresh tmpfs only we have written

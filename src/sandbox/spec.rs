@@ -49,31 +49,46 @@ pub struct FileEntry {
     pub executable: bool,
 }
 
-/// Everything the sandbox's PID 1 and the program need, decided by the runner.
+/// What a sandbox is made with, before any request is known: its PID 1 prepares all
+/// of this and then waits for a [`StartRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnRequest {
     /// Index of the prepared root in the zygote's configuration.
     pub root: usize,
-    /// The program and its arguments; `argv[0]` without a `/` is looked up in `PATH`.
-    pub argv: Vec<String>,
-    /// The whole environment, `NAME=value` each.
-    pub env: Vec<String>,
     /// The hostname inside.
     pub hostname: String,
     /// The uid and gid the program runs as, inside the user namespace (not 0).
     pub program_id: u32,
-    /// Size of the `/sandbox` tmpfs, in bytes.
+    /// The writable tmpfs sizes it is mounted with (a start request may resize them).
+    pub sizes: TmpfsSizes,
+}
+
+/// Sizes of the sandbox's writable tmpfs mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsSizes {
+    /// `/sandbox`, in bytes.
     pub workdir_bytes: u64,
-    /// Size of the `/tmp` tmpfs, in bytes.
+    /// `/tmp`, in bytes.
     pub tmp_bytes: u64,
-    /// Size of the `/dev/shm` tmpfs, in bytes.
+    /// `/dev/shm`, in bytes.
     pub shm_bytes: u64,
-    /// Inodes of each tmpfs.
+    /// Inodes of each.
     pub inodes: u64,
+}
+
+/// The program to run in a prepared sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The program and its arguments; `argv[0]` without a `/` is looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// The whole environment, `NAME=value` each.
+    pub env: Vec<String>,
     /// Limits set on the program right before `execve`.
     pub rlimits: Vec<Rlimit>,
-    /// Files to create in `/sandbox`.
+    /// Files to create in `/sandbox` (their bytes come in a memfd with the request).
     pub files: Vec<FileEntry>,
+    /// The tmpfs sizes for this run.
+    pub sizes: TmpfsSizes,
 }
 
 /// Checks a relative path for `/sandbox`: no absolute path, no `.` or `..`, no empty

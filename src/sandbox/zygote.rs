@@ -33,8 +33,8 @@ pub struct ZygoteConfig {
     pub state_dir: PathBuf,
     /// The root filesystems; a spawn request names one by index.
     pub roots: Vec<RootSpec>,
-    /// The seccomp programs every program gets.
-    pub filters: Vec<BpfProgram>,
+    /// The seccomp program every program gets (one program: one JIT per run).
+    pub filter: BpfProgram,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,8 +62,6 @@ pub struct SpawnFds<'a> {
     pub stdout: BorrowedFd<'a>,
     /// Write end of the stderr pipe.
     pub stderr: BorrowedFd<'a>,
-    /// A memfd holding the input files' bytes, if there are any.
-    pub files: Option<BorrowedFd<'a>>,
 }
 
 /// A sandbox's PID 1, a child of the calling process.
@@ -99,11 +97,10 @@ impl Zygote {
         }
     }
 
-    /// Starts a sandbox: its PID 1 waits for [`super::Channel::send_go`] before going on.
+    /// Clones a sandbox's PID 1; it waits for [`super::Channel::send_go`] before setting
+    /// itself up, then reports `Ready` and waits for [`super::Channel::send_start`].
     pub fn spawn(&self, req: &SpawnRequest, fds: &SpawnFds<'_>) -> Result<Spawned, SandboxError> {
-        let mut raw: Vec<RawFd> =
-            [fds.control, fds.stdin, fds.stdout, fds.stderr].iter().map(AsRawFd::as_raw_fd).collect();
-        raw.extend(fds.files.map(|f| f.as_raw_fd()));
+        let raw: Vec<RawFd> = [fds.control, fds.stdin, fds.stdout, fds.stderr].iter().map(AsRawFd::as_raw_fd).collect();
         let guard = self.sock.lock().map_err(|_| SandboxError::Zygote("zygote lock poisoned".into()))?;
         let sock = guard.as_ref().ok_or_else(|| SandboxError::Zygote("zygote stopped".into()))?;
         channel::send(sock.as_fd(), req, &raw).map_err(|e| SandboxError::Zygote(format!("send to zygote: {e}")))?;
@@ -163,7 +160,7 @@ fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
             }
             Err(_) => sys::exit_now(0),
         };
-        let sent = match spawn(&req, fds, &roots, &config.filters) {
+        let sent = match spawn(&req, fds, &roots, &config.filter) {
             Ok(child) => {
                 let reply = Reply::Spawned { pid: child.pid.as_raw() };
                 channel::send(sock.as_fd(), &reply, &[child.pidfd.as_raw_fd()])
@@ -202,28 +199,21 @@ fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepEr
     .map_err(|e| StepError::new("mount the zygote's tmpfs", Some(e), state.display().to_string()))?;
     let mut dirs = Vec::with_capacity(config.roots.len());
     for (i, spec) in config.roots.iter().enumerate() {
-        let dir = state.join(format!("root-{i}"));
-        mounts::prepare_root(&dir, spec)?;
-        dirs.push(dir);
+        let name = format!("root-{i}");
+        mounts::prepare_root(&state.join(&name), spec)?;
+        dirs.push(Path::new("/").join(name));
     }
+    mounts::shrink_to(state)?;
     Ok(dirs)
 }
 
 /// One clone into fresh namespaces; the child runs PID 1 and never comes back here.
-fn spawn(
-    req: &SpawnRequest,
-    fds: Vec<OwnedFd>,
-    roots: &[PathBuf],
-    filters: &[BpfProgram],
-) -> Result<sys::Cloned, String> {
+fn spawn(req: &SpawnRequest, fds: Vec<OwnedFd>, roots: &[PathBuf], filter: &BpfProgram) -> Result<sys::Cloned, String> {
     let root: &Path = roots.get(req.root).ok_or_else(|| format!("no root {}", req.root))?;
-    let want = if req.files.is_empty() { 4 } else { 5 };
-    if fds.len() != want || req.argv.is_empty() {
-        return Err(format!("spawn request with {} descriptors and {} arguments", fds.len(), req.argv.len()));
-    }
-    let mut fds = fds.into_iter();
-    let mut next = || fds.next().ok_or_else(|| "missing descriptor".to_string());
-    let fds = Fds { control: next()?, stdin: next()?, stdout: next()?, stderr: next()?, files: next().ok() };
+    let Ok([control, stdin, stdout, stderr]) = <[OwnedFd; 4]>::try_from(fds) else {
+        return Err("a spawn request carries exactly four descriptors".into());
+    };
+    let fds = Fds { control, stdin, stdout, stderr };
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -232,7 +222,7 @@ fn spawn(
         | libc::CLONE_NEWUTS
         | libc::CLONE_PARENT;
     match sys::clone_into_namespaces(u64::try_from(flags).map_err(|e| e.to_string())?) {
-        Ok(Forked::Child) => init::run(req, root, filters, fds),
+        Ok(Forked::Child) => init::run(req, root, filter, fds),
         Ok(Forked::Parent(child)) => Ok(child),
         Err(e) => Err(format!("clone3 into new namespaces: {e}")),
     }

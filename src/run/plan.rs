@@ -1,0 +1,199 @@
+//! From a request to what the sandbox is told: the explicit environment, the rlimits, the
+//! tmpfs sizes, the input files packed into one memfd, the cgroup limits, and the root
+//! filesystem (the host's own, with a generated `/etc`, or a given directory).
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use super::{InputFile, PROGRAM_ID, RunError, RunRequest, sys};
+use crate::cgroup;
+use crate::limit::Limits;
+use crate::sandbox::{self, FileEntry, Rlimit, RootSpec, StartRequest, TmpfsSizes};
+
+/// The environment every program gets; a request may override or add to it.
+const BASE_ENV: [(&str, &str); 3] =
+    [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/sandbox"), ("LANG", "C.UTF-8")];
+
+/// Inodes of each writable tmpfs.
+const INODES: u64 = 16_384;
+
+/// Checks the request and turns it into the start request and the files' memfd.
+pub(super) fn start_request(req: &RunRequest) -> Result<(StartRequest, Option<OwnedFd>), RunError> {
+    let invalid = |m: String| RunError::Invalid(m);
+    let Some(cmd) = req.argv.first() else { return Err(invalid("no command given".into())) };
+    if cmd.is_empty() || req.argv.iter().any(|a| a.contains('\0')) {
+        return Err(invalid("the command and its arguments must be non-empty and free of NUL bytes".into()));
+    }
+    let mut env: Vec<(String, String)> = BASE_ENV.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(invalid(format!("bad environment variable name or value: {k:?}")));
+        }
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let (files, memfd) = pack_files(&req.files, req.limits.disk_bytes)?;
+    let l = &req.limits;
+    let cpu_secs = l.cpu_time.as_secs() + 1 + u64::from(l.cpu_time.subsec_nanos() > 0);
+    let start = StartRequest {
+        argv: req.argv.clone(),
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        rlimits: vec![
+            Rlimit::Core(0),
+            Rlimit::FileSize(l.file_size_bytes),
+            Rlimit::OpenFiles(l.open_files.into()),
+            Rlimit::Stack(l.stack_bytes),
+            Rlimit::CpuSeconds(cpu_secs),
+        ],
+        files,
+        sizes: tmpfs_sizes(l),
+    };
+    Ok((start, memfd))
+}
+
+/// The tmpfs sizes for `limits`: the disk limit for `/sandbox` and `/tmp`, a quarter of it
+/// for `/dev/shm`. Their pages are charged to the run's memory cgroup as well.
+pub(super) fn tmpfs_sizes(l: &Limits) -> TmpfsSizes {
+    TmpfsSizes {
+        workdir_bytes: l.disk_bytes,
+        tmp_bytes: l.disk_bytes,
+        shm_bytes: (l.disk_bytes / 4).max(64 * 1024),
+        inodes: INODES,
+    }
+}
+
+/// All input files in one memfd, back to back, with their offsets.
+fn pack_files(files: &[InputFile], disk: u64) -> Result<(Vec<FileEntry>, Option<OwnedFd>), RunError> {
+    if files.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let total: u64 = files.iter().map(|f| f.contents.len() as u64).sum();
+    if total > disk {
+        return Err(RunError::Invalid(format!(
+            "the input files ({total} bytes) do not fit in /sandbox ({disk} bytes)"
+        )));
+    }
+    let memfd = nix::sys::memfd::memfd_create("codeexec-files", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(sys("memfd_create"))?;
+    let mut out = std::fs::File::from(memfd);
+    let mut entries = Vec::with_capacity(files.len());
+    let mut offset = 0u64;
+    for f in files {
+        sandbox::check_relative_path(&f.path).map_err(RunError::Invalid)?;
+        if !seen.insert(f.path.as_str()) {
+            return Err(RunError::Invalid(format!("file {:?} is given twice", f.path)));
+        }
+        out.write_all(&f.contents).map_err(|source| RunError::State { path: "memfd".into(), source })?;
+        let len = f.contents.len() as u64;
+        entries.push(FileEntry { path: f.path.clone(), offset, len, executable: f.executable });
+        offset += len;
+    }
+    Ok((entries, Some(out.into())))
+}
+
+/// The cgroup limits of a run.
+pub(super) fn cgroup_limits(l: &Limits) -> cgroup::Limits {
+    cgroup::Limits {
+        memory_bytes: l.memory_bytes,
+        // one more for our PID 1
+        pids: u64::from(l.processes) + 1,
+        cpu_quota_us: u64::from(l.cpu_millicores) * 100,
+        cpu_period_us: 100_000,
+    }
+}
+
+/// The root to prepare: a directory given, or the host's own with a generated `/etc` and
+/// a few host entries bound into it: the dynamic linker's cache, Debian's alternatives
+/// (`/usr/bin/java` points through `/etc/alternatives`), CA certificates, the time zone and
+/// the JDK's configuration.
+pub(super) fn root_spec(rootfs: Option<&Path>) -> Result<RootSpec, RunError> {
+    if let Some(dir) = rootfs {
+        let bad = |why: &str| RunError::Rootfs { path: dir.to_owned(), why: why.into() };
+        let meta = std::fs::metadata(dir).map_err(|e| bad(&e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(bad("not a directory"));
+        }
+        let dir = dir.canonicalize().map_err(|e| bad(&e.to_string()))?;
+        return Ok(RootSpec::Dir(dir));
+    }
+    let id = PROGRAM_ID;
+    let etc_files = vec![
+        (
+            "passwd".into(),
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\nsandbox:x:{id}:{id}:sandbox:/sandbox:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        ("group".into(), format!("root:x:0:\nsandbox:x:{id}:\nnogroup:x:65534:\n")),
+        ("hosts".into(), "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()),
+        ("hostname".into(), "sandbox\n".into()),
+        ("resolv.conf".into(), "# no network in the sandbox\n".into()),
+        ("nsswitch.conf".into(), "passwd: files\ngroup: files\nshadow: files\nhosts: files\n".into()),
+    ];
+    let mut etc_binds: Vec<String> =
+        ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "ca-certificates", "localtime"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+    if let Ok(entries) = std::fs::read_dir("/etc") {
+        let mut java: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("java-"))
+            .collect();
+        java.sort();
+        etc_binds.extend(java);
+    }
+    Ok(RootSpec::Host { etc_files, etc_binds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_request_has_an_explicit_environment() {
+        let req = RunRequest {
+            argv: vec!["python3".into(), "-c".into(), "1".into()],
+            env: vec![("LANG".into(), "en_US.UTF-8".into()), ("X".into(), "1".into())],
+            ..RunRequest::default()
+        };
+        let (start, memfd) = start_request(&req).unwrap();
+        assert!(memfd.is_none());
+        assert_eq!(start.env, ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/sandbox", "LANG=en_US.UTF-8", "X=1"]);
+        assert!(start.rlimits.contains(&Rlimit::Core(0)));
+        assert!(start.rlimits.contains(&Rlimit::CpuSeconds(6)));
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let bad = |req: RunRequest| start_request(&req).unwrap_err().to_string();
+        assert!(bad(RunRequest::default()).contains("no command"));
+        let r = RunRequest { argv: vec!["x".into()], env: vec![("A=B".into(), "1".into())], ..Default::default() };
+        assert!(bad(r).contains("environment"));
+        let f = |p: &str| InputFile { path: p.into(), contents: b"x".to_vec(), executable: false };
+        let r = RunRequest { argv: vec!["x".into()], files: vec![f("../x")], ..Default::default() };
+        assert!(bad(r).contains(".."));
+        let r = RunRequest { argv: vec!["x".into()], files: vec![f("a"), f("a")], ..Default::default() };
+        assert!(bad(r).contains("twice"));
+    }
+
+    #[test]
+    fn files_are_packed_back_to_back() {
+        let files = vec![
+            InputFile { path: "a.txt".into(), contents: b"hello".to_vec(), executable: false },
+            InputFile { path: "bin/run".into(), contents: b"#!/bin/sh\n".to_vec(), executable: true },
+        ];
+        let (entries, memfd) = pack_files(&files, 1 << 20).unwrap();
+        assert_eq!(entries[1].offset, 5);
+        assert_eq!(entries[1].len, 10);
+        let mut f = std::fs::File::from(memfd.unwrap());
+        let mut s = String::new();
+        std::io::Seek::rewind(&mut f).unwrap();
+        std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+        assert_eq!(s, "hello#!/bin/sh\n");
+        assert!(pack_files(&files, 4).is_err(), "over the disk limit");
+    }
+}

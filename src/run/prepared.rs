@@ -1,0 +1,180 @@
+//! A prepared sandbox: everything of a run that does not depend on the request, done
+//! ahead of it. Preparing takes a slot, creates the cgroup, spawns PID 1 through the
+//! zygote, writes its id maps, attaches it and lets it set up; the sandbox then waits with
+//! its program process already unprivileged and filtered. Running it sets the cgroup
+//! limits, sends the start request, watches, and decides the outcome.
+//!
+//! A prepared sandbox is used once. Dropping it, used or not, kills and reaps PID 1 and
+//! removes the cgroup, so no path leaves a process or a cgroup behind.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::pipe2;
+
+use super::slot::Slot;
+use super::supervise::{self, Streams};
+use super::{Inner, RunError, RunOutcome, chain, plan, sys, verdict};
+use crate::cgroup::Cgroup;
+use crate::limit::Limits;
+use crate::sandbox::{self, Channel, IdMap, Report, SpawnFds, SpawnRequest, Spawned, StartRequest};
+
+/// How long a sandbox may take to report `Ready` before it is given up on.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pid1: Spawned,
+    chan: Channel,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    /// `None` once removed.
+    cgroup: Option<Cgroup>,
+    reaped: bool,
+    _slot: Slot,
+}
+
+impl Prepared {
+    /// Prepares a sandbox with `spawn` in `slot`. PID 1 goes on setting itself up after
+    /// this returns; [`Prepared::wait_ready`] waits for it.
+    pub(super) fn new(runner: &Inner, slot: Slot, spawn: &SpawnRequest) -> Result<Self, RunError> {
+        let cgroup = runner.cgroups.create(&slot.cgroup_name())?;
+        let (chan, chan_child) = Channel::pair().map_err(sys("socketpair"))?;
+        let (stdin_r, stdin_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let (stdout_r, stdout_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let (stderr_r, stderr_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        for fd in [&stdin_w, &stdout_r, &stderr_r] {
+            fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(sys("fcntl"))?;
+        }
+        let fds = SpawnFds {
+            control: chan_child.as_fd(),
+            stdin: stdin_r.as_fd(),
+            stdout: stdout_w.as_fd(),
+            stderr: stderr_w.as_fd(),
+        };
+        let spawned = runner.zygote.spawn(spawn, &fds);
+        drop((chan_child, stdin_r, stdout_w, stderr_w));
+        let pid1 = match spawned {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = cgroup.remove();
+                return Err(e.into());
+            }
+        };
+        // From here on, Drop kills and reaps PID 1 and removes the cgroup.
+        let prepared = Prepared {
+            pid1,
+            chan,
+            stdin: Some(stdin_w),
+            stdout: Some(stdout_r),
+            stderr: Some(stderr_r),
+            cgroup: Some(cgroup),
+            reaped: false,
+            _slot: slot,
+        };
+        let idmap = runner.idmap(prepared._slot.index());
+        sandbox::write_id_maps(prepared.pid1.pid, &idmap)?;
+        prepared.cgroup()?.attach(prepared.pid1.pid.as_raw())?;
+        prepared.chan.send_go().map_err(sys("send go"))?;
+        Ok(prepared)
+    }
+
+    fn cgroup(&self) -> Result<&Cgroup, RunError> {
+        self.cgroup.as_ref().ok_or_else(|| RunError::Invalid("the sandbox was already used".into()))
+    }
+
+    /// Waits until PID 1 reports `Ready` (or fails, or takes too long).
+    pub(super) fn wait_ready(&self) -> Result<(), RunError> {
+        let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(READY_TIMEOUT).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Err(RunError::Invalid("the sandbox did not become ready in time".into())),
+            Ok(_) => {}
+            Err(e) => return Err(sys("poll")(e)),
+        }
+        match self.chan.recv() {
+            Ok(Report::Ready) => Ok(()),
+            Ok(Report::SetupFailed { step, errno, detail }) => {
+                let errno = errno.map(|e| nix::errno::Errno::from_raw(e).desc()).unwrap_or_default();
+                Err(RunError::Invalid(format!("sandbox setup failed at {step} ({detail}): {errno}")))
+            }
+            Ok(other) => Err(RunError::Invalid(format!("unexpected report {other:?}"))),
+            Err(e) => Err(sys("receive from the sandbox")(e)),
+        }
+    }
+
+    /// Runs one program in this sandbox and decides its outcome. Everything that fails
+    /// here is ours: it becomes an `internal_error` outcome. Tearing the sandbox down is
+    /// left to its `Drop`, which the caller may run on another thread.
+    pub(super) fn run(
+        &mut self,
+        argv0: &str,
+        start: &StartRequest,
+        files: Option<OwnedFd>,
+        stdin: &[u8],
+        limits: &Limits,
+        cores: f64,
+    ) -> RunOutcome {
+        self.execute(argv0, start, files, stdin, limits, cores).unwrap_or_else(|e| RunOutcome::internal(chain(&e)))
+    }
+
+    fn execute(
+        &mut self,
+        argv0: &str,
+        start: &StartRequest,
+        files: Option<OwnedFd>,
+        stdin_data: &[u8],
+        limits: &Limits,
+        cores: f64,
+    ) -> Result<RunOutcome, RunError> {
+        let cgroup = self.cgroup.as_ref().ok_or_else(|| RunError::Invalid("the sandbox was already used".into()))?;
+        cgroup.set_limits(&plan::cgroup_limits(limits))?;
+        self.chan.send_start(start, files.as_ref().map(AsFd::as_fd)).map_err(sys("send start"))?;
+        drop(files);
+        let taken =
+            |o: &mut Option<OwnedFd>| o.take().ok_or_else(|| RunError::Invalid("the sandbox was already used".into()));
+        let streams = Streams {
+            stdin: Some(taken(&mut self.stdin)?),
+            stdin_data,
+            stdout: taken(&mut self.stdout)?,
+            stderr: taken(&mut self.stderr)?,
+        };
+        let observed = supervise::watch(&self.pid1, &self.chan, streams, cgroup, limits, cores);
+        // Final: every process of the run is dead (PID 1 killed the rest before its report).
+        let stats = cgroup.stats()?;
+        Ok(verdict::decide(observed, stats, limits, argv0))
+    }
+
+    fn kill_and_reap(&mut self) {
+        let _ = sandbox::kill(self.pid1.pidfd.as_fd());
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill();
+        }
+        let _ = sandbox::reap(self.pid1.pidfd.as_fd());
+        self.reaped = true;
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill_and_reap();
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.remove() {
+                tracing::error!(error = %chain(&e), "removing an unused sandbox's cgroup failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The id map of slot `index`: two host ids no other slot uses.
+    fn idmap(&self, index: u32) -> IdMap {
+        let base = self.config.uid_base + 2 * index;
+        IdMap { root_host: base, program: super::PROGRAM_ID, program_host: base + 1 }
+    }
+}
