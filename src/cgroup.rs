@@ -169,7 +169,7 @@ impl Hierarchy {
             Layout::V2 { root } => Backend::V2(v2::Cgroup::create(&root.join(&self.parent).join(name))?),
             Layout::V1 { .. } => Backend::V1(v1::Cgroup::create(&self.layout, &self.parent, name)?),
         };
-        Ok(Cgroup { inner })
+        Ok(Cgroup { inner, limits: None })
     }
 
     /// Removes our parent cgroups if no run uses them any more; busy parents are left.
@@ -205,6 +205,8 @@ impl Hierarchy {
 #[derive(Debug)]
 pub struct Cgroup {
     inner: Backend,
+    /// The limits last written, so a change writes only what differs.
+    limits: Option<Limits>,
 }
 
 #[derive(Debug)]
@@ -214,12 +216,16 @@ enum Backend {
 }
 
 impl Cgroup {
-    /// Sets (or changes) the limits; memory is set with swap disabled.
-    pub fn set_limits(&self, limits: &Limits) -> Result<()> {
+    /// Sets (or changes) the limits; memory is set with swap disabled. Only the values
+    /// that differ from the last call are written.
+    pub fn set_limits(&mut self, limits: &Limits) -> Result<()> {
+        let old = self.limits.take();
         match &self.inner {
-            Backend::V1(c) => c.set_limits(limits),
-            Backend::V2(c) => c.set_limits(limits),
-        }
+            Backend::V1(c) => c.set_limits(limits, old.as_ref()),
+            Backend::V2(c) => c.set_limits(limits, old.as_ref()),
+        }?;
+        self.limits = Some(limits.clone());
+        Ok(())
     }
 
     /// Moves process `pid` (and so its future children) into the cgroup.

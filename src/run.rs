@@ -194,7 +194,7 @@ impl Runner {
         let warm = self.pool.as_ref().and_then(pool::Pool::take);
         let mut sandbox = match warm {
             Some(s) => s,
-            None => match self.inner.prepare(&start.sizes) {
+            None => match self.inner.prepare(&start.sizes).and_then(|s| s.wait_ready().map(|()| s)) {
                 Ok(s) => s,
                 Err(e @ RunError::Busy(_)) => return Err(e),
                 Err(e) => return Ok(RunOutcome::internal(format!("preparing the sandbox: {}", chain(&e)))),

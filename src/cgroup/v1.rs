@@ -59,19 +59,40 @@ impl Cgroup {
         })
     }
 
-    pub(super) fn set_limits(&self, limits: &Limits) -> Result<()> {
-        let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-        self.memory.set_limit(bytes).map_err(ctl("set memory.limit_in_bytes", self.memory.path()))?;
-        // memory+swap equal to memory: no swap. The file exists only with swap accounting.
-        if self.memory.path().join("memory.memsw.limit_in_bytes").exists() {
-            self.memory.set_memswap_limit(bytes).map_err(ctl("set memory.memsw.limit_in_bytes", self.memory.path()))?;
+    /// Writes what differs from `old` (everything when `old` is `None`).
+    pub(super) fn set_limits(&self, limits: &Limits, old: Option<&Limits>) -> Result<()> {
+        if old.is_none_or(|o| o.memory_bytes != limits.memory_bytes) {
+            self.set_memory(limits.memory_bytes, old.map(|o| o.memory_bytes))?;
         }
-        let pids = i64::try_from(limits.pids).unwrap_or(i64::MAX);
-        self.pids.set_pid_max(MaxValue::Value(pids)).map_err(ctl("set pids.max", self.pids.path()))?;
-        let quota = i64::try_from(limits.cpu_quota_us).unwrap_or(i64::MAX);
-        self.cpu
-            .set_cfs_quota_and_period(Some(quota), Some(limits.cpu_period_us))
-            .map_err(ctl("set cpu.cfs_quota_us", self.cpu.path()))
+        if old.is_none_or(|o| o.pids != limits.pids) {
+            let pids = i64::try_from(limits.pids).unwrap_or(i64::MAX);
+            self.pids.set_pid_max(MaxValue::Value(pids)).map_err(ctl("set pids.max", self.pids.path()))?;
+        }
+        if old.is_none_or(|o| (o.cpu_quota_us, o.cpu_period_us) != (limits.cpu_quota_us, limits.cpu_period_us)) {
+            let quota = i64::try_from(limits.cpu_quota_us).unwrap_or(i64::MAX);
+            self.cpu
+                .set_cfs_quota_and_period(Some(quota), Some(limits.cpu_period_us))
+                .map_err(ctl("set cpu.cfs_quota_us", self.cpu.path()))?;
+        }
+        Ok(())
+    }
+
+    /// Memory and memory+swap both at `bytes` (no swap). The kernel wants memsw >= memory
+    /// at every moment, so a raise writes memsw first and a cut writes memory first. The
+    /// memsw file exists only with swap accounting.
+    fn set_memory(&self, bytes: u64, old: Option<u64>) -> Result<()> {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let path = self.memory.path();
+        let memsw = path.join("memory.memsw.limit_in_bytes").exists();
+        let raise = old.is_some_and(|o| i64::try_from(o).unwrap_or(i64::MAX) < bytes);
+        if memsw && raise {
+            self.memory.set_memswap_limit(bytes).map_err(ctl("set memory.memsw.limit_in_bytes", path))?;
+        }
+        self.memory.set_limit(bytes).map_err(ctl("set memory.limit_in_bytes", path))?;
+        if memsw && !raise {
+            self.memory.set_memswap_limit(bytes).map_err(ctl("set memory.memsw.limit_in_bytes", path))?;
+        }
+        Ok(())
     }
 
     pub(super) fn attach(&self, pid: i32) -> Result<()> {
@@ -184,12 +205,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let layout = fake(t.path());
         let cg = Cgroup::create(&layout, "codeexec", "run-3").unwrap();
-        cg.set_limits(&limits()).unwrap();
+        cg.set_limits(&limits(), None).unwrap();
         let read = |p: &str| fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(read("memory/codeexec/run-3/memory.limit_in_bytes"), "67108864");
         assert_eq!(read("pids/codeexec/run-3/pids.max"), "17");
         assert_eq!(read("cpu/codeexec/run-3/cpu.cfs_quota_us"), "50000");
         assert_eq!(read("cpu/codeexec/run-3/cpu.cfs_period_us"), "100000");
+        // a change writes only what differs
+        std::fs::remove_file(t.path().join("pids/codeexec/run-3/pids.max")).unwrap();
+        let more = Limits { memory_bytes: 128 << 20, ..limits() };
+        cg.set_limits(&more, Some(&limits())).unwrap();
+        assert_eq!(read("memory/codeexec/run-3/memory.limit_in_bytes"), "134217728");
+        assert!(!t.path().join("pids/codeexec/run-3/pids.max").exists());
         assert!(t.path().join("unified/codeexec/run-3").is_dir());
         // no memsw file in the fake: swap accounting absent, nothing written
         assert!(!t.path().join("memory/codeexec/run-3/memory.memsw.limit_in_bytes").exists());
@@ -206,7 +233,7 @@ mod tests {
         let dir = t.path().join("pids/codeexec/run-1");
         fs::create_dir_all(&dir).unwrap();
         let cg = Cgroup::create(&layout, "codeexec", "run-1").unwrap();
-        cg.set_limits(&limits()).unwrap();
+        cg.set_limits(&limits(), None).unwrap();
         assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "17");
         drop(cg);
         // a leftover that cannot be removed fails creation and says why; a tempdir keeps
@@ -228,7 +255,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let layout = fake(t.path());
         let cg = Cgroup::create(&layout, "codeexec", "r").unwrap();
-        cg.set_limits(&limits()).unwrap();
+        cg.set_limits(&limits(), None).unwrap();
         let w = |p: &str, s: &str| fs::write(t.path().join(p), s).unwrap();
         w("unified/codeexec/r/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n");
         w("memory/codeexec/r/memory.max_usage_in_bytes", "67108864\n");
@@ -259,7 +286,7 @@ mod tests {
             usage: Usage::CpuAcct(both),
         };
         let cg = Cgroup::create(&layout, "codeexec", "r").unwrap();
-        cg.set_limits(&limits()).unwrap();
+        cg.set_limits(&limits(), None).unwrap();
         assert_eq!(cg.dirs.len(), 3);
         fs::write(t.path().join("cpu,cpuacct/codeexec/r/cpuacct.usage"), "2500000\n").unwrap();
         assert_eq!(cg.cpu_usage().unwrap(), Duration::from_micros(2500));

@@ -76,21 +76,29 @@ impl Cgroup {
         Ok(cg)
     }
 
-    pub(super) fn set_limits(&self, limits: &Limits) -> Result<()> {
+    /// Writes what differs from `old` (everything when `old` is `None`).
+    pub(super) fn set_limits(&self, limits: &Limits, old: Option<&Limits>) -> Result<()> {
         let ctl = |op: &'static str| {
             let path = self.dir.clone();
             move |source| CgroupError::Controller { op, path, source }
         };
-        let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-        self.memory.set_limit(bytes).map_err(ctl("set memory.max"))?;
+        if old.is_none_or(|o| o.memory_bytes != limits.memory_bytes) {
+            let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+            self.memory.set_limit(bytes).map_err(ctl("set memory.max"))?;
+        }
         // memory.swap.max only exists with swap accounting; without it there is no swap
-        if self.dir.join("memory.swap.max").exists() {
+        if old.is_none() && self.dir.join("memory.swap.max").exists() {
             self.memory.set_memswap_limit(0).map_err(ctl("set memory.swap.max"))?;
         }
-        let pids = i64::try_from(limits.pids).unwrap_or(i64::MAX);
-        self.pids.set_pid_max(MaxValue::Value(pids)).map_err(ctl("set pids.max"))?;
-        let quota = i64::try_from(limits.cpu_quota_us).unwrap_or(i64::MAX);
-        self.cpu.set_cfs_quota_and_period(Some(quota), Some(limits.cpu_period_us)).map_err(ctl("set cpu.max"))
+        if old.is_none_or(|o| o.pids != limits.pids) {
+            let pids = i64::try_from(limits.pids).unwrap_or(i64::MAX);
+            self.pids.set_pid_max(MaxValue::Value(pids)).map_err(ctl("set pids.max"))?;
+        }
+        if old.is_none_or(|o| (o.cpu_quota_us, o.cpu_period_us) != (limits.cpu_quota_us, limits.cpu_period_us)) {
+            let quota = i64::try_from(limits.cpu_quota_us).unwrap_or(i64::MAX);
+            self.cpu.set_cfs_quota_and_period(Some(quota), Some(limits.cpu_period_us)).map_err(ctl("set cpu.max"))?;
+        }
+        Ok(())
     }
 
     pub(super) fn attach(&self, pid: i32) -> Result<()> {
@@ -181,7 +189,7 @@ mod tests {
         fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
         fs::write(dir.join("memory.swap.max"), "max\n").unwrap();
         let cg = Cgroup { dir: dir.clone(), memory: mem(&dir), pids: pid(&dir), cpu: cpu(&dir) };
-        cg.set_limits(&limits).unwrap();
+        cg.set_limits(&limits, None).unwrap();
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
         assert_eq!(read("memory.max"), "33554432");
         assert_eq!(read("memory.swap.max"), "0");

@@ -1,14 +1,16 @@
 //! A prepared sandbox: everything of a run that does not depend on the request, done
-//! ahead of it. Preparing takes a slot, creates the cgroup, spawns PID 1 through the
-//! zygote, writes its id maps, attaches it and lets it set up; the sandbox then waits with
-//! its program process already unprivileged and filtered. Running it sets the cgroup
-//! limits, sends the start request, watches, and decides the outcome.
+//! ahead of it. Preparing takes a slot, creates the cgroup with the default limits, spawns
+//! PID 1 through the zygote, writes its id maps, attaches it and lets it set up; the
+//! sandbox then waits with its program process already unprivileged and filtered, blocked
+//! on the start socket. Running it writes the limits that differ from the defaults,
+//! resizes the tmpfs mounts if asked, sends the start request straight to the program
+//! process, watches, and decides the outcome.
 //!
 //! A prepared sandbox is used once. Dropping it, used or not, kills and reaps PID 1 and
 //! removes the cgroup, so no path leaves a process or a cgroup behind.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -19,21 +21,26 @@ use super::supervise::{self, Streams};
 use super::{Inner, RunError, RunOutcome, chain, plan, sys, verdict};
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
-use crate::sandbox::{self, Channel, IdMap, Report, SpawnFds, SpawnRequest, Spawned, StartRequest};
+use crate::sandbox::{
+    self, Channel, IdMap, Report, SpawnFds, SpawnRequest, Spawned, StartRequest, Starter, TmpfsSizes,
+};
 
-/// How long a sandbox may take to report `Ready` before it is given up on.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sandbox may take to answer (`Ready`, `Resized`) before it is given up on.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub(super) struct Prepared {
     pid1: Spawned,
     chan: Channel,
+    starter: Starter,
+    sizes: TmpfsSizes,
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     /// `None` once removed.
     cgroup: Option<Cgroup>,
     reaped: bool,
+    used: bool,
     _slot: Slot,
 }
 
@@ -41,8 +48,13 @@ impl Prepared {
     /// Prepares a sandbox with `spawn` in `slot`. PID 1 goes on setting itself up after
     /// this returns; [`Prepared::wait_ready`] waits for it.
     pub(super) fn new(runner: &Inner, slot: Slot, spawn: &SpawnRequest) -> Result<Self, RunError> {
-        let cgroup = runner.cgroups.create(&slot.cgroup_name())?;
+        let mut cgroup = runner.cgroups.create(&slot.cgroup_name())?;
+        if let Err(e) = cgroup.set_limits(&plan::cgroup_limits(&Limits::default())) {
+            let _ = cgroup.remove();
+            return Err(e.into());
+        }
         let (chan, chan_child) = Channel::pair().map_err(sys("socketpair"))?;
+        let (starter, start_child) = Starter::pair().map_err(sys("socketpair"))?;
         let (stdin_r, stdin_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let (stdout_r, stdout_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let (stderr_r, stderr_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -54,9 +66,10 @@ impl Prepared {
             stdin: stdin_r.as_fd(),
             stdout: stdout_w.as_fd(),
             stderr: stderr_w.as_fd(),
+            start: start_child.as_fd(),
         };
         let spawned = runner.zygote.spawn(spawn, &fds);
-        drop((chan_child, stdin_r, stdout_w, stderr_w));
+        drop((chan_child, start_child, stdin_r, stdout_w, stderr_w));
         let pid1 = match spawned {
             Ok(p) => p,
             Err(e) => {
@@ -68,11 +81,14 @@ impl Prepared {
         let prepared = Prepared {
             pid1,
             chan,
+            starter,
+            sizes: spawn.sizes,
             stdin: Some(stdin_w),
             stdout: Some(stdout_r),
             stderr: Some(stderr_r),
             cgroup: Some(cgroup),
             reaped: false,
+            used: false,
             _slot: slot,
         };
         let idmap = runner.idmap(prepared._slot.index());
@@ -83,26 +99,36 @@ impl Prepared {
     }
 
     fn cgroup(&self) -> Result<&Cgroup, RunError> {
-        self.cgroup.as_ref().ok_or_else(|| RunError::Invalid("the sandbox was already used".into()))
+        self.cgroup.as_ref().ok_or_else(used)
     }
 
     /// Waits until PID 1 reports `Ready` (or fails, or takes too long).
     pub(super) fn wait_ready(&self) -> Result<(), RunError> {
+        self.expect(|r| matches!(r, Report::Ready), "ready")
+    }
+
+    /// Waits for the next report and checks it is the one `want` accepts.
+    fn expect(&self, want: impl Fn(&Report) -> bool, what: &str) -> Result<(), RunError> {
         let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(READY_TIMEOUT).unwrap_or(PollTimeout::MAX);
+        let timeout = PollTimeout::try_from(ANSWER_TIMEOUT).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, timeout) {
-            Ok(0) => return Err(RunError::Invalid("the sandbox did not become ready in time".into())),
+            Ok(0) => {
+                return Err(RunError::Sandbox(sandbox::SandboxError::Spawn(format!(
+                    "the sandbox was not {what} in time"
+                ))));
+            }
             Ok(_) => {}
             Err(e) => return Err(sys("poll")(e)),
         }
-        match self.chan.recv() {
-            Ok(Report::Ready) => Ok(()),
-            Ok(Report::SetupFailed { step, errno, detail }) => {
+        match self.chan.recv().map_err(sys("receive from the sandbox"))? {
+            r if want(&r) => Ok(()),
+            Report::SetupFailed { step, errno, detail } => {
                 let errno = errno.map(|e| nix::errno::Errno::from_raw(e).desc()).unwrap_or_default();
-                Err(RunError::Invalid(format!("sandbox setup failed at {step} ({detail}): {errno}")))
+                Err(RunError::Sandbox(sandbox::SandboxError::Spawn(format!(
+                    "setup failed at {step} ({detail}): {errno}"
+                ))))
             }
-            Ok(other) => Err(RunError::Invalid(format!("unexpected report {other:?}"))),
-            Err(e) => Err(sys("receive from the sandbox")(e)),
+            other => Err(RunError::Sandbox(sandbox::SandboxError::Spawn(format!("unexpected report {other:?}")))),
         }
     }
 
@@ -130,19 +156,28 @@ impl Prepared {
         limits: &Limits,
         cores: f64,
     ) -> Result<RunOutcome, RunError> {
-        let cgroup = self.cgroup.as_ref().ok_or_else(|| RunError::Invalid("the sandbox was already used".into()))?;
+        if std::mem::replace(&mut self.used, true) {
+            return Err(used());
+        }
+        if start.sizes != self.sizes {
+            self.chan.send_resize(&start.sizes).map_err(sys("send resize"))?;
+            self.expect(|r| matches!(r, Report::Resized), "resized")?;
+        }
+        let cgroup = self.cgroup.as_mut().ok_or_else(used)?;
         cgroup.set_limits(&plan::cgroup_limits(limits))?;
-        self.chan.send_start(start, files.as_ref().map(AsFd::as_fd)).map_err(sys("send start"))?;
+        let cpu_base = cgroup.cpu_usage()?;
+        self.starter.start(start, files.as_ref().map(AsFd::as_fd)).map_err(sys("send the start request"))?;
+        let released = Instant::now();
         drop(files);
-        let taken =
-            |o: &mut Option<OwnedFd>| o.take().ok_or_else(|| RunError::Invalid("the sandbox was already used".into()));
+        let taken = |o: &mut Option<OwnedFd>| o.take().ok_or_else(used);
         let streams = Streams {
             stdin: Some(taken(&mut self.stdin)?),
             stdin_data,
             stdout: taken(&mut self.stdout)?,
             stderr: taken(&mut self.stderr)?,
         };
-        let observed = supervise::watch(&self.pid1, &self.chan, streams, cgroup, limits, cores);
+        let cgroup = self.cgroup()?;
+        let observed = supervise::watch(&self.pid1, &self.chan, streams, cgroup, limits, cores, released, cpu_base);
         // Final: every process of the run is dead (PID 1 killed the rest before its report).
         let stats = cgroup.stats()?;
         Ok(verdict::decide(observed, stats, limits, argv0))
@@ -158,6 +193,10 @@ impl Prepared {
     }
 }
 
+fn used() -> RunError {
+    RunError::Invalid("a prepared sandbox runs one program only".into())
+}
+
 impl Drop for Prepared {
     fn drop(&mut self) {
         if !self.reaped {
@@ -165,7 +204,7 @@ impl Drop for Prepared {
         }
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = cg.remove() {
-                tracing::error!(error = %chain(&e), "removing an unused sandbox's cgroup failed");
+                tracing::error!(error = %chain(&e), "removing a sandbox's cgroup failed");
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::cgroup::Cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{self, Channel, Report, Spawned};
 
-/// How long PID 1 may take from spawn to the program's `execve` before we call it stuck.
+/// How long the program process may take from its start request to `execve`.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest and longest pause between CPU-time checks.
 const CPU_CHECK_MIN: Duration = Duration::from_millis(2);
@@ -53,6 +53,7 @@ impl Capture {
 /// Everything the loop saw.
 #[derive(Debug, Default)]
 pub(super) struct Observed {
+    /// PID 1 confirmed the program's `execve` (`Started`).
     pub(super) started: bool,
     /// The report that says how the run ended (`Exited`, `ExecFailed`, `SetupFailed`).
     pub(super) report: Option<Report>,
@@ -61,7 +62,7 @@ pub(super) struct Observed {
     pub(super) stderr: Capture,
     /// Wall time of the program as we saw it (used when PID 1 could not report its own).
     pub(super) wall: Duration,
-    /// Cgroup CPU usage when the program started (PID 1's setup is not the program's).
+    /// Cgroup CPU usage when the program was released (the setup is not the program's).
     pub(super) cpu_base: Duration,
 }
 
@@ -81,11 +82,14 @@ struct Loop<'a> {
     /// Cores the run can use at most: bounds how fast CPU time can grow.
     cores: f64,
     obs: Observed,
-    started_at: Option<Instant>,
-    next_cpu_check: Option<Instant>,
+    /// When the start request was sent: the wall clock runs from here.
+    released: Instant,
+    next_cpu_check: Instant,
 }
 
-/// Runs the loop until PID 1 is gone and both output pipes are at EOF.
+/// Watches a released program until the run is over (see the loop's comment).
+/// `released` is when its start request was sent, `cpu_base` the cgroup's CPU usage then.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn watch(
     pid1: &Spawned,
     chan: &Channel,
@@ -93,9 +97,12 @@ pub(super) fn watch(
     cgroup: &Cgroup,
     limits: &Limits,
     cores: f64,
+    released: Instant,
+    cpu_base: Duration,
 ) -> Observed {
-    let mut l = Loop { pid1, cgroup, limits, cores, obs: Observed::default(), started_at: None, next_cpu_check: None };
-    let spawned_at = Instant::now();
+    let obs = Observed { cpu_base, ..Observed::default() };
+    let mut l = Loop { pid1, cgroup, limits, cores, obs, released, next_cpu_check: released };
+    l.next_cpu_check = released + l.cpu_interval(limits.cpu_time);
     let Streams { mut stdin, stdin_data, stdout, stderr } = streams;
     let (mut stdout, mut stderr) = (Some(stdout), Some(stderr));
     let (mut alive, mut chan_open, mut written) = (true, true, 0usize);
@@ -115,7 +122,7 @@ pub(super) fn watch(
         if !waiting {
             stdin = None;
         }
-        let timeout = l.timeout(spawned_at, waiting);
+        let timeout = l.timeout(waiting);
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
         let i_pid = add(&mut fds, waiting, Some(pid1.pidfd.as_fd()), PollFlags::POLLIN);
         let i_chan = add(&mut fds, waiting && chan_open, Some(chan.as_fd()), PollFlags::POLLIN);
@@ -149,11 +156,9 @@ pub(super) fn watch(
         if pid_ready {
             alive = false;
             stdin = None;
-            if let Some(t) = l.started_at {
-                l.obs.wall = t.elapsed();
-            }
+            l.obs.wall = l.released.elapsed();
         }
-        l.check_limits(spawned_at, alive && l.obs.report.is_none());
+        l.check_limits(alive && l.obs.report.is_none());
     }
     l.obs
 }
@@ -166,18 +171,15 @@ fn add<'a>(fds: &mut Vec<PollFd<'a>>, on: bool, fd: Option<BorrowedFd<'a>>, ev: 
 }
 
 impl Loop<'_> {
-    fn timeout(&self, spawned_at: Instant, alive: bool) -> PollTimeout {
+    fn timeout(&self, alive: bool) -> PollTimeout {
         if !alive {
             // only draining is left; PID 1's death ended every writer
             return PollTimeout::from(1000u16);
         }
         let now = Instant::now();
-        let mut deadline = match self.started_at {
-            None => spawned_at + SETUP_TIMEOUT,
-            Some(t) => t + self.limits.wall_time,
-        };
-        if let Some(c) = self.next_cpu_check {
-            deadline = deadline.min(c);
+        let mut deadline = (self.released + self.limits.wall_time).min(self.next_cpu_check);
+        if !self.obs.started {
+            deadline = deadline.min(self.released + SETUP_TIMEOUT);
         }
         // a signal (EINTR) wakes us early; the cap keeps interrupt checks timely regardless
         let wait = deadline.saturating_duration_since(now).min(CPU_CHECK_MAX);
@@ -188,14 +190,8 @@ impl Loop<'_> {
     fn read_reports(&mut self, chan: &Channel) -> bool {
         loop {
             match chan.try_recv() {
-                Ok(Some(Report::Started)) => {
-                    let now = Instant::now();
-                    self.obs.started = true;
-                    self.started_at = Some(now);
-                    self.obs.cpu_base = self.cgroup.cpu_usage().unwrap_or_default();
-                    self.next_cpu_check = Some(now + self.cpu_interval(self.limits.cpu_time));
-                }
-                Ok(Some(Report::Ready)) => {}
+                Ok(Some(Report::Started)) => self.obs.started = true,
+                Ok(Some(Report::Ready | Report::Resized)) => {}
                 Ok(Some(r)) => self.obs.report = Some(r),
                 Ok(None) => return true,
                 Err(_) => return false,
@@ -233,7 +229,7 @@ impl Loop<'_> {
         cap.truncated && !was
     }
 
-    fn check_limits(&mut self, spawned_at: Instant, alive: bool) {
+    fn check_limits(&mut self, alive: bool) {
         if !alive {
             return;
         }
@@ -241,21 +237,18 @@ impl Loop<'_> {
             return self.kill(Kill::Interrupted);
         }
         let now = Instant::now();
-        let Some(started) = self.started_at else {
-            if now >= spawned_at + SETUP_TIMEOUT {
-                self.kill(Kill::SetupTimeout);
-            }
-            return;
-        };
-        if now >= started + self.limits.wall_time {
+        if !self.obs.started && now >= self.released + SETUP_TIMEOUT {
+            return self.kill(Kill::SetupTimeout);
+        }
+        if now >= self.released + self.limits.wall_time {
             return self.kill(Kill::WallTime);
         }
-        if self.next_cpu_check.is_some_and(|c| now >= c) {
+        if now >= self.next_cpu_check {
             let used = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(self.obs.cpu_base);
             if used >= self.limits.cpu_time {
                 return self.kill(Kill::CpuTime);
             }
-            self.next_cpu_check = Some(now + self.cpu_interval(self.limits.cpu_time - used));
+            self.next_cpu_check = now + self.cpu_interval(self.limits.cpu_time - used);
         }
     }
 

@@ -15,7 +15,7 @@ use crate::sandbox::{ExitStatus, Report};
 
 /// Decides the outcome of a run that was spawned.
 pub(super) fn decide(obs: Observed, stats: Stats, limits: &Limits, command: &str) -> RunOutcome {
-    let cpu = if obs.started { stats.cpu_usage.saturating_sub(obs.cpu_base) } else { Duration::ZERO };
+    let cpu = stats.cpu_usage.saturating_sub(obs.cpu_base);
     let wall = match &obs.report {
         Some(Report::Exited { wall_us, .. }) => Duration::from_micros(*wall_us),
         _ => obs.wall,

@@ -11,7 +11,7 @@ use nix::sys::socket::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::spec::StartRequest;
+use super::spec::{StartRequest, TmpfsSizes};
 
 /// Largest message accepted; a spawn request with its argv, env and file list fits.
 pub(super) const MAX_MESSAGE: usize = 256 * 1024;
@@ -32,6 +32,8 @@ pub enum ExitStatus {
 pub enum Report {
     /// The sandbox is set up and waits for its start request.
     Ready,
+    /// The tmpfs mounts have the sizes asked for.
+    Resized,
     /// The program's `execve` succeeded: the run has started.
     Started,
     /// The program's `execve` failed with this errno (e.g. ENOENT for an unknown command).
@@ -61,7 +63,7 @@ pub enum Report {
 #[derive(Debug, Serialize)]
 enum CommandRef<'a> {
     Go,
-    Start(&'a StartRequest),
+    Resize(&'a TmpfsSizes),
 }
 
 /// Runner -> PID 1, as received.
@@ -69,8 +71,8 @@ enum CommandRef<'a> {
 pub(super) enum Command {
     /// Id maps are written and the cgroup is joined: go on with the setup.
     Go,
-    /// Run this program (the files' memfd, if any, is attached).
-    Start(StartRequest),
+    /// Give the writable tmpfs mounts these sizes (before the start request).
+    Resize(TmpfsSizes),
 }
 
 /// A new `SOCK_SEQPACKET` pair, close-on-exec on both ends.
@@ -159,10 +161,9 @@ impl Channel {
         send(self.sock.as_fd(), &CommandRef::Go, &[])
     }
 
-    /// Sends the program to run; `files` is the memfd holding the input files' bytes.
-    pub fn send_start(&self, req: &StartRequest, files: Option<BorrowedFd<'_>>) -> Result<(), Errno> {
-        let fds: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
-        send(self.sock.as_fd(), &CommandRef::Start(req), &fds)
+    /// Asks PID 1 to resize the writable tmpfs mounts; it answers `Resized`.
+    pub fn send_resize(&self, sizes: &TmpfsSizes) -> Result<(), Errno> {
+        send(self.sock.as_fd(), &CommandRef::Resize(sizes), &[])
     }
 
     /// Waits for the next report (for a sandbox being prepared).
@@ -187,5 +188,26 @@ impl Channel {
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+/// The runner's end of the socket the waiting program process reads its start request
+/// from: the one hand-off on a run's path (PID 1 is not in the way).
+#[derive(Debug)]
+pub struct Starter {
+    sock: OwnedFd,
+}
+
+impl Starter {
+    /// A new start socket, and the end to hand to the sandbox.
+    pub fn pair() -> Result<(Starter, OwnedFd), Errno> {
+        let (ours, theirs) = seqpacket_pair()?;
+        Ok((Starter { sock: ours }, theirs))
+    }
+
+    /// Releases the program; `files` is the memfd holding the input files' bytes.
+    pub fn start(&self, req: &StartRequest, files: Option<BorrowedFd<'_>>) -> Result<(), Errno> {
+        let fds: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+        send(self.sock.as_fd(), req, &fds)
     }
 }

@@ -12,28 +12,31 @@
 //!    setuid files powerless;
 //! 7. mark every descriptor above 2 close-on-exec (the report pipe must live until then);
 //! 8. install the seccomp filter, last of the privileged steps, so none of them is filtered;
-//! 9. wait for the start request; set the rlimits (only ever lowered, which needs no
-//!    privilege: core 0, file size, open files, stack, CPU backstop);
+//! 9. wait for the start request, which the runner sends straight here; write the input
+//!    files into `/sandbox` (a fresh tmpfs owned by the program's id, so no privilege is
+//!    needed); set the rlimits (only ever lowered, which needs no privilege either: core 0,
+//!    file size, open files, stack, CPU backstop);
 //! 10. `execve`, trying each `PATH` entry for a bare command name.
 //!
 //! A failure writes `[step, errno]` to the report pipe; `execve` success closes it.
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use caps::CapSet;
 use nix::errno::Errno;
 use nix::sys::resource::{Resource, setrlimit};
-use nix::unistd::{Gid, Uid, read, setresgid, setresuid, setsid, write};
+use nix::unistd::{Gid, Uid, setresgid, setresuid, setsid, write};
 
+use super::channel::{self, Received};
 use super::init::Stdio;
 use super::spec::{Rlimit, StartRequest};
-use super::sys;
+use super::{mounts, sys};
 
 /// Step numbers in the report: 0 is `execve` itself (the command is the problem); the
 /// others are ours (the sandbox is). Names are for PID 1's report.
-pub(super) const STEP_NAMES: [&str; 11] = [
+pub(super) const STEP_NAMES: [&str; 12] = [
     "execve",
     "setsid",
     "set up standard descriptors",
@@ -44,7 +47,8 @@ pub(super) const STEP_NAMES: [&str; 11] = [
     "set no_new_privs",
     "mark descriptors close-on-exec",
     "install the seccomp filter",
-    "read the start request",
+    "receive the start request",
+    "write the input files",
 ];
 
 /// Runs the steps, waits for the start request and `execve`s; on failure reports and exits
@@ -81,7 +85,8 @@ fn prepare_and_exec(
     sys::close_range(3, u32::MAX, true).map_err(|e| (8, e))?;
     seccompiler::apply_filter(filter).map_err(|_| (9, Errno::last()))?;
 
-    let req = read_request(start).map_err(|e| (10, e))?;
+    let (req, memfd) = receive_request(start).map_err(|e| (10, e))?;
+    mounts::write_files(memfd, &req.files, None).map_err(|e| (11, e.errno.unwrap_or(Errno::EIO)))?;
     let argv = cstrings(&req.argv).map_err(|e| (0, e))?;
     let env = cstrings(&req.env).map_err(|e| (0, e))?;
     let path_var = req.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin");
@@ -91,19 +96,12 @@ fn prepare_and_exec(
     Err((0, exec_first(&candidates, &argv, &env)))
 }
 
-/// Reads the start request PID 1 writes (to EOF).
-fn read_request(start: OwnedFd) -> Result<StartRequest, Errno> {
-    let mut bytes = Vec::with_capacity(4096);
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match read(&start, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
+/// Waits for the start request (and the files' memfd, if any) from the runner.
+fn receive_request(start: OwnedFd) -> Result<(StartRequest, Option<OwnedFd>), Errno> {
+    match channel::recv::<StartRequest>(start.as_fd(), false)? {
+        Received::Message(req, mut fds) => Ok((req, fds.pop())),
+        Received::Empty | Received::Closed => Err(Errno::EPIPE),
     }
-    serde_json::from_slice(&bytes).map_err(|_| Errno::EBADMSG)
 }
 
 fn cstrings(items: &[String]) -> Result<Vec<CString>, Errno> {

@@ -14,22 +14,25 @@
 //! 7. fork the program's process, which drops everything and waits (see `exec`);
 //! 8. report `Ready`.
 //!
-//! Start:
-//! 9. wait for `Start`: resize the tmpfs mounts, write the input files, hand the program
-//!    its argv, env and rlimits; learn whether its `execve` worked; report `Started`;
+//! Start (the runner hands the program process its start request directly, so PID 1 is
+//! not on that path):
+//! 9. until the program's `execve` succeeds or fails (its report pipe), resize the tmpfs
+//!    mounts when the runner asks (`Resize`, before it starts the program); report
+//!    `Started` or the failure;
 //! 10. reap until the program exits, kill the rest, reap them, report `Exited`.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{Gid, Pid, Uid, read, setresgid, setresuid, write};
+use nix::unistd::{Gid, Pid, Uid, read, setresgid, setresuid};
 
 use super::channel::{self, Command, ExitStatus, Received, Report};
-use super::spec::{SpawnRequest, StartRequest};
+use super::spec::SpawnRequest;
 use super::sys::{self, Forked};
 use super::{StepError, close_all_but, exec, mounts};
 
@@ -40,6 +43,7 @@ pub(super) struct Fds {
     pub(super) stdin: OwnedFd,
     pub(super) stdout: OwnedFd,
     pub(super) stderr: OwnedFd,
+    pub(super) start: OwnedFd,
 }
 
 /// The program's standard descriptors, held until the fork.
@@ -53,8 +57,6 @@ pub(super) struct Stdio {
 /// The waiting program process, as PID 1 holds it.
 struct Program {
     pid: Pid,
-    /// We write the program's start request here, then close it.
-    start: OwnedFd,
     /// `[step, errno]` on a failure before or at `execve`; EOF when `execve` succeeded.
     report: OwnedFd,
 }
@@ -76,17 +78,22 @@ fn step(name: &'static str) -> impl Fn(Errno) -> StepError {
 
 /// Runs PID 1 to the end. Never returns.
 pub(super) fn run(req: &SpawnRequest, root: &std::path::Path, filter: &seccompiler::BpfProgram, fds: Fds) -> ! {
-    let raw: [RawFd; 4] =
-        [fds.control.as_raw_fd(), fds.stdin.as_raw_fd(), fds.stdout.as_raw_fd(), fds.stderr.as_raw_fd()];
+    let raw: [RawFd; 5] = [
+        fds.control.as_raw_fd(),
+        fds.stdin.as_raw_fd(),
+        fds.stdout.as_raw_fd(),
+        fds.stderr.as_raw_fd(),
+        fds.start.as_raw_fd(),
+    ];
     let kept = close_all_but(&raw).map_err(step("close inherited descriptors"));
-    let Fds { control, stdin, stdout, stderr } = fds;
+    let Fds { control, stdin, stdout, stderr, start } = fds;
     let result = kept
         .map_err(Failure::Setup)
         .and_then(|()| prepare(req, root, &control))
-        .and_then(|()| fork_program(req, filter, Stdio { stdin, stdout, stderr }))
+        .and_then(|()| fork_program(req, filter, Stdio { stdin, stdout, stderr }, start))
         .and_then(|program| {
             let _ = channel::send(control.as_fd(), &Report::Ready, &[]);
-            start(req, &control, program)
+            wait_for_exec(&control, program)
         });
     let (report, code) = match result {
         Ok((pid, forked_at)) => {
@@ -134,36 +141,53 @@ fn become_root() -> Result<(), Errno> {
     setresuid(root_u, root_u, root_u)
 }
 
-fn fork_program(req: &SpawnRequest, filter: &seccompiler::BpfProgram, stdio: Stdio) -> Result<Program, Failure> {
-    let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step("create a pipe"))?;
+fn fork_program(
+    req: &SpawnRequest,
+    filter: &seccompiler::BpfProgram,
+    stdio: Stdio,
+    start: OwnedFd,
+) -> Result<Program, Failure> {
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step("create a pipe"))?;
     match sys::fork_child().map_err(step("fork the program"))? {
         Forked::Child => {
-            drop((start_w, report_r));
-            exec::run(req.program_id, filter, stdio, start_r, report_w)
+            drop(report_r);
+            exec::run(req.program_id, filter, stdio, start, report_w)
         }
         Forked::Parent(pid) => {
             // Our copies would keep the pipes open after the program's tree is gone.
-            drop((stdio, start_r, report_w));
-            Ok(Program { pid, start: start_w, report: report_r })
+            drop((stdio, start, report_w));
+            Ok(Program { pid, report: report_r })
         }
     }
 }
 
-/// Waits for the start request, readies `/sandbox`, hands the program its request and
-/// waits for its `execve`. Returns the program's pid and when it was released.
-fn start(spawn: &SpawnRequest, control: &OwnedFd, program: Program) -> Result<(Pid, Instant), Failure> {
-    let (req, mut fds) = match next_command(control)? {
-        (Command::Start(req), fds) => (req, fds),
-        _ => return Err(StepError::new("wait for the runner", Some(Errno::EPROTO), "expected Start".into()).into()),
-    };
-    if req.sizes != spawn.sizes {
-        mounts::resize(&req.sizes)?;
+/// Until the program's `execve` succeeds (its report pipe reaches EOF) or fails, serves
+/// the runner's resize requests. Returns the program's pid and when it started.
+fn wait_for_exec(control: &OwnedFd, program: Program) -> Result<(Pid, Instant), Failure> {
+    loop {
+        let mut fds =
+            [PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(program.report.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(step("poll")(e).into()),
+        }
+        if fds[1].any().unwrap_or(false) {
+            return exec_result(&program);
+        }
+        if fds[0].any().unwrap_or(false) {
+            match next_command(control)? {
+                (Command::Resize(sizes), _) => {
+                    mounts::resize(&sizes)?;
+                    let _ = channel::send(control.as_fd(), &Report::Resized, &[]);
+                }
+                (Command::Go, _) => {}
+            }
+        }
     }
-    mounts::write_files(fds.pop(), &req.files, spawn.program_id)?;
-    let released = Instant::now();
-    hand_over(&program, &req)?;
-    drop(program.start);
+}
+
+/// Reads the program's report pipe: EOF means its `execve` succeeded.
+fn exec_result(program: &Program) -> Result<(Pid, Instant), Failure> {
     let mut msg = [0u8; 5];
     let n = loop {
         match read(&program.report, &mut msg) {
@@ -172,7 +196,7 @@ fn start(spawn: &SpawnRequest, control: &OwnedFd, program: Program) -> Result<(P
         }
     };
     if n == 0 {
-        return Ok((program.pid, released));
+        return Ok((program.pid, Instant::now()));
     }
     let _ = waitpid(program.pid, None);
     let errno = Errno::from_raw(i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]));
@@ -181,22 +205,6 @@ fn start(spawn: &SpawnRequest, control: &OwnedFd, program: Program) -> Result<(P
         Some(name) => Err(Failure::Setup(StepError::new(name, Some(errno), String::new()))),
         None => Err(Failure::Setup(StepError::new("prepare the program", Some(errno), String::new()))),
     }
-}
-
-/// Writes the start request to the waiting program process (it reads to EOF).
-fn hand_over(program: &Program, req: &StartRequest) -> Result<(), StepError> {
-    let bytes = serde_json::to_vec(req).map_err(|e| StepError::new("encode the start request", None, e.to_string()))?;
-    let mut rest = bytes.as_slice();
-    while !rest.is_empty() {
-        match write(&program.start, rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(Errno::EINTR) => continue,
-            // EPIPE: the program process died before reading; its report says why
-            Err(Errno::EPIPE) => break,
-            Err(e) => return Err(StepError::new("hand over the start request", Some(e), String::new())),
-        }
-    }
-    Ok(())
 }
 
 /// Reaps every child until the program itself exits; then kills the whole namespace

@@ -222,14 +222,14 @@ pub(super) fn resize(sizes: &TmpfsSizes) -> Result<()> {
     Ok(())
 }
 
-/// Creates the input files under the cwd (`/sandbox`, a fresh tmpfs only we have written
-/// to so far) from the memfd, owned by the program's id.
-pub(super) fn write_files(memfd: Option<OwnedFd>, entries: &[FileEntry], id: u32) -> Result<()> {
+/// Creates the input files under the cwd (`/sandbox`, a fresh tmpfs nothing untrusted
+/// has run in yet) from the memfd; `owner`, if given, gets them (else they are ours).
+pub(super) fn write_files(memfd: Option<OwnedFd>, entries: &[FileEntry], owner: Option<u32>) -> Result<()> {
     let Some(memfd) = memfd else {
         return if entries.is_empty() { Ok(()) } else { Err(StepError::new("write files", None, "no memfd".into())) };
     };
     let src = File::from(memfd);
-    let owner = (Some(Uid::from_raw(id)), Some(Gid::from_raw(id)));
+    let owner = owner.map(|id| (Some(Uid::from_raw(id)), Some(Gid::from_raw(id))));
     for e in entries {
         check_relative_path(&e.path).map_err(|why| StepError::new("write files", None, why))?;
         let path = Path::new(&e.path);
@@ -237,7 +237,9 @@ pub(super) fn write_files(memfd: Option<OwnedFd>, entries: &[FileEntry], id: u32
             for dir in parent.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
                 if !dir.exists() {
                     mkdir(dir, 0o755)?;
-                    nix::unistd::chown(dir, owner.0, owner.1).map_err(sys("chown", dir))?;
+                    if let Some((u, g)) = owner {
+                        nix::unistd::chown(dir, u, g).map_err(sys("chown", dir))?;
+                    }
                 }
             }
         }
@@ -250,7 +252,9 @@ pub(super) fn write_files(memfd: Option<OwnedFd>, entries: &[FileEntry], id: u32
             .open(path)
             .map_err(io("create input file", path))?;
         copy_range(&src, e.offset, e.len, &mut out).map_err(io("write input file", path))?;
-        fchown(&out, owner.0, owner.1).map_err(sys("chown", path))?;
+        if let Some((u, g)) = owner {
+            fchown(&out, u, g).map_err(sys("chown", path))?;
+        }
     }
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct SpawnFds<'a> {
     pub stdout: BorrowedFd<'a>,
     /// Write end of the stderr pipe.
     pub stderr: BorrowedFd<'a>,
+    /// The sandbox's end of its [`super::Starter`].
+    pub start: BorrowedFd<'a>,
 }
 
 /// A sandbox's PID 1, a child of the calling process.
@@ -98,9 +100,10 @@ impl Zygote {
     }
 
     /// Clones a sandbox's PID 1; it waits for [`super::Channel::send_go`] before setting
-    /// itself up, then reports `Ready` and waits for [`super::Channel::send_start`].
+    /// itself up, then reports `Ready`; its program process waits for [`super::Starter::start`].
     pub fn spawn(&self, req: &SpawnRequest, fds: &SpawnFds<'_>) -> Result<Spawned, SandboxError> {
-        let raw: Vec<RawFd> = [fds.control, fds.stdin, fds.stdout, fds.stderr].iter().map(AsRawFd::as_raw_fd).collect();
+        let raw: Vec<RawFd> =
+            [fds.control, fds.stdin, fds.stdout, fds.stderr, fds.start].iter().map(AsRawFd::as_raw_fd).collect();
         let guard = self.sock.lock().map_err(|_| SandboxError::Zygote("zygote lock poisoned".into()))?;
         let sock = guard.as_ref().ok_or_else(|| SandboxError::Zygote("zygote stopped".into()))?;
         channel::send(sock.as_fd(), req, &raw).map_err(|e| SandboxError::Zygote(format!("send to zygote: {e}")))?;
@@ -210,10 +213,10 @@ fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepEr
 /// One clone into fresh namespaces; the child runs PID 1 and never comes back here.
 fn spawn(req: &SpawnRequest, fds: Vec<OwnedFd>, roots: &[PathBuf], filter: &BpfProgram) -> Result<sys::Cloned, String> {
     let root: &Path = roots.get(req.root).ok_or_else(|| format!("no root {}", req.root))?;
-    let Ok([control, stdin, stdout, stderr]) = <[OwnedFd; 4]>::try_from(fds) else {
-        return Err("a spawn request carries exactly four descriptors".into());
+    let Ok([control, stdin, stdout, stderr, start]) = <[OwnedFd; 5]>::try_from(fds) else {
+        return Err("a spawn request carries exactly five descriptors".into());
     };
-    let fds = Fds { control, stdin, stdout, stderr };
+    let fds = Fds { control, stdin, stdout, stderr, start };
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
