@@ -15,6 +15,8 @@ use super::spec::{StartRequest, TmpfsSizes};
 
 /// Largest message accepted; a spawn request with its argv, env and file list fits.
 pub(super) const MAX_MESSAGE: usize = 256 * 1024;
+/// Messages up to this size are received into a stack buffer.
+const SMALL_MESSAGE: usize = 8 * 1024;
 /// Most descriptors one message carries.
 const MAX_FDS: usize = 8;
 
@@ -109,18 +111,40 @@ pub(super) enum Received<T> {
 }
 
 /// Receives one packet; `nonblocking` returns [`Received::Empty`] instead of waiting.
+///
+/// The packet's length is peeked first (`MSG_PEEK | MSG_TRUNC` returns a packet's full
+/// length without consuming it), so the message lands in a buffer of its own size: every
+/// control message in a small stack buffer, a large start request in an exact allocation.
+/// Zeroing a maximal buffer for every message cost more than the rest of the channel.
 pub(super) fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>, nonblocking: bool) -> Result<Received<T>, Errno> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
     if nonblocking {
         flags |= MsgFlags::MSG_DONTWAIT;
     }
-    let (len, fds) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+    let size = loop {
+        let peek = flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
+        match nix::sys::socket::recv(sock.as_raw_fd(), &mut [], peek) {
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) if nonblocking => return Ok(Received::Empty),
+            Err(e) => return Err(e),
+            Ok(0) => return Ok(Received::Closed),
+            Ok(n) if n > MAX_MESSAGE => return Err(Errno::EMSGSIZE),
+            Ok(n) => break n,
+        }
+    };
+    let mut small = [0u8; SMALL_MESSAGE];
+    let mut large = Vec::new();
+    let buf: &mut [u8] = if size <= SMALL_MESSAGE {
+        &mut small[..size]
+    } else {
+        large.resize(size, 0);
+        &mut large
+    };
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (len, fds) = loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+            Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
             Ok(msg) => {
                 let mut fds = Vec::new();
@@ -139,7 +163,8 @@ pub(super) fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>, nonblocking: bool)
     if len == 0 {
         return Ok(Received::Closed);
     }
-    let msg = serde_json::from_slice(&buf[..len]).map_err(|_| Errno::EBADMSG)?;
+    let bytes = if size <= SMALL_MESSAGE { &small[..len] } else { &large[..len] };
+    let msg = serde_json::from_slice(bytes).map_err(|_| Errno::EBADMSG)?;
     Ok(Received::Message(msg, fds))
 }
 
