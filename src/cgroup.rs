@@ -164,12 +164,27 @@ impl Hierarchy {
 
     /// Creates the cgroup `name`, removing a leftover of that name first. It has no
     /// limits until [`Cgroup::set_limits`].
+    ///
+    /// Another codeexec process may remove our (empty) parent between our `prepare` and
+    /// this call (see [`Hierarchy::remove_parents`]); a missing parent is made again.
     pub fn create(&self, name: &str) -> Result<Cgroup> {
-        let inner = match &self.layout {
-            Layout::V2 { root } => Backend::V2(v2::Cgroup::create(&root.join(&self.parent).join(name))?),
-            Layout::V1 { .. } => Backend::V1(v1::Cgroup::create(&self.layout, &self.parent, name)?),
-        };
-        Ok(Cgroup { inner, limits: None })
+        let mut attempts = 0;
+        loop {
+            let made = match &self.layout {
+                Layout::V2 { root } => v2::Cgroup::create(&root.join(&self.parent).join(name)).map(Backend::V2),
+                Layout::V1 { .. } => v1::Cgroup::create(&self.layout, &self.parent, name).map(Backend::V1),
+            };
+            match made {
+                Ok(inner) => return Ok(Cgroup { inner, limits: None }),
+                Err(CgroupError::Io { op: "create", ref source, .. })
+                    if source.kind() == ErrorKind::NotFound && attempts < 3 =>
+                {
+                    attempts += 1;
+                    self.prepare()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Removes our parent cgroups if no run uses them any more; busy parents are left.

@@ -90,7 +90,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use codeexec::cgroup::Mode;
 use codeexec::cli::{BenchArgs, Cli, Command, CommonArgs, RunArgs};
 use codeexec::report::{self, EXIT_INTERNAL, EXIT_USAGE};
 use codeexec::run::{InputFile, RunError, RunRequest, Runner, RunnerConfig};
@@ -61,10 +62,14 @@ fn run(args: &RunArgs) -> ExitCode {
         Err(e @ (RunError::Invalid(_) | RunError::Limit(_))) => return fail(EXIT_USAGE, &e.into()),
         Err(e) => return fail(EXIT_INTERNAL, &e.into()),
     };
-    let mode = runner.cgroups().describe();
+    let layout = runner.cgroups().describe();
+    let mode = match runner.cgroups().mode() {
+        Mode::V1 => "v1",
+        Mode::V2 => "v2",
+    };
     drop(runner);
     if args.json {
-        println!("{}", report::to_json(&outcome, &mode));
+        println!("{}", report::to_json(&outcome, mode, &layout));
     } else {
         let _ = std::io::stdout().write_all(&outcome.stdout).and_then(|()| std::io::stdout().flush());
         let _ = std::io::stderr().write_all(&outcome.stderr);

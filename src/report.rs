@@ -66,7 +66,8 @@ pub fn summary(o: &RunOutcome) -> String {
 }
 
 /// The whole outcome as JSON. Output that is not UTF-8 is base64 (`*_encoding` says which).
-pub fn to_json(o: &RunOutcome, cgroup_mode: &str) -> Value {
+/// `cgroup_mode` is `v1` or `v2`; `cgroup` describes the layout found.
+pub fn to_json(o: &RunOutcome, cgroup_mode: &str, cgroup: &str) -> Value {
     let (stdout, stdout_enc) = text(&o.stdout);
     let (stderr, stderr_enc) = text(&o.stderr);
     json!({
@@ -87,7 +88,8 @@ pub fn to_json(o: &RunOutcome, cgroup_mode: &str) -> Value {
             "wall_ms": o.wall_time.as_secs_f64() * 1000.0,
         },
         "memory_peak_kb": o.memory_peak_bytes / 1024,
-        "cgroup": cgroup_mode,
+        "cgroup_mode": cgroup_mode,
+        "cgroup": cgroup,
     })
 }
 
@@ -132,7 +134,7 @@ mod tests {
 
     #[test]
     fn json_carries_everything_and_base64_for_binary_output() {
-        let v = to_json(&outcome(Status::Ok), "v2");
+        let v = to_json(&outcome(Status::Ok), "v2", "cgroup v2 at /sys/fs/cgroup");
         assert_eq!(v["stdout"], "hi\n");
         assert_eq!(v["stdout_encoding"], "utf8");
         assert_eq!(v["stderr"], "//4=");
@@ -140,6 +142,7 @@ mod tests {
         assert_eq!(v["stderr_truncated"], true);
         assert_eq!(v["time"]["cpu_ms"], 12.0);
         assert_eq!(v["memory_peak_kb"], 2048);
+        assert_eq!(v["cgroup_mode"], "v2");
     }
 
     #[test]

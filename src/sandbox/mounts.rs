@@ -132,8 +132,9 @@ fn prepare_etc(etc: &Path, files: &[(String, String)], binds: &[String]) -> Resu
 /// usual `/proc/self/fd` links, and an empty `shm` for the per-run tmpfs.
 fn prepare_dev(dev: &Path) -> Result<()> {
     mkdir(dev, 0o755)?;
+    // nodev on the tmpfs itself: the five nodes are binds, mounts of their own
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mount(Some("codeexec-dev"), dev, Some("tmpfs"), flags, Some("mode=0755,size=64k,nr_inodes=64"))
+    mount(Some("codeexec-dev"), dev, Some("tmpfs"), flags | MsFlags::MS_NODEV, Some("mode=0755,size=64k,nr_inodes=64"))
         .map_err(sys("mount /dev tmpfs", dev))?;
     for name in DEVICES {
         let (src, dst) = (Path::new("/dev").join(name), dev.join(name));
@@ -152,7 +153,7 @@ fn prepare_dev(dev: &Path) -> Result<()> {
         symlink(target, dev.join(name)).map_err(io("symlink", &dev.join(name)))?;
     }
     mkdir(&dev.join("shm"), 0o755)?;
-    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NODEV | flags;
     mount(None::<&str>, dev, None::<&str>, ro, None::<&str>).map_err(sys("make /dev read-only", dev))
 }
 

@@ -1,0 +1,78 @@
+//! The command line's contract for bad input: a clear message, exit code 2, nothing
+//! started. These need no privileges: every check happens before a sandbox is made.
+
+// An integration test crate is all tests: the lints for tests inside `src/` do not fit it.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+mod common;
+
+use common::codeexec;
+
+fn usage_error(args: &[&str], needle: &str) {
+    let out = codeexec(args, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: exit {:?}, stderr: {stderr}", out.status);
+    assert!(stderr.contains(needle), "{args:?}: stderr should mention {needle:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+}
+
+#[test]
+fn a_missing_command_is_a_usage_error() {
+    usage_error(&["run"], "CMD");
+    usage_error(&["run", "--"], "CMD");
+}
+
+#[test]
+fn unknown_flags_are_usage_errors() {
+    usage_error(&["run", "--frobnicate", "--", "true"], "--frobnicate");
+}
+
+#[test]
+fn unparseable_sizes_and_durations_are_usage_errors() {
+    usage_error(&["run", "--memory", "12Q", "--", "true"], "--memory");
+    usage_error(&["run", "--cpu-time", "5h", "--", "true"], "--cpu-time");
+    usage_error(&["run", "--wall-time", "soon", "--", "true"], "--wall-time");
+    usage_error(&["run", "--cpus", "many", "--", "true"], "cpus");
+    usage_error(&["run", "--processes", "-3", "--", "true"], "-3");
+}
+
+#[test]
+fn limits_out_of_range_are_usage_errors() {
+    usage_error(&["run", "--memory", "1K", "--", "true"], "memory: 1K is out of range");
+    usage_error(&["run", "--processes", "0", "--", "true"], "processes");
+    usage_error(&["run", "--cpu-time", "0s", "--", "true"], "cpu time");
+    usage_error(&["run", "--output", "0", "--", "true"], "output");
+}
+
+#[test]
+fn a_bad_rootfs_is_a_usage_error() {
+    usage_error(&["run", "--rootfs", "/nonexistent/codeexec-rootfs", "--", "true"], "/nonexistent/codeexec-rootfs");
+    usage_error(&["run", "--rootfs", "/etc/hostname", "--", "true"], "not a directory");
+}
+
+#[test]
+fn bad_env_and_files_are_usage_errors() {
+    usage_error(&["run", "--env", "NOVALUE", "--", "true"], "NAME=VALUE");
+    usage_error(&["run", "--file", "/nonexistent/input.txt", "--", "true"], "/nonexistent/input.txt");
+}
+
+#[test]
+fn help_lists_the_run_flags() {
+    let out = codeexec(&["run", "--help"], b"");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    for flag in [
+        "--memory",
+        "--cpu-time",
+        "--wall-time",
+        "--processes",
+        "--output",
+        "--file-size",
+        "--cpus",
+        "--stdin",
+        "--rootfs",
+        "--json",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+}

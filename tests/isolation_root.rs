@@ -1,0 +1,204 @@
+//! What a program can see and touch from inside: network, file system, processes,
+//! identity, descriptors. Root only. Every probe runs inside a real sandbox; no test sends
+//! traffic anywhere but this machine's own loopback.
+
+// An integration test crate is all tests: the lints for tests inside `src/` do not fit it.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use common::{python, run, sh};
+
+#[test]
+fn only_loopback_exists_and_nothing_is_routed() {
+    require_privileged!();
+    let r = sh(
+        &[],
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; echo ---; tail -n +2 /proc/net/route; cat /proc/net/ipv6_route | grep -v ' lo$' || true",
+    );
+    r.expect("ok");
+    assert_eq!(r.stdout(), "lo\n---\n", "interfaces, then any IPv4 route, then IPv6 routes not on lo");
+}
+
+#[test]
+fn the_hosts_loopback_is_unreachable() {
+    require_privileged!();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let code = format!(
+        "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)"
+    );
+    let r = python(&[], &code);
+    r.expect("ok");
+    assert_eq!(r.stdout(), "ConnectionRefusedError\n", "the sandbox's own loopback has no listener");
+    assert!(listener.accept().is_err(), "the host's listener must never see a connection");
+    // and nothing but loopback is reachable at all
+    let code = "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('10.0.0.1', 80))\nexcept OSError as e:\n    print(e.errno)";
+    let r = python(&[], code);
+    assert_eq!(r.stdout(), "101\n", "ENETUNREACH: no route");
+}
+
+#[test]
+fn host_paths_outside_the_root_are_absent() {
+    require_privileged!();
+    let r = sh(
+        &[],
+        "for p in /root /home /var /srv /opt /run /boot /mnt /media /work; do test -e $p && echo $p; done; ls /",
+    );
+    r.expect("ok");
+    let mut seen: Vec<&str> = r.stdout().lines().collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ["bin", "dev", "etc", "lib", "lib64", "proc", "sandbox", "sbin", "sys", "tmp", "usr"]);
+    let r = sh(&[], "ls /etc | sort | tr '\\n' ' '");
+    assert!(!r.stdout().contains("shadow"), "no host secrets in /etc: {}", r.stdout());
+    assert!(r.stdout().contains("passwd"), "{}", r.stdout());
+}
+
+#[test]
+fn proc_shows_only_the_sandboxs_processes() {
+    require_privileged!();
+    let r = sh(
+        &[],
+        "sleep 10 & ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '; echo; cat /proc/1/cmdline | tr '\\0' ' '",
+    );
+    r.expect("ok");
+    let mut lines = r.stdout().lines();
+    let pids: Vec<u32> = lines.next().unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert!(pids.contains(&1), "{pids:?}");
+    // PID 1, the shell, sleep and the pipeline's five commands: a new pid namespace counts
+    // from 1, and the host's hundreds of processes are not there
+    assert!(pids.len() <= 10 && pids.iter().all(|p| *p < 20), "only our few processes: {pids:?}");
+    assert!(lines.next().unwrap().contains("codeexec"), "PID 1 is codeexec's reaper");
+}
+
+#[test]
+fn the_root_is_read_only_and_the_work_dirs_writable() {
+    require_privileged!();
+    let script = "for d in / /usr /etc /dev /bin; do touch $d/x 2>/dev/null && echo \"wrote $d\"; done; \
+                  for d in /sandbox /tmp /dev/shm; do touch $d/x && echo \"ok $d\"; done; pwd";
+    let r = sh(&[], script);
+    r.expect("ok");
+    assert_eq!(r.stdout(), "ok /sandbox\nok /tmp\nok /dev/shm\n/sandbox\n");
+}
+
+#[test]
+fn mounts_are_nosuid_and_nodev_where_they_fit() {
+    require_privileged!();
+    let r = sh(&[], "cat /proc/self/mounts");
+    r.expect("ok");
+    for line in r.stdout().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (point, opts) = (f[1], f[3]);
+        assert!(opts.contains("nosuid"), "{point} is not nosuid: {line}");
+        let device = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"].contains(&point);
+        assert!(device || opts.contains("nodev"), "{point} is not nodev: {line}");
+        let writable = ["/tmp", "/sandbox", "/dev/shm", "/proc"].contains(&point);
+        assert!(writable || opts.starts_with("ro"), "{point} is writable: {line}");
+    }
+}
+
+#[test]
+fn dev_holds_only_the_harmless_nodes() {
+    require_privileged!();
+    let r =
+        sh(&[], "ls /dev | tr '\\n' ' '; echo; head -c 4 /dev/urandom | wc -c; echo hi > /dev/null && echo null-ok");
+    r.expect("ok");
+    assert_eq!(r.stdout(), "fd full null random shm stderr stdin stdout urandom zero \n4\nnull-ok\n");
+}
+
+#[test]
+fn the_program_is_not_root_and_has_no_capabilities() {
+    require_privileged!();
+    let r = sh(&[], "id -u; id -g; id -G; grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status");
+    r.expect("ok");
+    let out = r.stdout();
+    assert!(out.starts_with("1000\n1000\n1000\n"), "{out}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(out.contains(&format!("{set}:\t0000000000000000")), "{set} not empty: {out}");
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+}
+
+#[test]
+fn namespaces_are_all_new() {
+    require_privileged!();
+    let r = sh(
+        &[],
+        "for n in user pid mnt net ipc uts cgroup; do readlink /proc/self/ns/$n; done; hostname; cat /proc/self/cgroup",
+    );
+    r.expect("ok");
+    let inside: Vec<&str> = r.stdout().lines().collect();
+    for (i, n) in ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup"].iter().enumerate() {
+        let host = std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
+        assert_ne!(inside[i], host.to_str().unwrap(), "{n} namespace shared with the host");
+    }
+    assert_eq!(inside[7], "sandbox");
+    assert!(
+        inside[8..].iter().all(|l| l.ends_with(":/")),
+        "the cgroup namespace is rooted at the run's cgroup: {inside:?}"
+    );
+}
+
+#[test]
+fn no_descriptor_beyond_2_is_open() {
+    require_privileged!();
+    // ls opens one directory to list /proc/self/fd: that is the only fd above 2
+    let r = run(&[], &["/bin/ls", "-l", "/proc/self/fd"]);
+    r.expect("ok");
+    let fds: Vec<&str> = r.stdout().lines().skip(1).collect();
+    assert_eq!(fds.len(), 4, "{}", r.stdout());
+    for l in &fds[..3] {
+        assert!(l.contains("pipe:["), "stdio are the runner's pipes: {l}");
+    }
+    assert!(fds[3].contains("-> /proc/") && fds[3].ends_with("/fd"), "{}", fds[3]);
+}
+
+#[test]
+fn a_directory_tree_can_be_the_root() {
+    require_privileged!();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/motd"), "from the tree\n").unwrap();
+    std::os::unix::fs::symlink("bin", root.join("sbin")).unwrap();
+    let src = dir.path().join("probe.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    char buf[64] = {0};
+    FILE *f = fopen("/etc/motd", "r");
+    if (f) { fgets(buf, sizeof buf, f); fclose(f); }
+    printf("%s", buf);
+    printf("%d %d %d\n", access("/usr", F_OK), access("/sbin/probe", X_OK), getuid());
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let status =
+        Command::new("gcc").args(["-static", "-O1", "-o"]).arg(root.join("bin/probe")).arg(&src).status().unwrap();
+    assert!(status.success(), "gcc -static (libc6-dev) is needed for this test");
+    let r = run(&["--rootfs", root.to_str().unwrap()], &["/bin/probe"]);
+    r.expect("ok");
+    assert_eq!(r.stdout(), "from the tree\n-1 0 1000\n", "its /etc, no host /usr, symlinks kept");
+    // the tree itself is untouched: no mount points or files were added to it
+    let mut entries: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    entries.sort();
+    assert_eq!(entries, ["bin", "etc", "sbin"]);
+}
+
+#[test]
+fn the_root_rejects_paths_that_are_not_directories() {
+    require_privileged!();
+    let r = common::codeexec(&["run", "--rootfs", "/etc/hostname", "--", "/bin/true"], b"");
+    assert_eq!(r.status.code(), Some(2));
+}
