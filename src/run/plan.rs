@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use super::{InputFile, PROGRAM_ID, RunError, RunRequest, sys};
+use super::{InputFile, RunError, RunRequest, sys};
 use crate::cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{self, FileEntry, Rlimit, RootSpec, StartRequest, TmpfsSizes};
@@ -104,10 +104,23 @@ pub(super) fn cgroup_limits(l: &Limits) -> cgroup::Limits {
     }
 }
 
-/// The root to prepare: a directory given, or the host's own with a generated `/etc` and
-/// a few host entries bound into it: the dynamic linker's cache, Debian's alternatives
-/// (`/usr/bin/java` points through `/etc/alternatives`), CA certificates, the time zone and
-/// the JDK's configuration.
+/// `rootfs/host.toml`: the host root's directories and generated `/etc`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostRoot {
+    dirs: Vec<String>,
+    etc_binds: Vec<String>,
+    etc_prefixes: Vec<String>,
+    etc_files: std::collections::BTreeMap<String, String>,
+}
+
+const HOST_ROOT: &str = include_str!("../../rootfs/host.toml");
+
+fn host_root() -> Result<HostRoot, RunError> {
+    toml::from_str(HOST_ROOT).map_err(|e| RunError::Rootfs { path: "rootfs/host.toml".into(), why: e.to_string() })
+}
+
+/// The root to prepare: a directory given, or the host's own (`rootfs/host.toml`).
 pub(super) fn root_spec(rootfs: Option<&Path>) -> Result<RootSpec, RunError> {
     if let Some(dir) = rootfs {
         let bad = |why: &str| RunError::Rootfs { path: dir.to_owned(), why: why.into() };
@@ -118,35 +131,18 @@ pub(super) fn root_spec(rootfs: Option<&Path>) -> Result<RootSpec, RunError> {
         let dir = dir.canonicalize().map_err(|e| bad(&e.to_string()))?;
         return Ok(RootSpec::Dir(dir));
     }
-    let id = PROGRAM_ID;
-    let etc_files = vec![
-        (
-            "passwd".into(),
-            format!(
-                "root:x:0:0:root:/root:/bin/sh\nsandbox:x:{id}:{id}:sandbox:/sandbox:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            ),
-        ),
-        ("group".into(), format!("root:x:0:\nsandbox:x:{id}:\nnogroup:x:65534:\n")),
-        ("hosts".into(), "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()),
-        ("hostname".into(), "sandbox\n".into()),
-        ("resolv.conf".into(), "# no network in the sandbox\n".into()),
-        ("nsswitch.conf".into(), "passwd: files\ngroup: files\nshadow: files\nhosts: files\n".into()),
-    ];
-    let mut etc_binds: Vec<String> =
-        ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "ca-certificates", "localtime"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+    let host = host_root()?;
+    let mut etc_binds = host.etc_binds;
     if let Ok(entries) = std::fs::read_dir("/etc") {
-        let mut java: Vec<String> = entries
+        let mut more: Vec<String> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.starts_with("java-"))
+            .filter(|n| host.etc_prefixes.iter().any(|p| n.starts_with(p.as_str())))
             .collect();
-        java.sort();
-        etc_binds.extend(java);
+        more.sort();
+        etc_binds.extend(more);
     }
-    Ok(RootSpec::Host { etc_files, etc_binds })
+    Ok(RootSpec::Host { dirs: host.dirs, etc_files: host.etc_files.into_iter().collect(), etc_binds })
 }
 
 #[cfg(test)]
@@ -178,6 +174,18 @@ mod tests {
         assert!(bad(r).contains(".."));
         let r = RunRequest { argv: vec!["x".into()], files: vec![f("a"), f("a")], ..Default::default() };
         assert!(bad(r).contains("twice"));
+    }
+
+    #[test]
+    fn the_host_root_definition_parses_and_knows_the_program_id() {
+        let host = host_root().unwrap();
+        assert!(host.dirs.contains(&"usr".to_owned()));
+        let id = super::super::PROGRAM_ID;
+        assert!(host.etc_files["passwd"].contains(&format!("sandbox:x:{id}:{id}:")), "passwd names the program's id");
+        assert!(host.etc_files["group"].contains(&format!("sandbox:x:{id}:")));
+        for name in host.etc_files.keys().chain(&host.etc_binds).chain(&host.dirs) {
+            sandbox::check_relative_path(name).unwrap();
+        }
     }
 
     #[test]

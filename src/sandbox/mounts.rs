@@ -27,8 +27,6 @@ use super::spec::{FileEntry, RootSpec, SpawnRequest, TmpfsSizes, check_relative_
 
 type Result<T> = std::result::Result<T, StepError>;
 
-/// Top-level directories of the host bound into the host root, where they exist.
-const HOST_DIRS: [&str; 7] = ["usr", "bin", "lib", "lib32", "lib64", "libx32", "sbin"];
 /// Top-level entries of a root directory we replace with our own mounts or leave out.
 const OWN_DIRS: [&str; 5] = ["dev", "proc", "sys", "tmp", "sandbox"];
 /// The device nodes of the sandbox's `/dev`.
@@ -57,8 +55,9 @@ pub(super) fn prepare_root(dir: &Path, spec: &RootSpec) -> Result<()> {
     mount(Some("codeexec-root"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts))
         .map_err(sys("mount root tmpfs", dir))?;
     match spec {
-        RootSpec::Host { etc_files, etc_binds } => {
-            for name in HOST_DIRS {
+        RootSpec::Host { dirs, etc_files, etc_binds } => {
+            for name in dirs {
+                check_relative_path(name).map_err(|why| StepError::new("host root", None, why))?;
                 place_entry(&Path::new("/").join(name), &dir.join(name))?;
             }
             prepare_etc(&dir.join("etc"), etc_files, etc_binds)?;
@@ -117,12 +116,14 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
 fn prepare_etc(etc: &Path, files: &[(String, String)], binds: &[String]) -> Result<()> {
     mkdir(etc, 0o755)?;
     for (name, contents) in files {
+        check_relative_path(name).map_err(|why| StepError::new("host root", None, why))?;
         let path = etc.join(name);
         let mut f = File::create(&path).map_err(io("write /etc file", &path))?;
         f.write_all(contents.as_bytes()).map_err(io("write /etc file", &path))?;
         f.set_permissions(fs::Permissions::from_mode(0o644)).map_err(io("chmod /etc file", &path))?;
     }
     for name in binds {
+        check_relative_path(name).map_err(|why| StepError::new("host root", None, why))?;
         place_entry(&Path::new("/etc").join(name), &etc.join(name))?;
     }
     Ok(())

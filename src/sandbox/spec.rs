@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 /// A root filesystem the zygote prepares once (read-only, shared by every run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootSpec {
-    /// The host's own `/usr`, `/bin`, `/lib*`, `/sbin`, read-only, with a generated `/etc`.
+    /// Top-level directories of the host (`/usr`, `/bin`, ...), read-only, with a
+    /// generated `/etc`.
     Host {
+        /// The host's top-level entries to bind (missing ones are skipped).
+        dirs: Vec<String>,
         /// Files written into the generated `/etc`: (name, contents).
         etc_files: Vec<(String, String)>,
         /// Entries of the host's `/etc` bound read-only into it where they exist
