@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one program in a fresh sandbox, locally (needs root; no daemon).
     Run(RunArgs),
+    /// Say what this host offers: privileges, cgroup layout, seccomp policy.
+    Info(CommonArgs),
     /// Measure per-run latency and throughput (used by scripts/bench).
     #[command(hide = true)]
     Bench(BenchArgs),

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match cli.command {
         Command::Run(args) => run(&args),
+        Command::Info(common) => info(&common),
         Command::Bench(args) => run_bench(&args),
         Command::Leaks(common) => leaks(&common),
     }
@@ -137,6 +138,51 @@ fn run_bench(args: &BenchArgs) -> ExitCode {
         }
         Err(e) => fail(EXIT_INTERNAL, &anyhow::anyhow!(e)),
     }
+}
+
+/// What `Runner::start` would find, without starting anything.
+fn info(common: &CommonArgs) -> ExitCode {
+    let config = config(common, None);
+    let mut usable = true;
+    println!("codeexec {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "kernel: {}",
+        nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    match codeexec::run::check_privileges() {
+        Ok(()) => println!("privileges: ok"),
+        Err(e) => {
+            usable = false;
+            println!("privileges: {e}");
+        }
+    }
+    match codeexec::cgroup::Hierarchy::detect(&config.mountinfo, &config.cgroup_parent) {
+        Ok(h) => println!("cgroups: {}", h.describe()),
+        Err(e) => {
+            usable = false;
+            println!("cgroups: {e}");
+        }
+    }
+    match codeexec::seccomp::program(&config.seccomp_profile) {
+        Ok(p) => println!(
+            "seccomp: profile {} ({}, one program of {} instructions)",
+            config.seccomp_profile,
+            codeexec::seccomp::filter_names(&config.seccomp_profile).join(", "),
+            p.len()
+        ),
+        Err(e) => {
+            usable = false;
+            println!("seccomp: {e}");
+        }
+    }
+    println!(
+        "state: {} ({} slots, host ids {} to {})",
+        config.state_dir.display(),
+        config.slots,
+        config.uid_base,
+        u64::from(config.uid_base) + 2 * u64::from(config.slots) - 1
+    );
+    if usable { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INTERNAL) }
 }
 
 fn leaks(common: &CommonArgs) -> ExitCode {

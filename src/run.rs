@@ -98,7 +98,7 @@ pub const PROGRAM_ID: u32 = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Not root, or missing a capability the sandbox needs.
-    #[error("codeexec needs root with CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID (run it as root): {0}")]
+    #[error("not enough privileges: {0}; run codeexec as root (it needs CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID)")]
     NotPrivileged(String),
     /// The request is malformed.
     #[error("invalid request: {0}")]
@@ -255,7 +255,8 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn check_privileges() -> Result<(), RunError> {
+/// Checks that this process can make sandboxes: root with the capabilities it needs.
+pub fn check_privileges() -> Result<(), RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotPrivileged("the effective uid is not 0".into()));
     }

@@ -76,3 +76,40 @@ fn help_lists_the_run_flags() {
         assert!(help.contains(flag), "help lacks {flag}");
     }
 }
+
+#[test]
+fn missing_privileges_are_explained() {
+    // as root, take CAP_SYS_ADMIN away; as anyone else, there is nothing to take
+    let out = if nix::unistd::geteuid().is_root() {
+        std::process::Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                "-sys_admin",
+                "--inh-caps",
+                "-sys_admin",
+                "--",
+                common::bin(),
+                "run",
+                "--",
+                "/bin/true",
+            ])
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        codeexec(&["run", "--", "/bin/true"], b"")
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("not enough privileges") && stderr.contains("run codeexec as root"), "{stderr}");
+}
+
+#[test]
+fn info_says_what_was_found() {
+    let out = codeexec(&["info"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cgroups: cgroup v"), "{text}");
+    assert!(text.contains("seccomp: profile default"), "{text}");
+    if common::privileged() {
+        assert_eq!(out.status.code(), Some(0), "{text}");
+    }
+}
