@@ -109,6 +109,16 @@ fn a_stopped_program_does_not_hold_the_run() {
 }
 
 #[test]
+fn a_time_limit_kills_the_whole_tree_including_a_setsid_grandchild() {
+    require_privileged!();
+    let script = "sh -c 'setsid sleep 432.5 & sleep 432.5' & sleep 432.5";
+    let r = sh(&["--wall-time", "1s"], script);
+    r.expect("time_limit");
+    assert_eq!(r.exceeded(), Some("wall_time"));
+    assert!(processes_with_arg("432.5").is_empty(), "part of the tree outlived the run");
+}
+
+#[test]
 fn background_children_do_not_outlive_the_program() {
     require_privileged!();
     // the main process exits at once; its children (one setsid'd, one ignoring signals)

@@ -205,3 +205,16 @@ fn concurrent_runs_get_distinct_host_ids() {
         }
     }
 }
+
+#[test]
+fn the_cgroup_mode_is_the_one_expected() {
+    require_privileged!();
+    let r = run(&[], &["/bin/true"]);
+    r.expect("ok");
+    let mode = r.json["cgroup_mode"].as_str().unwrap().to_owned();
+    assert!(mode == "v1" || mode == "v2", "{}", r.json);
+    // scripts/test-cgroup2-vm says what the VM has, so a silent fallback cannot pass
+    if let Ok(expected) = std::env::var("CODEEXEC_EXPECT_CGROUP") {
+        assert_eq!(mode, expected, "{}", r.json["cgroup"]);
+    }
+}
