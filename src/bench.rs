@@ -96,36 +96,57 @@ pub fn throughput(runner: &Runner, workers: usize, seconds: u64) -> Result<f64, 
     Ok(done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The whole benchmark, as Markdown. `cold` prepares each sandbox on the request's path
-/// (as `codeexec run` does); `warm` keeps sandboxes prepared ahead (as the daemon does).
-pub fn report(cold: &Runner, warm: &Runner, runs: usize, workers: usize, seconds: u64) -> Result<String, String> {
-    let mut out = String::new();
-    let _ = writeln!(out, "cgroups: {}\n", cold.cgroups().describe());
-    let _ = writeln!(out, "| workload | mode | runs | median ms | p95 ms | p99 ms | mean ms |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for (name, argv) in WORKLOADS {
-        let rows = [
-            ("bare", series(runs, || bare(argv))?),
-            ("sandboxed, cold", series(runs, || sandboxed(cold, argv))?),
-            ("sandboxed, warm", series(runs, || sandboxed(warm, argv))?),
-        ];
-        for (mode, s) in rows {
-            let _ = writeln!(
-                out,
-                "| {name} | {mode} | {runs} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                s.median / 1e3,
-                s.p95 / 1e3,
-                s.p99 / 1e3,
-                s.mean / 1e3
-            );
-        }
+/// One row of the latency table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The workload's name.
+    pub workload: &'static str,
+    /// bare, cold or warm.
+    pub mode: &'static str,
+    /// The runs measured.
+    pub runs: usize,
+    /// Their statistics.
+    pub series: Series,
+}
+
+/// Latency of bare fork+exec of each workload.
+pub fn bare_rows(runs: usize) -> Result<Vec<Row>, String> {
+    WORKLOADS
+        .iter()
+        .map(|(workload, argv)| Ok(Row { workload, mode: "bare", runs, series: series(runs, || bare(argv))? }))
+        .collect()
+}
+
+/// Latency of each workload sandboxed by `runner`, labelled `mode`.
+pub fn sandboxed_rows(runner: &Runner, mode: &'static str, runs: usize) -> Result<Vec<Row>, String> {
+    WORKLOADS
+        .iter()
+        .map(|(workload, argv)| Ok(Row { workload, mode, runs, series: series(runs, || sandboxed(runner, argv))? }))
+        .collect()
+}
+
+/// The latency table, as Markdown.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| workload | mode | runs | median ms | p95 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_by_key(|r| WORKLOADS.iter().position(|(w, _)| *w == r.workload));
+    for r in sorted {
+        let s = r.series;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            r.workload,
+            r.mode,
+            r.runs,
+            s.median / 1e3,
+            s.p95 / 1e3,
+            s.p99 / 1e3,
+            s.mean / 1e3
+        );
     }
-    let _ = writeln!(out);
-    for (mode, runner) in [("cold", cold), ("warm", warm)] {
-        let rate = throughput(runner, workers, seconds)?;
-        let _ = writeln!(out, "throughput, {mode}: {rate:.0} sandboxed /bin/true per second with {workers} workers");
-    }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -68,7 +68,8 @@ fn run(args: &RunArgs) -> ExitCode {
         Mode::V1 => "v1",
         Mode::V2 => "v2",
     };
-    drop(runner);
+    // the sandbox is torn down on the runner's cleaner thread meanwhile; dropping the
+    // runner (below) waits for it, so nothing outlives the command
     if args.json {
         println!("{}", report::to_json(&outcome, mode, &layout));
     } else {
@@ -76,6 +77,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let _ = std::io::stderr().write_all(&outcome.stderr);
         eprintln!("{}", report::summary(&outcome));
     }
+    drop(runner);
     ExitCode::from(report::exit_code(&outcome))
 }
 
@@ -120,24 +122,36 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
     Ok(RunRequest { argv: args.command.clone(), env, stdin, files, limits })
 }
 
+/// Cold, then warm: a runner's threads must be gone before the next one forks its zygote,
+/// so each runner is measured and dropped in turn.
 fn run_bench(args: &BenchArgs) -> ExitCode {
-    // both zygotes are forked before the warm runner starts its threads
-    let cold = match Runner::start(config(&args.common, None)) {
-        Ok(r) => r,
-        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
-    };
-    let warm_config = RunnerConfig { warm: args.workers.max(1), ..config(&args.common, None) };
-    let warm = match Runner::start(warm_config) {
-        Ok(r) => r,
-        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
-    };
-    match bench::report(&cold, &warm, args.runs, args.workers, args.seconds) {
+    match bench_report(args) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(EXIT_INTERNAL, &anyhow::anyhow!(e)),
+        Err(e) => fail(EXIT_INTERNAL, &e),
     }
+}
+
+fn bench_report(args: &BenchArgs) -> anyhow::Result<String> {
+    let mut rows = bench::bare_rows(args.runs).map_err(anyhow::Error::msg)?;
+    let mut rates = Vec::new();
+    let mut layout = String::new();
+    for (mode, warm) in [("sandboxed, cold", 0), ("sandboxed, warm", args.workers.max(1))] {
+        let runner = Runner::start(RunnerConfig { warm, ..config(&args.common, None) })?;
+        layout = runner.cgroups().describe();
+        rows.extend(bench::sandboxed_rows(&runner, mode, args.runs).map_err(anyhow::Error::msg)?);
+        rates.push((mode, bench::throughput(&runner, args.workers, args.seconds).map_err(anyhow::Error::msg)?));
+    }
+    let mut out = format!("cgroups: {layout}\n\n{}\n", bench::table(&rows));
+    for (mode, rate) in rates {
+        out.push_str(&format!(
+            "throughput, {mode}: {rate:.0} runs of /bin/true per second with {} workers\n",
+            args.workers
+        ));
+    }
+    Ok(out)
 }
 
 /// What `Runner::start` would find, without starting anything.

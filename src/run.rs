@@ -144,8 +144,11 @@ pub enum RunError {
 /// the zygote); after that it may be shared by any number of threads.
 #[derive(Debug)]
 pub struct Runner {
-    inner: Arc<Inner>,
+    // Fields drop in this order: the pool's sandboxes, then every used one (the cleaner
+    // joins), and only then the zygote and our parent cgroups (in `Inner`).
     pool: Option<pool::Pool>,
+    cleaner: pool::Cleaner,
+    inner: Arc<Inner>,
 }
 
 /// What preparing and running sandboxes needs; shared with the pool's threads.
@@ -161,8 +164,8 @@ struct Inner {
 
 impl Runner {
     /// Checks privileges, finds and prepares the cgroups, loads the seccomp profile and
-    /// forks the zygote, which prepares the root filesystem; then, with `warm` > 0, starts
-    /// the threads that keep sandboxes prepared and tear used ones down.
+    /// forks the zygote, which prepares the root filesystem; then starts the thread that
+    /// tears used sandboxes down and, with `warm` > 0, the one that keeps some prepared.
     pub fn start(config: RunnerConfig) -> Result<Self, RunError> {
         check_privileges()?;
         let root = plan::root_spec(config.rootfs.as_deref())?;
@@ -177,8 +180,9 @@ impl Runner {
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
         let warm = config.warm;
         let inner = Arc::new(Inner { zygote, cgroups, slots, config, host_cores });
+        let cleaner = pool::Cleaner::start()?;
         let pool = (warm > 0).then(|| pool::Pool::start(Arc::clone(&inner), warm)).transpose()?;
-        Ok(Runner { inner, pool })
+        Ok(Runner { pool, cleaner, inner })
     }
 
     /// The cgroup hierarchy in use.
@@ -202,18 +206,8 @@ impl Runner {
         };
         let cores = (f64::from(req.limits.cpu_millicores) / 1000.0).min(self.inner.host_cores).max(0.01);
         let outcome = sandbox.run(&req.argv[0], &start, files, &req.stdin, &req.limits, cores);
-        match &self.pool {
-            Some(pool) => pool.discard(sandbox),
-            None => drop(sandbox),
-        }
+        self.cleaner.discard(sandbox);
         Ok(outcome)
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        // stop the pool's threads (and tear down its sandboxes) before the zygote goes
-        drop(self.pool.take());
     }
 }
 

@@ -1,6 +1,7 @@
-//! Warm sandboxes: one thread keeps `target` sandboxes prepared (each fresh, used once)
-//! and another tears used ones down, so a request's path is only take, start, watch and
-//! decide. Preparing and tearing down still cost CPU; they just no longer add latency.
+//! The runner's background threads: the pool keeps `target` sandboxes prepared (each
+//! fresh, used once) and the cleaner tears used ones down, so a request's path is only
+//! take, start, watch and decide. Preparing and tearing down still cost CPU; they just no
+//! longer add latency.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,45 @@ const RETRY: Duration = Duration::from_millis(200);
 pub(super) struct Pool {
     shared: Arc<Shared>,
     refill: Option<JoinHandle<()>>,
+}
+
+/// Tears used sandboxes down (kill and reap PID 1, remove the cgroup, free the slot) on
+/// its own thread; dropping it waits until every sandbox handed to it is gone.
+#[derive(Debug)]
+pub(super) struct Cleaner {
     clean: Option<(Sender<Prepared>, JoinHandle<()>)>,
+}
+
+impl Cleaner {
+    pub(super) fn start() -> Result<Cleaner, RunError> {
+        let (tx, rx) = channel::<Prepared>();
+        let thread = std::thread::Builder::new()
+            .name("codeexec-clean".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .map_err(RunError::Thread)?;
+        Ok(Cleaner { clean: Some((tx, thread)) })
+    }
+
+    /// Hands a used sandbox over; it is torn down here if the thread is gone.
+    pub(super) fn discard(&self, used: Prepared) {
+        match &self.clean {
+            Some((tx, _)) => {
+                if let Err(back) = tx.send(used) {
+                    drop(back.0);
+                }
+            }
+            None => drop(used),
+        }
+    }
+}
+
+impl Drop for Cleaner {
+    fn drop(&mut self) {
+        if let Some((tx, t)) = self.clean.take() {
+            drop(tx);
+            let _ = t.join();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -37,12 +76,7 @@ impl Pool {
             .name("codeexec-warm".into())
             .spawn(move || refill(&inner, &s, target))
             .map_err(RunError::Thread)?;
-        let (tx, rx) = channel::<Prepared>();
-        let cleaner = std::thread::Builder::new()
-            .name("codeexec-clean".into())
-            .spawn(move || rx.into_iter().for_each(drop))
-            .map_err(RunError::Thread)?;
-        Ok(Pool { shared, refill: Some(refill), clean: Some((tx, cleaner)) })
+        Ok(Pool { shared, refill: Some(refill) })
     }
 
     /// A prepared sandbox, if one is ready.
@@ -50,18 +84,6 @@ impl Pool {
         let taken = self.shared.ready.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
         self.shared.wake.notify_all();
         taken
-    }
-
-    /// Hands a used sandbox to the cleaner thread.
-    pub(super) fn discard(&self, used: Prepared) {
-        match &self.clean {
-            Some((tx, _)) => {
-                if let Err(back) = tx.send(used) {
-                    drop(back.0);
-                }
-            }
-            None => drop(used),
-        }
     }
 }
 
@@ -98,9 +120,5 @@ impl Drop for Pool {
             let _ = t.join();
         }
         self.shared.ready.lock().unwrap_or_else(PoisonError::into_inner).clear();
-        if let Some((tx, t)) = self.clean.take() {
-            drop(tx);
-            let _ = t.join();
-        }
     }
 }
