@@ -195,6 +195,22 @@ impl Hierarchy {
         }
     }
 
+    /// Removes the cgroup `name` left by a run whose process died (the caller holds the
+    /// run's slot, so nothing else uses the name): kills what may still run in it, then
+    /// removes its directory in every hierarchy.
+    pub fn remove_leftover(&self, name: &str) -> Result<()> {
+        let mut first = Ok(());
+        for dir in self.parent_dirs().into_iter().map(|p| p.join(name)).filter(|d| d.is_dir()) {
+            let kill = dir.join("cgroup.kill");
+            let killed = if kill.exists() { write_file(&kill, "1") } else { Ok(()) };
+            let res = killed.and_then(|()| kill_listed(&dir)).and_then(|()| rmdir_retry(&dir));
+            if first.is_ok() {
+                first = res;
+            }
+        }
+        first
+    }
+
     /// Our cgroups that still exist (for leak checks): children of the parents.
     pub fn leftovers(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();

@@ -175,6 +175,7 @@ impl Runner {
         let cgroups = Hierarchy::detect(&config.mountinfo, &config.cgroup_parent)?;
         cgroups.prepare()?;
         tracing::info!(layout = %cgroups.describe(), "cgroups");
+        collect_leftovers(&cgroups, &slots);
         let filter = seccomp::program(&config.seccomp_profile)?;
         let zygote = Zygote::start(ZygoteConfig { state_dir: config.state_dir.clone(), roots: vec![root], filter })?;
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
@@ -231,6 +232,25 @@ impl Drop for Inner {
 /// The sizes warm sandboxes are prepared with; a run with other limits resizes them.
 fn default_sizes() -> TmpfsSizes {
     plan::tmpfs_sizes(&Limits::default())
+}
+
+/// Removes the cgroups of runs whose codeexec process died (killed, crashed): a run's
+/// cgroup whose slot nobody holds is a leftover. Their processes died with them (PID 1
+/// has a parent-death signal), but the directories stay until removed.
+fn collect_leftovers(cgroups: &Hierarchy, slots: &slot::SlotPool) {
+    let mut names: Vec<String> =
+        cgroups.leftovers().iter().filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned)).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let Some(index) = slot::slot_of(&name) else { continue };
+        if let Ok(Some(_held)) = slots.try_take(index) {
+            match cgroups.remove_leftover(&name) {
+                Ok(()) => tracing::info!(cgroup = %name, "removed the cgroup of a run whose runner died"),
+                Err(e) => tracing::warn!(cgroup = %name, error = %chain(&e), "could not remove a leftover cgroup"),
+            }
+        }
+    }
 }
 
 fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RunError {

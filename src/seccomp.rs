@@ -32,6 +32,16 @@ include!(concat!(env!("OUT_DIR"), "/seccomp_programs.rs"));
 /// Errors looking up a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    /// The chained program is longer than the kernel accepts.
+    #[error("seccomp profile {name:?} compiles to {len} BPF instructions; the kernel accepts {max}")]
+    TooLong {
+        /// The profile.
+        name: String,
+        /// Its length.
+        len: usize,
+        /// BPF_MAXINSNS.
+        max: usize,
+    },
     /// No `seccomp/<name>.json` was compiled into this binary.
     #[error("no seccomp profile named {name:?} (compiled in: {known})")]
     UnknownProfile {
@@ -71,9 +81,9 @@ pub fn profile_names() -> Vec<&'static str> {
     PROFILES.iter().map(|p| p.name).collect()
 }
 
-/// The programs of profile `name`, strictest action first: the x32 guard, then the
-/// compiled filters in file order (`kill` sorts before `eperm` only by name; they match
-/// disjoint syscalls, so order changes no verdict).
+/// The programs of profile `name`: the x32 guard, then the compiled filters, strictest
+/// action first (`build.rs` orders them and checks they match disjoint syscalls, so the
+/// order changes no verdict).
 fn parts(name: &str) -> Result<Vec<BpfProgram>, SeccompError> {
     let profile = PROFILES
         .iter()
@@ -90,8 +100,15 @@ fn parts(name: &str) -> Result<Vec<BpfProgram>, SeccompError> {
 /// filter costs a JIT compilation and a pass of the kernel's cache precomputation when
 /// installed) behind a dispatch prologue (see `bpf`).
 pub fn program(name: &str) -> Result<BpfProgram, SeccompError> {
-    Ok(bpf::with_dispatch(bpf::chain(parts(name)?), native_arch()))
+    let program = bpf::with_dispatch(bpf::chain(parts(name)?), native_arch());
+    if program.len() > BPF_MAXINSNS {
+        return Err(SeccompError::TooLong { name: name.to_owned(), len: program.len(), max: BPF_MAXINSNS });
+    }
+    Ok(program)
 }
+
+/// The longest classic BPF program the kernel loads (linux/bpf_common.h).
+const BPF_MAXINSNS: usize = 4096;
 
 /// The audit architecture value of this build's target.
 fn native_arch() -> u32 {
@@ -128,9 +145,16 @@ mod tests {
     }
 
     #[test]
-    fn installed_program_decides_like_stacked_filters() {
-        let parts = parts("default").unwrap();
-        let merged = program("default").unwrap();
+    fn installed_programs_decide_like_stacked_filters() {
+        for name in profile_names() {
+            same_as_stacked(name);
+        }
+    }
+
+    fn same_as_stacked(name: &str) {
+        let parts = parts(name).unwrap();
+        let merged = program(name).unwrap();
+        assert!(merged.len() <= BPF_MAXINSNS);
         let args = [0, 0x1000_0000, 0x2000_0000 | 0x11, 0x0040_0000, 0xffff_ffff, u64::MAX];
         for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386] {
             for nr in (0..1100).chain([0x4000_0000, 0x4000_0000 | 165, u32::MAX]) {
@@ -172,7 +196,8 @@ mod tests {
 
     #[test]
     fn default_profile_has_one_filter_per_action() {
-        assert_eq!(filter_names("default"), ["enosys", "eperm", "kill"]);
+        // strictest action first (build.rs orders them)
+        assert_eq!(filter_names("default"), ["kill", "enosys", "eperm"]);
         for f in PROFILES.iter().flat_map(|p| p.filters) {
             // seccompiler: load arch; jeq native; else kill_process
             assert_eq!(f.program[0].code, 0x20, "{}", f.name);

@@ -187,3 +187,29 @@ fn nothing_of_ours_runs_as_a_sandbox_id_when_idle() {
         assert_ne!(ppid, "1", "sandbox process {pid} was orphaned to the host's init");
     }
 }
+
+#[test]
+fn a_killed_runner_leaves_no_sandbox() {
+    require_privileged!();
+    let mut runner = std::process::Command::new(common::bin())
+        .args(["run", "--wall-time", "120s", "--", "/bin/sleep", "321.5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |want_running: bool| {
+        for _ in 0..200 {
+            if processes_with_arg("321.5").is_empty() != want_running {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    };
+    assert!(wait_for(true), "the program never started");
+    runner.kill().unwrap(); // SIGKILL: no cleanup code of the runner runs
+    runner.wait().unwrap();
+    assert!(wait_for(false), "the sandbox outlived its runner: {:?}", processes_with_arg("321.5"));
+    // the next runner removes the dead run's cgroup (the final leak check would see it)
+    run(&[], &["/bin/true"]).expect("ok");
+}

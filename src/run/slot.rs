@@ -12,6 +12,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+/// The cgroup name of slot `index`.
+pub(super) fn cgroup_name(index: u32) -> String {
+    format!("run-{index}")
+}
+
+/// The slot a cgroup name belongs to.
+pub(super) fn slot_of(cgroup_name: &str) -> Option<u32> {
+    cgroup_name.strip_prefix("run-")?.parse().ok()
+}
+
 /// All slots of the host.
 #[derive(Debug)]
 pub(super) struct SlotPool {
@@ -35,7 +45,7 @@ impl Slot {
 
     /// The run's cgroup name.
     pub(super) fn cgroup_name(&self) -> String {
-        format!("run-{}", self.index)
+        cgroup_name(self.index)
     }
 }
 
@@ -48,22 +58,35 @@ impl SlotPool {
         Ok(Self { dir, count, next: AtomicU32::new(start) })
     }
 
+    /// Slot `index`, if no one holds it.
+    pub(super) fn try_take(&self, index: u32) -> io::Result<Option<Slot>> {
+        if index >= self.count {
+            return Ok(None);
+        }
+        self.lock(index)
+    }
+
+    fn lock(&self, index: u32) -> io::Result<Option<Slot>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.dir.join(index.to_string()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(Slot { index, _lock: lock })),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e.into()),
+        }
+    }
+
     /// The first free slot, or `None` when every one is held.
     pub(super) fn acquire(&self) -> io::Result<Option<Slot>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.count {
-            let index = start.wrapping_add(i) % self.count;
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(self.dir.join(index.to_string()))?;
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(Some(Slot { index, _lock: lock })),
-                Err((_, Errno::EWOULDBLOCK)) => continue,
-                Err((_, e)) => return Err(e.into()),
+            if let Some(slot) = self.lock(start.wrapping_add(i) % self.count)? {
+                return Ok(Some(slot));
             }
         }
         Ok(None)

@@ -5,10 +5,12 @@
 //!
 //! Prepare, in order:
 //! 1. keep only our descriptors: the zygote's socket to the runner must not leak inside;
-//! 2. die with the runner (`PR_SET_PDEATHSIG`), so a crashed runner leaves no sandbox;
-//! 3. wait for `Go`: the runner writes our uid/gid maps and puts us in the cgroup first
+//! 2. wait for `Go`: the runner writes our uid/gid maps and puts us in the cgroup first
 //!    (a cgroup joined later would miss our children; ids are unmapped until then);
-//! 4. become root of the user namespace (`setresuid(0)`; until then we are the overflow id);
+//! 3. become root of the user namespace (`setresuid(0)`; until then we are the overflow id);
+//! 4. die with the runner (`PR_SET_PDEATHSIG`), so a crashed runner leaves no sandbox. Only
+//!    now: changing credentials clears the parent-death signal (prctl(2)). Should the runner
+//!    die before this, our control socket says so: every wait below watches it;
 //! 5. unshare the cgroup namespace, now that we are in the run's cgroup, so it is our root;
 //! 6. mounts and pivot_root (see `mounts`), hostname, loopback;
 //! 7. fork the program's process, which drops everything and waits (see `exec`);
@@ -111,12 +113,12 @@ pub(super) fn run(req: &SpawnRequest, root: &std::path::Path, filter: &seccompil
 }
 
 fn prepare(req: &SpawnRequest, root: &std::path::Path, control: &OwnedFd) -> Result<(), Failure> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
     match next_command(control)? {
         (Command::Go, _) => {}
         _ => return Err(StepError::new("wait for the runner", Some(Errno::EPROTO), "expected Go".into()).into()),
     }
     become_root().map_err(step("become root of the user namespace"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("unshare the cgroup namespace"))?;
     mounts::enter_root(root, req)?;
     nix::unistd::sethostname(&req.hostname).map_err(step("sethostname"))?;
