@@ -180,7 +180,12 @@ impl Hierarchy {
                     if source.kind() == ErrorKind::NotFound && attempts < 3 =>
                 {
                     attempts += 1;
-                    self.prepare()?;
+                    // the parent may vanish again while we make it; the next turn sees that
+                    if let Err(e) = self.prepare() {
+                        if attempts == 3 {
+                            return Err(e);
+                        }
+                    }
                 }
                 Err(e) => return Err(e),
             }

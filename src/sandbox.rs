@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
-pub use channel::{Channel, ExitStatus, Report, Starter};
+pub use channel::{Channel, ExitStatus, MAX_MESSAGE, Report, Starter};
 pub use spec::{FileEntry, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path};
 pub use sys::{catch_interrupts, interrupted};
 pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};

@@ -218,3 +218,13 @@ fn the_cgroup_mode_is_the_one_expected() {
         assert_eq!(mode, expected, "{}", r.json["cgroup"]);
     }
 }
+
+#[test]
+fn signals_start_at_their_defaults() {
+    require_privileged!();
+    // codeexec's runtime ignores SIGPIPE; the program must not inherit that (`yes | head`
+    // would never end), nor any handler or blocked signal
+    let r = sh(&["--wall-time", "20s"], "yes | head -n 1; grep -E '^Sig(Ign|Blk)' /proc/self/status");
+    r.expect("ok");
+    assert_eq!(r.stdout(), "y\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}

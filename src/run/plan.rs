@@ -49,6 +49,13 @@ pub(super) fn start_request(req: &RunRequest) -> Result<(StartRequest, Option<Ow
         files,
         sizes: tmpfs_sizes(l),
     };
+    let size = serde_json::to_vec(&start).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > sandbox::MAX_MESSAGE {
+        return Err(invalid(format!(
+            "the command, environment and file names take {size} bytes encoded; at most {} are accepted",
+            sandbox::MAX_MESSAGE
+        )));
+    }
     Ok((start, memfd))
 }
 
@@ -174,6 +181,8 @@ mod tests {
         assert!(bad(r).contains(".."));
         let r = RunRequest { argv: vec!["x".into()], files: vec![f("a"), f("a")], ..Default::default() };
         assert!(bad(r).contains("twice"));
+        let r = RunRequest { argv: vec!["x".into(), "y".repeat(2 << 20)], ..Default::default() };
+        assert!(bad(r).contains("at most"));
     }
 
     #[test]

@@ -48,11 +48,7 @@ impl Prepared {
     /// Prepares a sandbox with `spawn` in `slot`. PID 1 goes on setting itself up after
     /// this returns; [`Prepared::wait_ready`] waits for it.
     pub(super) fn new(runner: &Inner, slot: Slot, spawn: &SpawnRequest) -> Result<Self, RunError> {
-        let mut cgroup = runner.cgroups.create(&slot.cgroup_name())?;
-        if let Err(e) = cgroup.set_limits(&plan::cgroup_limits(&Limits::default())) {
-            let _ = cgroup.remove();
-            return Err(e.into());
-        }
+        // descriptors first: failing here leaves nothing to undo
         let (chan, chan_child) = Channel::pair().map_err(sys("socketpair"))?;
         let (starter, start_child) = Starter::pair().map_err(sys("socketpair"))?;
         let (stdin_r, stdin_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -60,6 +56,11 @@ impl Prepared {
         let (stderr_r, stderr_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         for fd in [&stdin_w, &stdout_r, &stderr_r] {
             fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(sys("fcntl"))?;
+        }
+        let mut cgroup = runner.cgroups.create(&slot.cgroup_name())?;
+        if let Err(e) = cgroup.set_limits(&plan::cgroup_limits(&Limits::default())) {
+            let _ = cgroup.remove();
+            return Err(e.into());
         }
         let fds = SpawnFds {
             control: chan_child.as_fd(),

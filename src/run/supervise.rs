@@ -20,6 +20,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const CPU_CHECK_MIN: Duration = Duration::from_millis(2);
 const CPU_CHECK_MAX: Duration = Duration::from_millis(250);
 const CHUNK: usize = 64 * 1024;
+/// Reads of one stream per turn of the loop (1 MiB).
+const DRAIN_READS: usize = 16;
 
 /// Why we killed the run, the first time we did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,13 +201,15 @@ impl Loop<'_> {
         }
     }
 
-    /// Reads what is there; returns true when the stream went over the limit just now.
+    /// Reads what is there, at most `DRAIN_READS` chunks, so a program that writes faster
+    /// than we read cannot keep us from our timers; returns true when the stream went over
+    /// the limit just now.
     fn drain(&mut self, stream: &mut Option<OwnedFd>, is_stderr: bool, limit: usize) -> bool {
         let Some(fd) = stream.as_ref() else { return false };
         let cap = if is_stderr { &mut self.obs.stderr } else { &mut self.obs.stdout };
         let was = cap.truncated;
         let mut buf = [0u8; CHUNK];
-        loop {
+        for _ in 0..DRAIN_READS {
             match read(fd, &mut buf) {
                 Ok(0) => {
                     *stream = None;

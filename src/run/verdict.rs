@@ -73,7 +73,8 @@ fn judge(
             let why = nix::errno::Errno::from_raw(*errno).desc();
             return (Status::RuntimeError, None, Some(format!("cannot execute {command:?}: {why}")));
         }
-        _ if !obs.started => return internal("the sandbox's PID 1 exited before the program started".into()),
+        // Not `!obs.started`: a run we killed for a limit right after releasing it may
+        // never have said `Started`, and it still hit that limit.
         _ => {}
     }
     let limit = |s: Status, e: Exceeded, m: String| (s, Some(e), Some(m));
@@ -85,8 +86,9 @@ fn judge(
         let m = format!("process limit of {} reached: a fork or thread creation failed", limits.processes);
         return limit(Status::ProcessLimit, Exceeded::Processes, m);
     }
-    let cpu_over = cpu >= limits.cpu_time || exit == Some(ExitStatus::Signal(Signal::SIGXCPU as i32));
-    if obs.killed == Some(Kill::CpuTime) || cpu_over {
+    // SIGXCPU alone proves nothing (a program can send it to itself): the cgroup's CPU
+    // time must be over the limit (RLIMIT_CPU, our backstop, fires only past it)
+    if obs.killed == Some(Kill::CpuTime) || cpu >= limits.cpu_time {
         let m = format!("cpu time limit of {} ms exceeded", limits.cpu_time.as_millis());
         return limit(Status::TimeLimit, Exceeded::CpuTime, m);
     }
@@ -112,7 +114,8 @@ fn judge(
             Some("killed by the seccomp policy for a forbidden system call (SIGSYS)".into()),
         ),
         Some(ExitStatus::Signal(s)) => (Status::Signaled, None, Some(format!("killed by {}", signal_name(s)))),
-        None => internal("the sandbox's PID 1 died without reporting the program's exit".into()),
+        None if obs.started => internal("the sandbox's PID 1 died without reporting the program's exit".into()),
+        None => internal("the sandbox's PID 1 exited before the program started".into()),
     }
 }
 
@@ -187,6 +190,27 @@ mod tests {
         let obs = Observed { started: true, killed: Some(Kill::WallTime), ..Observed::default() };
         let o = decide(obs, stats(0), &l, "x");
         assert_eq!(o.exceeded, Some(Exceeded::WallTime));
+    }
+
+    #[test]
+    fn limits_we_enforced_hold_even_before_started() {
+        // killed for output or wall time before PID 1's `Started` reached us
+        let obs = Observed { killed: Some(Kill::Output { stderr: false }), ..Observed::default() };
+        assert_eq!(decide(obs, stats(1), &Limits::default(), "x").status, Status::OutputLimit);
+        let obs = Observed { killed: Some(Kill::WallTime), ..Observed::default() };
+        assert_eq!(decide(obs, stats(0), &Limits::default(), "x").exceeded, Some(Exceeded::WallTime));
+        // but dying on its own before starting is ours
+        let o = decide(Observed::default(), stats(0), &Limits::default(), "x");
+        assert_eq!(o.status, Status::InternalError);
+    }
+
+    #[test]
+    fn a_self_sent_sigxcpu_is_just_a_signal() {
+        let o = decide(exited(ExitStatus::Signal(24), 5), stats(2), &Limits::default(), "x");
+        assert_eq!((o.status, o.signal), (Status::Signaled, Some(24)));
+        let l = Limits { cpu_time: Duration::from_secs(1), ..Limits::default() };
+        let o = decide(exited(ExitStatus::Signal(24), 2100), stats(2000), &l, "x");
+        assert_eq!(o.exceeded, Some(Exceeded::CpuTime), "with the CPU time to show for it");
     }
 
     #[test]

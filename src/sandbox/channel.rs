@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{StartRequest, TmpfsSizes};
 
-/// Largest message accepted; a spawn request with its argv, env and file list fits.
-pub(super) const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest message accepted: a start request with its argv, env and file list.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// Messages up to this size are received into a stack buffer.
 const SMALL_MESSAGE: usize = 8 * 1024;
 /// Most descriptors one message carries.
@@ -227,6 +227,9 @@ impl Starter {
     /// A new start socket, and the end to hand to the sandbox.
     pub fn pair() -> Result<(Starter, OwnedFd), Errno> {
         let (ours, theirs) = seqpacket_pair()?;
+        // A packet must fit the sender's buffer (212992 bytes by default): make room for the
+        // largest start request (SO_SNDBUFFORCE: root may pass net.core.wmem_max).
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::SndBufForce, &(2 * MAX_MESSAGE))?;
         Ok((Starter { sock: ours }, theirs))
     }
 

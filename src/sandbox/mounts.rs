@@ -190,7 +190,10 @@ pub(super) fn enter_root(root: &Path, req: &SpawnRequest) -> Result<()> {
     }
     let proc_dir = root.join("proc");
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).map_err(sys("mount proc", &proc_dir))?;
+    // hidepid=invisible: the program sees only processes of its own uid, not PID 1, whose
+    // command line is the runner's (it may carry --env values or a daemon's arguments)
+    mount(Some("proc"), &proc_dir, Some("proc"), flags, Some("hidepid=invisible"))
+        .map_err(sys("mount proc", &proc_dir))?;
     chdir(root).map_err(sys("chdir", root))?;
     // pivot_root(".", "."): the old root ends up on top of the new one and is detached
     // at once (https://man7.org/linux/man-pages/man2/pivot_root.2.html, NOTES).

@@ -85,9 +85,12 @@ pub(super) fn clone_into_namespaces(flags: u64) -> Result<Forked<Cloned>, Errno>
     };
     // SAFETY: with no stack given, clone3 behaves like fork: the child runs on a copy of the
     // caller's memory, which is sound because the only caller, the zygote, is
-    // single-threaded (checked when it was forked; it never starts threads). `args` and
-    // `pidfd` outlive the call; the kernel reads `args` (its size passed alongside) and
-    // writes `pidfd` before returning.
+    // single-threaded (checked when it was forked; it never starts threads), so no lock is
+    // held by a thread missing in the child. Unlike glibc's fork, the raw syscall runs no
+    // atfork handlers and leaves glibc's cached thread id stale in the child: nothing the
+    // child runs (our code, then execve) registers atfork handlers or uses pthread ids.
+    // `args` and `pidfd` outlive the call; the kernel reads `args` (its size passed
+    // alongside) and writes `pidfd` before returning.
     let ret = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::addr_of_mut!(args), size_of::<libc::clone_args>()) };
     match ret {
         -1 => Err(Errno::last()),
@@ -123,9 +126,10 @@ pub(super) fn close_range(first: u32, last: u32, cloexec: bool) -> Result<(), Er
     if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
 
-/// Resets every signal to its default action and unblocks all of them. `execve` keeps
-/// ignored signals ignored, and Rust's runtime ignores SIGPIPE, so without this the
-/// program would start with SIGPIPE ignored (`yes | head` would never end).
+/// Resets every signal, real-time ones included, to its default action and unblocks all
+/// of them. `execve` keeps ignored signals ignored, and Rust's runtime ignores SIGPIPE, so
+/// without this the program would start with SIGPIPE ignored (`yes | head` would never
+/// end).
 pub(super) fn reset_signals() -> Result<(), Errno> {
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in Signal::iterator() {
@@ -136,7 +140,24 @@ pub(super) fn reset_signals() -> Result<(), Errno> {
         // sigaction's handler-safety concerns apply.
         unsafe { nix::sys::signal::sigaction(sig, &dfl) }?;
     }
+    // nix names only the standard signals. The real-time ones start at SIGRTMIN: glibc
+    // keeps 32 and 33 below it for itself and refuses sigaction on them (they are never
+    // ignored, so there is nothing to reset).
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        reset_raw_signal(sig)?;
+    }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// `sigaction(sig, SIG_DFL)` for a signal number nix has no name for.
+fn reset_raw_signal(sig: c_int) -> Result<(), Errno> {
+    // SAFETY: a zeroed sigaction is a valid one (handler SIG_DFL = 0, empty mask, no flags)
+    // for the kernel; we only read it back through the syscall below.
+    let act: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `act` is a valid sigaction that outlives the call and installs SIG_DFL, so no
+    // code of ours ever runs in signal context; a null old-action pointer is allowed.
+    let ret = unsafe { libc::sigaction(sig, std::ptr::addr_of!(act), std::ptr::null_mut()) };
+    if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
 
 /// `_exit(2)`: leave at once, running no destructors or atexit handlers (which belong to

@@ -181,6 +181,8 @@ fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
 fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepError> {
     let step = |name: &'static str| move |e: Errno| StepError::new(name, Some(e), String::new());
     nix::unistd::setsid().map_err(step("setsid"))?;
+    // the runner's handlers (e.g. the CLI's SIGINT flag) mean nothing here or in PID 1
+    sys::reset_signals().map_err(step("reset signals"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
     let devnull =
         std::fs::File::open("/dev/null").map_err(|e| StepError::new("open /dev/null", None, e.to_string()))?;
