@@ -140,13 +140,30 @@ pub(super) fn reset_signals() -> Result<(), Errno> {
         // sigaction's handler-safety concerns apply.
         unsafe { nix::sys::signal::sigaction(sig, &dfl) }?;
     }
-    // nix names only the standard signals. The real-time ones start at SIGRTMIN: glibc
-    // keeps 32 and 33 below it for itself and refuses sigaction on them (they are never
-    // ignored, so there is nothing to reset).
+    // nix names only the standard signals; the real-time ones start at 32. glibc keeps
+    // 32 and 33 for itself and refuses sigaction on them, but a parent may have left them
+    // ignored (seen under cargo test), and ignored signals survive execve: reset those
+    // through the raw syscall.
     for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
         reset_raw_signal(sig)?;
     }
+    #[cfg(target_arch = "x86_64")]
+    for sig in 32..libc::SIGRTMIN() {
+        reset_reserved_signal(sig)?;
+    }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// `rt_sigaction(sig, SIG_DFL)` without glibc, which refuses the signals it reserves.
+#[cfg(target_arch = "x86_64")]
+fn reset_reserved_signal(sig: c_int) -> Result<(), Errno> {
+    // x86_64's struct kernel_sigaction: handler (SIG_DFL = 0), flags, restorer, mask
+    let act = [0u64; 4];
+    // SAFETY: `act` is a valid kernel_sigaction for x86_64 that outlives the call; the old
+    // action pointer is null (not wanted); 8 is the size of the kernel's sigset_t. SIG_DFL
+    // runs no code of ours in signal context.
+    let ret = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), std::ptr::null_mut::<u64>(), 8usize) };
+    if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
 
 /// `sigaction(sig, SIG_DFL)` for a signal number nix has no name for.
