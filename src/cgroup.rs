@@ -99,6 +99,19 @@ pub struct Limits {
     pub cpu_period_us: u64,
 }
 
+/// How a new process is put into a run's cgroup at birth: cloned straight into a cgroup2
+/// directory (`clone3(CLONE_INTO_CGROUP)`), and its pid written into v1 `cgroup.procs`
+/// files. A pure v2 host needs no write at all; every `cgroup.procs` write takes the
+/// kernel's global `cgroup_threadgroup_rwsem` for writing, which stalls every fork and exit
+/// on the host meanwhile.
+#[derive(Debug)]
+pub struct Placement {
+    /// A cgroup2 directory to clone into (v2, or the unified mount of a hybrid host).
+    pub dir: Option<std::os::fd::OwnedFd>,
+    /// `cgroup.procs` files, open for writing, to write the new pid into.
+    pub procs: Vec<std::os::fd::OwnedFd>,
+}
+
 /// What a run used, read after it ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -264,6 +277,14 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The descriptors to put a new process into this cgroup (see [`Placement`]).
+    pub fn placement(&self) -> Result<Placement> {
+        match &self.inner {
+            Backend::V1(c) => c.placement(),
+            Backend::V2(c) => c.placement(),
+        }
+    }
+
     /// Moves process `pid` (and so its future children) into the cgroup.
     pub fn attach(&self, pid: i32) -> Result<()> {
         match &self.inner {
@@ -346,6 +367,27 @@ fn rmdir_retry(dir: &Path) -> Result<()> {
             Err(source) => return Err(CgroupError::Io { op: "remove", path: dir.to_owned(), source }),
         }
     }
+}
+
+/// A cgroup directory, opened to clone into.
+fn open_dir(dir: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map(Into::into)
+        .map_err(|source| CgroupError::Io { op: "open", path: dir.to_owned(), source })
+}
+
+/// A `cgroup.procs` file, opened for writing a pid into.
+fn open_procs(dir: &Path) -> Result<std::os::fd::OwnedFd> {
+    let path = dir.join("cgroup.procs");
+    fs::OpenOptions::new().write(true).open(&path).map(Into::into).map_err(|source| CgroupError::Io {
+        op: "open",
+        path,
+        source,
+    })
 }
 
 fn write_file(path: &Path, value: &str) -> Result<()> {

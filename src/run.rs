@@ -25,7 +25,7 @@ pub use verdict::signal_name;
 
 use crate::cgroup::{CgroupError, Hierarchy};
 use crate::limit::{LimitError, Limits};
-use crate::sandbox::{SandboxError, SpawnRequest, TmpfsSizes, Zygote, ZygoteConfig};
+use crate::sandbox::{SandboxError, TmpfsSizes, Zygote, ZygoteConfig};
 use crate::seccomp::{self, SeccompError};
 
 /// How a runner is set up; every host path is here, so tests can move them.
@@ -218,8 +218,7 @@ impl Inner {
         let slot =
             self.slots.acquire().map_err(|source| RunError::State { path: self.config.state_dir.clone(), source })?;
         let slot = slot.ok_or(RunError::Busy(self.config.slots))?;
-        let spawn = SpawnRequest { root: 0, hostname: "sandbox".into(), program_id: PROGRAM_ID, sizes: *sizes };
-        prepared::Prepared::new(self, slot, &spawn)
+        prepared::Prepared::new(self, slot, sizes)
     }
 }
 

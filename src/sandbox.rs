@@ -4,8 +4,9 @@
 //!
 //! This module owns processes, namespaces, mounts, id maps, rlimits, capabilities and the
 //! installing of seccomp filters. It must not touch cgroups or choose policies: the runner
-//! hands it the BPF programs to install and joins the cgroup itself (between the spawn and
-//! [`Channel::send_go`]). `sys` is the crate's only module with `unsafe`.
+//! hands it the BPF programs to install, and for each spawn a cgroup2 directory to clone
+//! into and `cgroup.procs` files to write the new pid into. `sys` is the crate's only module
+//! with `unsafe`.
 
 mod channel;
 mod exec;
@@ -24,7 +25,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 pub use channel::{Channel, ExitStatus, MAX_MESSAGE, Report, Starter};
-pub use spec::{FileEntry, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path};
+pub use spec::{FileEntry, IdMap, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path};
 pub use sys::{catch_interrupts, interrupted};
 pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};
 
@@ -87,27 +88,10 @@ impl std::fmt::Display for StepError {
     }
 }
 
-/// The user namespace map of one run: inside root and the program's id, each mapped to
-/// one unprivileged host id that no other run uses at the same time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdMap {
-    /// The host id of root inside.
-    pub root_host: u32,
-    /// The program's id inside (not 0).
-    pub program: u32,
-    /// Its host id.
-    pub program_host: u32,
-}
-
-impl IdMap {
-    fn lines(&self) -> String {
-        format!("0 {} 1\n{} {} 1\n", self.root_host, self.program, self.program_host)
-    }
-}
-
 /// Writes `uid_map` and `gid_map` of a sandbox's PID 1 (which waits for them). `pid` is
-/// our child, not yet reaped, so it cannot have been recycled.
-pub fn write_id_maps(pid: Pid, map: &IdMap) -> Result<(), SandboxError> {
+/// the caller's child or the runner's (`CLONE_PARENT`), not yet reaped, so it cannot have
+/// been recycled.
+fn write_id_maps(pid: Pid, map: &IdMap) -> Result<(), SandboxError> {
     let lines = map.lines();
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{pid}/{file}");

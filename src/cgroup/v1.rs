@@ -13,7 +13,8 @@ use cgroups_rs::fs::{Controller, MaxValue};
 
 use super::detect::{Layout, Usage};
 use super::{
-    CgroupError, Limits, Result, Stats, keyed_value, kill_listed, mkdir_fresh, read_file, rmdir_retry, write_file,
+    CgroupError, Limits, Placement, Result, Stats, keyed_value, kill_listed, mkdir_fresh, open_dir, open_procs,
+    read_file, rmdir_retry, write_file,
 };
 
 #[derive(Debug)]
@@ -93,6 +94,23 @@ impl Cgroup {
             self.memory.set_memswap_limit(bytes).map_err(ctl("set memory.memsw.limit_in_bytes", path))?;
         }
         Ok(())
+    }
+
+    /// Clone into the unified directory (hybrid host); write the pid into the v1 ones.
+    pub(super) fn placement(&self) -> Result<Placement> {
+        let mut procs = Vec::with_capacity(4);
+        for dir in [self.memory.path(), self.pids.path(), self.cpu.path()] {
+            procs.push(open_procs(dir)?);
+        }
+        let dir = if self.unified {
+            Some(open_dir(&self.usage)?)
+        } else {
+            if self.usage != self.cpu.path() {
+                procs.push(open_procs(&self.usage)?);
+            }
+            None
+        };
+        Ok(Placement { dir, procs })
     }
 
     pub(super) fn attach(&self, pid: i32) -> Result<()> {

@@ -11,8 +11,8 @@ use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Controller, MaxValue};
 
 use super::{
-    CgroupError, Limits, Result, Stats, keyed_value, kill_listed, mkdir_exist_ok, mkdir_fresh, read_file, rmdir_retry,
-    write_file,
+    CgroupError, Limits, Placement, Result, Stats, keyed_value, kill_listed, mkdir_exist_ok, mkdir_fresh, open_dir,
+    read_file, rmdir_retry, write_file,
 };
 
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -99,6 +99,11 @@ impl Cgroup {
             self.cpu.set_cfs_quota_and_period(Some(quota), Some(limits.cpu_period_us)).map_err(ctl("set cpu.max"))?;
         }
         Ok(())
+    }
+
+    /// Clone straight into the directory: no write needed.
+    pub(super) fn placement(&self) -> Result<Placement> {
+        Ok(Placement { dir: Some(open_dir(&self.dir)?), procs: Vec::new() })
     }
 
     pub(super) fn attach(&self, pid: i32) -> Result<()> {

@@ -45,9 +45,9 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    /// Prepares a sandbox with `spawn` in `slot`. PID 1 goes on setting itself up after
-    /// this returns; [`Prepared::wait_ready`] waits for it.
-    pub(super) fn new(runner: &Inner, slot: Slot, spawn: &SpawnRequest) -> Result<Self, RunError> {
+    /// Prepares a sandbox in `slot` with tmpfs `sizes`. PID 1 goes on setting itself up
+    /// after this returns; [`Prepared::wait_ready`] waits for it.
+    pub(super) fn new(runner: &Inner, slot: Slot, sizes: &TmpfsSizes) -> Result<Self, RunError> {
         // descriptors first: failing here leaves nothing to undo
         let (chan, chan_child) = Channel::pair().map_err(sys("socketpair"))?;
         let (starter, start_child) = Starter::pair().map_err(sys("socketpair"))?;
@@ -58,32 +58,45 @@ impl Prepared {
             fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(sys("fcntl"))?;
         }
         let mut cgroup = runner.cgroups.create(&slot.cgroup_name())?;
-        if let Err(e) = cgroup.set_limits(&plan::cgroup_limits(&Limits::default())) {
-            let _ = cgroup.remove();
-            return Err(e.into());
-        }
-        let fds = SpawnFds {
-            control: chan_child.as_fd(),
-            stdin: stdin_r.as_fd(),
-            stdout: stdout_w.as_fd(),
-            stderr: stderr_w.as_fd(),
-            start: start_child.as_fd(),
-        };
-        let spawned = runner.zygote.spawn(spawn, &fds);
+        let placed = cgroup
+            .set_limits(&plan::cgroup_limits(&Limits::default()))
+            .and_then(|()| cgroup.placement())
+            .map_err(RunError::from)
+            .and_then(|placement| {
+                let spawn = SpawnRequest {
+                    root: 0,
+                    hostname: "sandbox".into(),
+                    program_id: super::PROGRAM_ID,
+                    sizes: *sizes,
+                    ids: runner.idmap(slot.index()),
+                    into_cgroup: placement.dir.is_some(),
+                    cgroup_procs: placement.procs.len(),
+                };
+                let fds = SpawnFds {
+                    control: chan_child.as_fd(),
+                    stdin: stdin_r.as_fd(),
+                    stdout: stdout_w.as_fd(),
+                    stderr: stderr_w.as_fd(),
+                    start: start_child.as_fd(),
+                    cgroup_dir: placement.dir.as_ref().map(AsFd::as_fd),
+                    cgroup_procs: placement.procs.iter().map(AsFd::as_fd).collect(),
+                };
+                Ok(runner.zygote.spawn(&spawn, &fds)?)
+            });
         drop((chan_child, start_child, stdin_r, stdout_w, stderr_w));
-        let pid1 = match spawned {
+        let pid1 = match placed {
             Ok(p) => p,
             Err(e) => {
                 let _ = cgroup.remove();
-                return Err(e.into());
+                return Err(e);
             }
         };
-        // From here on, Drop kills and reaps PID 1 and removes the cgroup.
-        let prepared = Prepared {
+        // PID 1 exists, placed and released by the zygote; Drop kills and reaps it.
+        Ok(Prepared {
             pid1,
             chan,
             starter,
-            sizes: spawn.sizes,
+            sizes: *sizes,
             stdin: Some(stdin_w),
             stdout: Some(stdout_r),
             stderr: Some(stderr_r),
@@ -91,12 +104,7 @@ impl Prepared {
             reaped: false,
             used: false,
             _slot: slot,
-        };
-        let idmap = runner.idmap(prepared._slot.index());
-        sandbox::write_id_maps(prepared.pid1.pid, &idmap)?;
-        prepared.cgroup()?.attach(prepared.pid1.pid.as_raw())?;
-        prepared.chan.send_go().map_err(sys("send go"))?;
-        Ok(prepared)
+        })
     }
 
     fn cgroup(&self) -> Result<&Cgroup, RunError> {

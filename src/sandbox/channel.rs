@@ -17,8 +17,9 @@ use super::spec::{StartRequest, TmpfsSizes};
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// Messages up to this size are received into a stack buffer.
 const SMALL_MESSAGE: usize = 8 * 1024;
-/// Most descriptors one message carries.
-const MAX_FDS: usize = 8;
+/// Most descriptors one message carries (a spawn request: five, a cgroup directory and up
+/// to four `cgroup.procs` files).
+const MAX_FDS: usize = 16;
 
 /// How the program ended, as PID 1 saw it in `waitpid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,15 +65,12 @@ pub enum Report {
 /// Runner -> PID 1, as sent (borrowing; the same JSON as [`Command`]).
 #[derive(Debug, Serialize)]
 enum CommandRef<'a> {
-    Go,
     Resize(&'a TmpfsSizes),
 }
 
 /// Runner -> PID 1, as received.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub(super) enum Command {
-    /// Id maps are written and the cgroup is joined: go on with the setup.
-    Go,
     /// Give the writable tmpfs mounts these sizes (before the start request).
     Resize(TmpfsSizes),
 }
@@ -179,11 +177,6 @@ impl Channel {
     pub fn pair() -> Result<(Channel, OwnedFd), Errno> {
         let (ours, theirs) = seqpacket_pair()?;
         Ok((Channel { sock: ours }, theirs))
-    }
-
-    /// Lets PID 1 go on with its setup.
-    pub fn send_go(&self) -> Result<(), Errno> {
-        send(self.sock.as_fd(), &CommandRef::Go, &[])
     }
 
     /// Asks PID 1 to resize the writable tmpfs mounts; it answers `Resized`.

@@ -5,8 +5,9 @@
 //!
 //! Prepare, in order:
 //! 1. keep only our descriptors: the zygote's socket to the runner must not leak inside;
-//! 2. wait for `Go`: the runner writes our uid/gid maps and puts us in the cgroup first
-//!    (a cgroup joined later would miss our children; ids are unmapped until then);
+//! 2. wait for the zygote's byte on the release pipe: it writes our uid/gid maps and puts
+//!    us in the run's cgroups first (a cgroup joined later would miss our children; ids are
+//!    unmapped until then);
 //! 3. become root of the user namespace (`setresuid(0)`; until then we are the overflow id);
 //! 4. die with the runner (`PR_SET_PDEATHSIG`), so a crashed runner leaves no sandbox. Only
 //!    now: changing credentials clears the parent-death signal (prctl(2)). Should the runner
@@ -79,19 +80,26 @@ fn step(name: &'static str) -> impl Fn(Errno) -> StepError {
 }
 
 /// Runs PID 1 to the end. Never returns.
-pub(super) fn run(req: &SpawnRequest, root: &std::path::Path, filter: &seccompiler::BpfProgram, fds: Fds) -> ! {
-    let raw: [RawFd; 5] = [
+pub(super) fn run(
+    req: &SpawnRequest,
+    root: &std::path::Path,
+    filter: &seccompiler::BpfProgram,
+    fds: Fds,
+    released: OwnedFd,
+) -> ! {
+    let raw: [RawFd; 6] = [
         fds.control.as_raw_fd(),
         fds.stdin.as_raw_fd(),
         fds.stdout.as_raw_fd(),
         fds.stderr.as_raw_fd(),
         fds.start.as_raw_fd(),
+        released.as_raw_fd(),
     ];
     let kept = close_all_but(&raw).map_err(step("close inherited descriptors"));
     let Fds { control, stdin, stdout, stderr, start } = fds;
     let result = kept
         .map_err(Failure::Setup)
-        .and_then(|()| prepare(req, root, &control))
+        .and_then(|()| prepare(req, root, released))
         .and_then(|()| fork_program(req, filter, Stdio { stdin, stdout, stderr }, start))
         .and_then(|program| {
             let _ = channel::send(control.as_fd(), &Report::Ready, &[]);
@@ -112,11 +120,19 @@ pub(super) fn run(req: &SpawnRequest, root: &std::path::Path, filter: &seccompil
     sys::exit_now(code)
 }
 
-fn prepare(req: &SpawnRequest, root: &std::path::Path, control: &OwnedFd) -> Result<(), Failure> {
-    match next_command(control)? {
-        (Command::Go, _) => {}
-        _ => return Err(StepError::new("wait for the runner", Some(Errno::EPROTO), "expected Go".into()).into()),
+fn prepare(req: &SpawnRequest, root: &std::path::Path, released: OwnedFd) -> Result<(), Failure> {
+    let mut byte = [0u8; 1];
+    let got = loop {
+        match read(&released, &mut byte) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(step("wait for the zygote"))?,
+        }
+    };
+    if got != 1 {
+        // the zygote could not place us; it has killed us already, or is about to
+        return Err(StepError::new("wait for the zygote", Some(Errno::EPIPE), "not released".into()).into());
     }
+    drop(released);
     become_root().map_err(step("become root of the user namespace"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("unshare the cgroup namespace"))?;
@@ -177,13 +193,9 @@ fn wait_for_exec(control: &OwnedFd, program: Program) -> Result<(Pid, Instant), 
             return exec_result(&program);
         }
         if fds[0].any().unwrap_or(false) {
-            match next_command(control)? {
-                (Command::Resize(sizes), _) => {
-                    mounts::resize(&sizes)?;
-                    let _ = channel::send(control.as_fd(), &Report::Resized, &[]);
-                }
-                (Command::Go, _) => {}
-            }
+            let (Command::Resize(sizes), _) = next_command(control)?;
+            mounts::resize(&sizes)?;
+            let _ = channel::send(control.as_fd(), &Report::Resized, &[]);
         }
     }
 }

@@ -64,6 +64,31 @@ pub struct SpawnRequest {
     pub program_id: u32,
     /// The writable tmpfs sizes it is mounted with (a start request may resize them).
     pub sizes: TmpfsSizes,
+    /// The user namespace's id map, written by the zygote right after the clone.
+    pub ids: IdMap,
+    /// Whether a cgroup2 directory to clone into comes with the request.
+    pub into_cgroup: bool,
+    /// How many `cgroup.procs` files (to write PID 1's pid into) come with the request.
+    pub cgroup_procs: usize,
+}
+
+/// The user namespace map of one run: inside root and the program's id, each mapped to
+/// one unprivileged host id that no other run uses at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// The host id of root inside.
+    pub root_host: u32,
+    /// The program's id inside (not 0).
+    pub program: u32,
+    /// Its host id.
+    pub program_host: u32,
+}
+
+impl IdMap {
+    /// The lines of `uid_map` and `gid_map`.
+    pub(super) fn lines(&self) -> String {
+        format!("0 {} 1\n{} {} 1\n", self.root_host, self.program, self.program_host)
+    }
 }
 
 /// Sizes of the sandbox's writable tmpfs mounts.

@@ -64,13 +64,18 @@ pub(super) fn fork_child() -> Result<Forked<Pid>, Errno> {
     }
 }
 
+/// `CLONE_INTO_CGROUP` (Linux 5.7): born in the cgroup2 directory `clone_args.cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// A fork-like `clone3(2)` with `flags` (namespace flags, `CLONE_PARENT`, ...), always with
-/// `CLONE_PIDFD`. The child continues from this call on a copy of the caller's memory.
+/// `CLONE_PIDFD`, and into the cgroup2 directory `cgroup` if given. The child continues
+/// from this call on a copy of the caller's memory.
 /// <https://man7.org/linux/man-pages/man2/clone3.2.html>
-pub(super) fn clone_into_namespaces(flags: u64) -> Result<Forked<Cloned>, Errno> {
+pub(super) fn clone_into_namespaces(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<Forked<Cloned>, Errno> {
     let mut pidfd: c_int = -1;
+    let into = if cgroup.is_some() { CLONE_INTO_CGROUP } else { 0 };
     let mut args = libc::clone_args {
-        flags: flags | libc::CLONE_PIDFD as u64,
+        flags: flags | libc::CLONE_PIDFD as u64 | into,
         pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
         child_tid: 0,
         parent_tid: 0,
@@ -81,7 +86,7 @@ pub(super) fn clone_into_namespaces(flags: u64) -> Result<Forked<Cloned>, Errno>
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: 0,
+        cgroup: cgroup.map_or(0, |fd| u64::try_from(fd.as_raw_fd()).unwrap_or(0)),
     };
     // SAFETY: with no stack given, clone3 behaves like fork: the child runs on a copy of the
     // caller's memory, which is sound because the only caller, the zygote, is

@@ -64,6 +64,10 @@ pub struct SpawnFds<'a> {
     pub stderr: BorrowedFd<'a>,
     /// The sandbox's end of its [`super::Starter`].
     pub start: BorrowedFd<'a>,
+    /// A cgroup2 directory to clone PID 1 into.
+    pub cgroup_dir: Option<BorrowedFd<'a>>,
+    /// `cgroup.procs` files (open for writing) to write PID 1's pid into.
+    pub cgroup_procs: Vec<BorrowedFd<'a>>,
 }
 
 /// A sandbox's PID 1, a child of the calling process.
@@ -99,11 +103,16 @@ impl Zygote {
         }
     }
 
-    /// Clones a sandbox's PID 1; it waits for [`super::Channel::send_go`] before setting
-    /// itself up, then reports `Ready`; its program process waits for [`super::Starter::start`].
+    /// Clones a sandbox's PID 1, writes its id maps, puts it into its cgroup and releases
+    /// it; it sets itself up and reports `Ready`; its program process then waits for
+    /// [`super::Starter::start`].
     pub fn spawn(&self, req: &SpawnRequest, fds: &SpawnFds<'_>) -> Result<Spawned, SandboxError> {
-        let raw: Vec<RawFd> =
+        let mut raw: Vec<RawFd> =
             [fds.control, fds.stdin, fds.stdout, fds.stderr, fds.start].iter().map(AsRawFd::as_raw_fd).collect();
+        raw.extend(fds.cgroup_dir.iter().chain(&fds.cgroup_procs).map(AsRawFd::as_raw_fd));
+        if req.into_cgroup != fds.cgroup_dir.is_some() || req.cgroup_procs != fds.cgroup_procs.len() {
+            return Err(SandboxError::Spawn("the request and its cgroup descriptors disagree".into()));
+        }
         let guard = self.sock.lock().map_err(|_| SandboxError::Zygote("zygote lock poisoned".into()))?;
         let sock = guard.as_ref().ok_or_else(|| SandboxError::Zygote("zygote stopped".into()))?;
         channel::send(sock.as_fd(), req, &raw).map_err(|e| SandboxError::Zygote(format!("send to zygote: {e}")))?;
@@ -111,7 +120,13 @@ impl Zygote {
         drop(guard);
         match reply {
             Reply::Spawned { pid } if got.len() == 1 => Ok(Spawned { pid: Pid::from_raw(pid), pidfd: got.remove(0) }),
-            Reply::Failed { message } => Err(SandboxError::Spawn(message)),
+            Reply::Failed { message } => {
+                // a child that was made and killed is ours to reap
+                for pidfd in got {
+                    let _ = super::reap(pidfd.as_fd());
+                }
+                Err(SandboxError::Spawn(message))
+            }
             other => Err(SandboxError::Zygote(format!("unexpected reply {other:?}"))),
         }
     }
@@ -168,7 +183,11 @@ fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
                 let reply = Reply::Spawned { pid: child.pid.as_raw() };
                 channel::send(sock.as_fd(), &reply, &[child.pidfd.as_raw_fd()])
             }
-            Err(message) => channel::send(sock.as_fd(), &Reply::Failed { message }, &[]),
+            // the runner reaps the killed child through the pidfd that comes along
+            Err(Ok(Broken { message, child })) => {
+                channel::send(sock.as_fd(), &Reply::Failed { message }, &[child.pidfd.as_raw_fd()])
+            }
+            Err(Err(message)) => channel::send(sock.as_fd(), &Reply::Failed { message }, &[]),
         };
         if sent.is_err() {
             sys::exit_now(0);
@@ -212,13 +231,34 @@ fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepEr
     Ok(dirs)
 }
 
-/// One clone into fresh namespaces; the child runs PID 1 and never comes back here.
-fn spawn(req: &SpawnRequest, fds: Vec<OwnedFd>, roots: &[PathBuf], filter: &BpfProgram) -> Result<sys::Cloned, String> {
-    let root: &Path = roots.get(req.root).ok_or_else(|| format!("no root {}", req.root))?;
-    let Ok([control, stdin, stdout, stderr, start]) = <[OwnedFd; 5]>::try_from(fds) else {
-        return Err("a spawn request carries exactly five descriptors".into());
-    };
-    let fds = Fds { control, stdin, stdout, stderr, start };
+/// A spawn that went wrong after the clone: the child exists (and is killed); the runner,
+/// its parent, must reap it.
+struct Broken {
+    message: String,
+    child: sys::Cloned,
+}
+
+/// One clone into fresh namespaces; the child runs PID 1 and never comes back here. The
+/// zygote then writes the child's id maps and puts it in its cgroups (unless it was born in
+/// the only one, `CLONE_INTO_CGROUP`) and releases it through a pipe. Doing this here, not
+/// in the runner, saves a round trip through the runner before PID 1 may go on.
+fn spawn(
+    req: &SpawnRequest,
+    fds: Vec<OwnedFd>,
+    roots: &[PathBuf],
+    filter: &BpfProgram,
+) -> Result<sys::Cloned, Result<Broken, String>> {
+    let root: &Path = roots.get(req.root).ok_or_else(|| Err(format!("no root {}", req.root)))?;
+    let want = 5 + usize::from(req.into_cgroup) + req.cgroup_procs;
+    if fds.len() != want {
+        return Err(Err(format!("a spawn request carries {want} descriptors, not {}", fds.len())));
+    }
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().ok_or_else(|| Err("missing descriptor".to_string()));
+    let pid1_fds = Fds { control: next()?, stdin: next()?, stdout: next()?, stderr: next()?, start: next()? };
+    let cgroup_dir = if req.into_cgroup { Some(next()?) } else { None };
+    let procs: Vec<OwnedFd> = fds.collect();
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Err(format!("pipe: {e}")))?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -226,9 +266,48 @@ fn spawn(req: &SpawnRequest, fds: Vec<OwnedFd>, roots: &[PathBuf], filter: &BpfP
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_PARENT;
-    match sys::clone_into_namespaces(u64::try_from(flags).map_err(|e| e.to_string())?) {
-        Ok(Forked::Child) => init::run(req, root, filter, fds),
-        Ok(Forked::Parent(child)) => Ok(child),
-        Err(e) => Err(format!("clone3 into new namespaces: {e}")),
+    let flags = u64::try_from(flags).map_err(|e| Err(e.to_string()))?;
+    let child = match sys::clone_into_namespaces(flags, cgroup_dir.as_ref().map(AsFd::as_fd)) {
+        Ok(Forked::Child) => {
+            drop(go_w);
+            init::run(req, root, filter, pid1_fds, go_r)
+        }
+        Ok(Forked::Parent(child)) => child,
+        Err(e) => return Err(Err(format!("clone3 into new namespaces: {e}"))),
+    };
+    drop((pid1_fds, go_r));
+    match place(&child, req, &procs).and_then(|()| release(&go_w)) {
+        Ok(()) => Ok(child),
+        Err(message) => {
+            let _ = super::kill(child.pidfd.as_fd());
+            Err(Ok(Broken { message, child }))
+        }
     }
+}
+
+/// Id maps, then the v1 `cgroup.procs` writes (the cgroup namespace PID 1 makes next must
+/// be rooted at the run's cgroups, so this comes before its release).
+fn place(child: &sys::Cloned, req: &SpawnRequest, procs: &[OwnedFd]) -> Result<(), String> {
+    super::write_id_maps(child.pid, &req.ids).map_err(|e| chain(&e))?;
+    let pid = child.pid.as_raw().to_string();
+    for fd in procs {
+        nix::unistd::write(fd, pid.as_bytes()).map_err(|e| format!("writing the pid into cgroup.procs: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One byte on the pipe PID 1 waits on.
+fn release(go: &OwnedFd) -> Result<(), String> {
+    nix::unistd::write(go, &[1]).map(drop).map_err(|e| format!("releasing PID 1: {e}"))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
