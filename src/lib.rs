@@ -31,4 +31,17 @@ pub mod sandbox;
 pub mod seccomp;
 
 pub use limit::Limits;
+
+/// An error and its causes, `a: b: c`, for messages that cross a process boundary or end
+/// up in an outcome.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
 pub use run::{RunOutcome, RunRequest, Runner, RunnerConfig, Status};

@@ -256,17 +256,7 @@ fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RunError {
     move |source| RunError::Sandbox(SandboxError::Sys { op, source })
 }
 
-/// An error with its causes, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use crate::error_chain as chain;
 
 /// Checks that this process can make sandboxes: root with the capabilities it needs.
 pub fn check_privileges() -> Result<(), RunError> {

@@ -288,7 +288,7 @@ fn spawn(
 /// Id maps, then the v1 `cgroup.procs` writes (the cgroup namespace PID 1 makes next must
 /// be rooted at the run's cgroups, so this comes before its release).
 fn place(child: &sys::Cloned, req: &SpawnRequest, procs: &[OwnedFd]) -> Result<(), String> {
-    super::write_id_maps(child.pid, &req.ids).map_err(|e| chain(&e))?;
+    super::write_id_maps(child.pid, &req.ids).map_err(|e| crate::error_chain(&e))?;
     let pid = child.pid.as_raw().to_string();
     for fd in procs {
         nix::unistd::write(fd, pid.as_bytes()).map_err(|e| format!("writing the pid into cgroup.procs: {e}"))?;
@@ -299,15 +299,4 @@ fn place(child: &sys::Cloned, req: &SpawnRequest, procs: &[OwnedFd]) -> Result<(
 /// One byte on the pipe PID 1 waits on.
 fn release(go: &OwnedFd) -> Result<(), String> {
     nix::unistd::write(go, &[1]).map(drop).map_err(|e| format!("releasing PID 1: {e}"))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

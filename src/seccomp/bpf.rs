@@ -59,11 +59,12 @@ impl Data {
     }
 }
 
-/// Runs `prog` on `d`. With `only_known`, stops with `None` at the first load of the
-/// instruction pointer or an argument: the verdict would depend on them.
-fn run(prog: &[sock_filter], d: &Data, only_known: bool) -> Option<u32> {
+/// Runs `prog` on `d`: its verdict and how many instructions it executed. With
+/// `only_known`, stops with `None` at the first load of the instruction pointer or an
+/// argument: the verdict would depend on them.
+fn run(prog: &[sock_filter], d: &Data, only_known: bool) -> Option<(u32, usize)> {
     let (mut pc, mut a) = (0usize, 0u32);
-    loop {
+    for steps in 1.. {
         let ins = prog.get(pc)?;
         let jump = |cond: bool| pc + 1 + usize::from(if cond { ins.jt } else { ins.jf });
         pc = match ins.code {
@@ -80,16 +81,17 @@ fn run(prog: &[sock_filter], d: &Data, only_known: bool) -> Option<u32> {
             BPF_JMP_JGT_K => jump(a > ins.k),
             BPF_JMP_JGE_K => jump(a >= ins.k),
             BPF_JMP_JSET_K => jump(a & ins.k != 0),
-            BPF_RET_K => return Some(ins.k),
+            BPF_RET_K => return Some((ins.k, steps)),
             _ => return None,
         };
     }
+    None
 }
 
 /// The verdict of `prog` for `d`.
 #[cfg(test)]
 pub(super) fn eval(prog: &[sock_filter], d: &Data) -> u32 {
-    run(prog, d, false).unwrap_or(libc::SECCOMP_RET_KILL_PROCESS)
+    run(prog, d, false).map_or(libc::SECCOMP_RET_KILL_PROCESS, |(verdict, _)| verdict)
 }
 
 /// Chains filters into one program: every `return ALLOW` of a filter but the last
@@ -122,8 +124,9 @@ fn offset(n: usize) -> u32 {
 /// audit architecture value `body` accepts.
 pub(super) fn with_dispatch(body: Vec<sock_filter>, native: u32) -> Vec<sock_filter> {
     let allow = libc::SECCOMP_RET_ALLOW;
-    let special: Vec<u32> =
-        (0..TABLE).filter(|&nr| run(&body, &Data { nr, arch: native, args: [0; 6] }, true) != Some(allow)).collect();
+    let special: Vec<u32> = (0..TABLE)
+        .filter(|&nr| run(&body, &Data { nr, arch: native, args: [0; 6] }, true).map(|(v, _)| v) != Some(allow))
+        .collect();
     // Jumps to the body are `JA` with a placeholder, fixed once the prologue's length is known.
     let mut pro = vec![
         stmt(BPF_LD_W_ABS, ARCH),
@@ -182,28 +185,5 @@ fn to_body() -> sock_filter {
 /// How many instructions `prog` executes for `d` (for tests of the prologue's cost).
 #[cfg(test)]
 pub(super) fn steps(prog: &[sock_filter], d: &Data) -> usize {
-    let mut n = 0;
-    let mut pc = 0usize;
-    let mut a = 0u32;
-    while let Some(ins) = prog.get(pc) {
-        n += 1;
-        let jump = |cond: bool| pc + 1 + usize::from(if cond { ins.jt } else { ins.jf });
-        pc = match ins.code {
-            BPF_LD_W_ABS => {
-                a = d.word(ins.k);
-                pc + 1
-            }
-            BPF_ALU_AND_K => {
-                a &= ins.k;
-                pc + 1
-            }
-            BPF_JMP_JA => pc + 1 + ins.k as usize,
-            BPF_JMP_JEQ_K => jump(a == ins.k),
-            BPF_JMP_JGT_K => jump(a > ins.k),
-            BPF_JMP_JGE_K => jump(a >= ins.k),
-            BPF_JMP_JSET_K => jump(a & ins.k != 0),
-            _ => return n,
-        };
-    }
-    n
+    run(prog, d, false).map_or(usize::MAX, |(_, n)| n)
 }
