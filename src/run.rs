@@ -24,6 +24,7 @@ pub use outcome::{Exceeded, RunOutcome, Status};
 pub use verdict::signal_name;
 
 use crate::cgroup::{CgroupError, Hierarchy};
+use crate::error_chain as chain;
 use crate::limit::{LimitError, Limits};
 use crate::sandbox::{SandboxError, TmpfsSizes, Zygote, ZygoteConfig};
 use crate::seccomp::{self, SeccompError};
@@ -255,8 +256,6 @@ fn collect_leftovers(cgroups: &Hierarchy, slots: &slot::SlotPool) {
 fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RunError {
     move |source| RunError::Sandbox(SandboxError::Sys { op, source })
 }
-
-use crate::error_chain as chain;
 
 /// Checks that this process can make sandboxes: root with the capabilities it needs.
 pub fn check_privileges() -> Result<(), RunError> {
