@@ -63,6 +63,10 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// A new cgroup's parent does not (yet) give it our controllers: another codeexec
+    /// process removed the parent and a third made it again but has not enabled them yet.
+    #[error("the parent of {0} does not enable the memory, pids and cpu controllers")]
+    ParentNotReady(PathBuf),
     /// A `cgroups-rs` call failed.
     #[error("failed to {op} in {path}")]
     Controller {
@@ -179,7 +183,8 @@ impl Hierarchy {
     /// limits until [`Cgroup::set_limits`].
     ///
     /// Another codeexec process may remove our (empty) parent between our `prepare` and
-    /// this call (see [`Hierarchy::remove_parents`]); a missing parent is made again.
+    /// this call (see [`Hierarchy::remove_parents`]), and a third make it again; a missing
+    /// parent, or one whose controllers are not enabled yet, is prepared again.
     pub fn create(&self, name: &str) -> Result<Cgroup> {
         let mut attempts = 0;
         loop {
@@ -192,6 +197,15 @@ impl Hierarchy {
                 Err(CgroupError::Io { op: "create", ref source, .. })
                     if source.kind() == ErrorKind::NotFound && attempts < 3 =>
                 {
+                    attempts += 1;
+                    // the parent may vanish again while we make it; the next turn sees that
+                    if let Err(e) = self.prepare() {
+                        if attempts == 3 {
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(CgroupError::ParentNotReady(_)) if attempts < 3 => {
                     attempts += 1;
                     // the parent may vanish again while we make it; the next turn sees that
                     if let Err(e) = self.prepare() {

@@ -69,7 +69,23 @@ impl Cgroup {
             cpu: CpuController::new(dir.to_owned(), root, true),
         };
         // One OOM kill takes the whole run, as a judge expects (cgroups-rs has no setter).
-        if let Err(e) = write_file(&dir.join("memory.oom.group"), "1") {
+        // The file is missing when the parent does not enable the memory controller (yet):
+        // see `Hierarchy::create`.
+        let oom_group = dir.join("memory.oom.group");
+        let ready = std::fs::OpenOptions::new().write(true).open(&oom_group);
+        let written = match ready {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = rmdir_retry(dir);
+                return Err(CgroupError::ParentNotReady(dir.to_owned()));
+            }
+            Err(source) => Err(CgroupError::Io { op: "open", path: oom_group, source }),
+            Ok(mut f) => std::io::Write::write_all(&mut f, b"1").map_err(|source| CgroupError::Io {
+                op: "write",
+                path: oom_group,
+                source,
+            }),
+        };
+        if let Err(e) = written {
             let _ = rmdir_retry(dir);
             return Err(e);
         }
@@ -216,6 +232,16 @@ mod tests {
                 pids_max_events: 0
             }
         );
+    }
+
+    #[test]
+    fn a_parent_without_our_controllers_is_not_ready() {
+        // a fresh directory whose parent does not enable memory has no memory.oom.group
+        let t = fake_root("memory pids cpu", "");
+        let dir = t.path().join("codeexec/run-1");
+        fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        assert!(matches!(Cgroup::create(&dir), Err(CgroupError::ParentNotReady(_))));
+        assert!(!dir.exists(), "the half-made cgroup is removed");
     }
 
     fn mem(d: &Path) -> MemController {
