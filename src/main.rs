@@ -119,7 +119,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected NAME=VALUE"))?;
         env.push((k.to_owned(), v.to_owned()));
     }
-    Ok(RunRequest { argv: args.command.clone(), env, stdin, files, limits })
+    Ok(RunRequest { argv: args.command.clone(), env, stdin, files, limits, cancel: None })
 }
 
 /// Cold, then warm: a runner's threads must be gone before the next one forks its zygote,

@@ -78,8 +78,34 @@ pub struct InputFile {
     pub executable: bool,
 }
 
+/// Cancels a run from another thread (a client that went away, a shutdown): the run's
+/// supervision loop polls this eventfd and kills the sandbox when it fires.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    fd: Arc<nix::sys::eventfd::EventFd>,
+}
+
+impl Cancel {
+    /// A new, unfired token.
+    pub fn new() -> Result<Self, RunError> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let fd =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(sys("eventfd"))?;
+        Ok(Cancel { fd: Arc::new(fd) })
+    }
+
+    /// Fires the token; a run watching it is killed (its outcome: `internal_error`).
+    pub fn cancel(&self) {
+        let _ = self.fd.write(1);
+    }
+
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&*self.fd)
+    }
+}
+
 /// One program to run.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunRequest {
     /// The command and its arguments; a bare name is looked up in `PATH` inside.
     pub argv: Vec<String>,
@@ -91,6 +117,8 @@ pub struct RunRequest {
     pub files: Vec<InputFile>,
     /// The limits.
     pub limits: Limits,
+    /// Fires to kill the run early.
+    pub cancel: Option<Cancel>,
 }
 /// The uid and gid the program runs as inside the sandbox.
 pub const PROGRAM_ID: u32 = 1000;
@@ -141,6 +169,17 @@ pub enum RunError {
     },
 }
 
+/// What a runner was set up with.
+#[derive(Debug, Clone)]
+pub struct RunnerInfo {
+    /// `host`, or the root directory.
+    pub rootfs: String,
+    /// The seccomp profile.
+    pub seccomp_profile: String,
+    /// Its program's length.
+    pub seccomp_instructions: usize,
+}
+
 /// Runs programs in sandboxes. Start it while the process is single-threaded (it forks
 /// the zygote); after that it may be shared by any number of threads.
 #[derive(Debug)]
@@ -161,6 +200,8 @@ struct Inner {
     config: RunnerConfig,
     /// CPUs of the host: a run's CPU time grows at most this fast (or its quota's).
     host_cores: f64,
+    /// Length of the installed seccomp program.
+    seccomp_instructions: usize,
 }
 
 impl Runner {
@@ -178,10 +219,11 @@ impl Runner {
         tracing::info!(layout = %cgroups.describe(), "cgroups");
         collect_leftovers(&cgroups, &slots);
         let filter = seccomp::program(&config.seccomp_profile)?;
+        let seccomp_instructions = filter.len();
         let zygote = Zygote::start(ZygoteConfig { state_dir: config.state_dir.clone(), roots: vec![root], filter })?;
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
         let warm = config.warm;
-        let inner = Arc::new(Inner { zygote, cgroups, slots, config, host_cores });
+        let inner = Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions });
         let cleaner = pool::Cleaner::start()?;
         let pool = (warm > 0).then(|| pool::Pool::start(Arc::clone(&inner), warm)).transpose()?;
         Ok(Runner { pool, cleaner, inner })
@@ -190,6 +232,16 @@ impl Runner {
     /// The cgroup hierarchy in use.
     pub fn cgroups(&self) -> &Hierarchy {
         &self.inner.cgroups
+    }
+
+    /// What this runner was set up with, for health reports.
+    pub fn info(&self) -> RunnerInfo {
+        let c = &self.inner.config;
+        RunnerInfo {
+            rootfs: c.rootfs.as_ref().map_or_else(|| "host".to_owned(), |p| p.display().to_string()),
+            seccomp_profile: c.seccomp_profile.clone(),
+            seccomp_instructions: self.inner.seccomp_instructions,
+        }
     }
 
     /// Runs one program to the end. `Err` only when the run could not be attempted (bad
@@ -207,7 +259,7 @@ impl Runner {
             },
         };
         let cores = (f64::from(req.limits.cpu_millicores) / 1000.0).min(self.inner.host_cores).max(0.01);
-        let outcome = sandbox.run(&req.argv[0], &start, files, &req.stdin, &req.limits, cores);
+        let outcome = sandbox.run(req, &start, files, cores);
         self.cleaner.discard(sandbox);
         Ok(outcome)
     }

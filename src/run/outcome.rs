@@ -29,6 +29,25 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status.
+    pub const ALL: [Status; 10] = [
+        Status::Ok,
+        Status::RuntimeError,
+        Status::Signaled,
+        Status::TimeLimit,
+        Status::MemoryLimit,
+        Status::ProcessLimit,
+        Status::OutputLimit,
+        Status::FileSizeLimit,
+        Status::BlockedSyscall,
+        Status::InternalError,
+    ];
+
+    /// The status with this wire name.
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The wire name (`time_limit`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +83,21 @@ pub enum Exceeded {
 }
 
 impl Exceeded {
+    /// Every limit.
+    pub const ALL: [Exceeded; 6] = [
+        Exceeded::CpuTime,
+        Exceeded::WallTime,
+        Exceeded::Memory,
+        Exceeded::Processes,
+        Exceeded::Output,
+        Exceeded::FileSize,
+    ];
+
+    /// The limit with this wire name.
+    pub fn parse(name: &str) -> Option<Exceeded> {
+        Exceeded::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
     /// The wire name (`cpu_time`).
     pub fn as_str(self) -> &'static str {
         match self {

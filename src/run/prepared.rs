@@ -18,7 +18,7 @@ use nix::unistd::pipe2;
 
 use super::slot::Slot;
 use super::supervise::{self, Streams};
-use super::{Inner, RunError, RunOutcome, chain, plan, sys, verdict};
+use super::{Inner, RunError, RunOutcome, RunRequest, chain, plan, sys, verdict};
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{
@@ -146,25 +146,22 @@ impl Prepared {
     /// left to its `Drop`, which the caller may run on another thread.
     pub(super) fn run(
         &mut self,
-        argv0: &str,
+        req: &RunRequest,
         start: &StartRequest,
         files: Option<OwnedFd>,
-        stdin: &[u8],
-        limits: &Limits,
         cores: f64,
     ) -> RunOutcome {
-        self.execute(argv0, start, files, stdin, limits, cores).unwrap_or_else(|e| RunOutcome::internal(chain(&e)))
+        self.execute(req, start, files, cores).unwrap_or_else(|e| RunOutcome::internal(chain(&e)))
     }
 
     fn execute(
         &mut self,
-        argv0: &str,
+        req: &RunRequest,
         start: &StartRequest,
         files: Option<OwnedFd>,
-        stdin_data: &[u8],
-        limits: &Limits,
         cores: f64,
     ) -> Result<RunOutcome, RunError> {
+        let limits = &req.limits;
         if std::mem::replace(&mut self.used, true) {
             return Err(used());
         }
@@ -181,15 +178,16 @@ impl Prepared {
         let taken = |o: &mut Option<OwnedFd>| o.take().ok_or_else(used);
         let streams = Streams {
             stdin: Some(taken(&mut self.stdin)?),
-            stdin_data,
+            stdin_data: &req.stdin,
             stdout: taken(&mut self.stdout)?,
             stderr: taken(&mut self.stderr)?,
         };
         let cgroup = self.cgroup()?;
-        let observed = supervise::watch(&self.pid1, &self.chan, streams, cgroup, limits, cores, released, cpu_base);
+        let watch = supervise::Watch { pid1: &self.pid1, chan: &self.chan, cgroup, limits, cores, released, cpu_base };
+        let observed = supervise::watch(&watch, streams, req.cancel.as_ref());
         // Final: every process of the run is dead (PID 1 killed the rest before its report).
         let stats = cgroup.stats()?;
-        Ok(verdict::decide(observed, stats, limits, argv0))
+        Ok(verdict::decide(observed, stats, limits, &req.argv[0]))
     }
 
     fn kill_and_reap(&mut self) {

@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::{read, write};
 
+use super::Cancel;
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{self, Channel, Report, Spawned};
@@ -28,9 +29,13 @@ const DRAIN_READS: usize = 16;
 pub(super) enum Kill {
     CpuTime,
     WallTime,
-    Output { stderr: bool },
+    Output {
+        stderr: bool,
+    },
     SetupTimeout,
     Interrupted,
+    /// The caller cancelled the run (its client went away, the daemon is stopping).
+    Cancelled,
 }
 
 /// One captured stream: the first `limit` bytes, and whether more came.
@@ -77,34 +82,34 @@ pub(super) struct Streams<'a> {
     pub(super) stderr: OwnedFd,
 }
 
-struct Loop<'a> {
-    pid1: &'a Spawned,
-    cgroup: &'a Cgroup,
-    limits: &'a Limits,
+/// What the loop watches, and the limits it enforces.
+#[derive(Debug)]
+pub(super) struct Watch<'a> {
+    pub(super) pid1: &'a Spawned,
+    pub(super) chan: &'a Channel,
+    pub(super) cgroup: &'a Cgroup,
+    pub(super) limits: &'a Limits,
     /// Cores the run can use at most: bounds how fast CPU time can grow.
-    cores: f64,
-    obs: Observed,
+    pub(super) cores: f64,
     /// When the start request was sent: the wall clock runs from here.
-    released: Instant,
+    pub(super) released: Instant,
+    /// The cgroup's CPU usage then (the setup is not the program's).
+    pub(super) cpu_base: Duration,
+}
+
+struct Loop<'a> {
+    w: &'a Watch<'a>,
+    obs: Observed,
     next_cpu_check: Instant,
 }
 
-/// Watches a released program until the run is over (see the loop's comment).
-/// `released` is when its start request was sent, `cpu_base` the cgroup's CPU usage then.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn watch(
-    pid1: &Spawned,
-    chan: &Channel,
-    streams: Streams<'_>,
-    cgroup: &Cgroup,
-    limits: &Limits,
-    cores: f64,
-    released: Instant,
-    cpu_base: Duration,
-) -> Observed {
-    let obs = Observed { cpu_base, ..Observed::default() };
-    let mut l = Loop { pid1, cgroup, limits, cores, obs, released, next_cpu_check: released };
-    l.next_cpu_check = released + l.cpu_interval(limits.cpu_time);
+/// Watches a released program until the run is over (see the loop's comment), or until
+/// `cancel` fires.
+pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>) -> Observed {
+    let obs = Observed { cpu_base: w.cpu_base, ..Observed::default() };
+    let mut l = Loop { w, obs, next_cpu_check: w.released };
+    l.next_cpu_check = w.released + l.cpu_interval(w.limits.cpu_time);
+    let (pid1, chan, limits) = (w.pid1, w.chan, w.limits);
     let Streams { mut stdin, stdin_data, stdout, stderr } = streams;
     let (mut stdout, mut stderr) = (Some(stdout), Some(stderr));
     let (mut alive, mut chan_open, mut written) = (true, true, 0usize);
@@ -131,6 +136,7 @@ pub(super) fn watch(
         let i_out = add(&mut fds, true, stdout.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
         let i_err = add(&mut fds, true, stderr.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
         let i_in = add(&mut fds, waiting, stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT);
+        let i_cancel = add(&mut fds, waiting, cancel.map(Cancel::as_fd), PollFlags::POLLIN);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
@@ -142,6 +148,7 @@ pub(super) fn watch(
         let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].any().unwrap_or(false));
         let (pid_ready, chan_ready, out_ready, err_ready, in_ready) =
             (ready(i_pid), ready(i_chan), ready(i_out), ready(i_err), ready(i_in));
+        let cancelled = ready(i_cancel);
         drop(fds);
         if chan_ready {
             chan_open = l.read_reports(chan);
@@ -155,10 +162,13 @@ pub(super) fn watch(
         if in_ready {
             feed(&mut stdin, stdin_data, &mut written);
         }
+        if cancelled {
+            l.kill(Kill::Cancelled);
+        }
         if pid_ready {
             alive = false;
             stdin = None;
-            l.obs.wall = l.released.elapsed();
+            l.obs.wall = l.w.released.elapsed();
         }
         l.check_limits(alive && l.obs.report.is_none());
     }
@@ -179,9 +189,9 @@ impl Loop<'_> {
             return PollTimeout::from(1000u16);
         }
         let now = Instant::now();
-        let mut deadline = (self.released + self.limits.wall_time).min(self.next_cpu_check);
+        let mut deadline = (self.w.released + self.w.limits.wall_time).min(self.next_cpu_check);
         if !self.obs.started {
-            deadline = deadline.min(self.released + SETUP_TIMEOUT);
+            deadline = deadline.min(self.w.released + SETUP_TIMEOUT);
         }
         // a signal (EINTR) wakes us early; the cap keeps interrupt checks timely regardless
         let wait = deadline.saturating_duration_since(now).min(CPU_CHECK_MAX);
@@ -241,25 +251,25 @@ impl Loop<'_> {
             return self.kill(Kill::Interrupted);
         }
         let now = Instant::now();
-        if !self.obs.started && now >= self.released + SETUP_TIMEOUT {
+        if !self.obs.started && now >= self.w.released + SETUP_TIMEOUT {
             return self.kill(Kill::SetupTimeout);
         }
-        if now >= self.released + self.limits.wall_time {
+        if now >= self.w.released + self.w.limits.wall_time {
             return self.kill(Kill::WallTime);
         }
         if now >= self.next_cpu_check {
-            let used = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(self.obs.cpu_base);
-            if used >= self.limits.cpu_time {
+            let used = self.w.cgroup.cpu_usage().unwrap_or_default().saturating_sub(self.obs.cpu_base);
+            if used >= self.w.limits.cpu_time {
                 return self.kill(Kill::CpuTime);
             }
-            self.next_cpu_check = now + self.cpu_interval(self.limits.cpu_time - used);
+            self.next_cpu_check = now + self.cpu_interval(self.w.limits.cpu_time - used);
         }
     }
 
     /// CPU time grows at most `cores` times as fast as wall time, so the limit cannot be
     /// reached before `remaining / cores` has passed: check no sooner.
     fn cpu_interval(&self, remaining: Duration) -> Duration {
-        remaining.div_f64(self.cores).clamp(CPU_CHECK_MIN, CPU_CHECK_MAX)
+        remaining.div_f64(self.w.cores).clamp(CPU_CHECK_MIN, CPU_CHECK_MAX)
     }
 
     fn kill(&mut self, why: Kill) {
@@ -267,11 +277,11 @@ impl Loop<'_> {
             self.obs.killed = Some(why);
             tracing::debug!(?why, "killing the run");
         }
-        if let Err(e) = sandbox::kill(self.pid1.pidfd.as_fd()) {
+        if let Err(e) = sandbox::kill(self.w.pid1.pidfd.as_fd()) {
             tracing::error!(error = %e, "killing PID 1 failed");
         }
         // belt and braces: nothing in the cgroup outlives the run
-        if let Err(e) = self.cgroup.kill() {
+        if let Err(e) = self.w.cgroup.kill() {
             tracing::warn!(error = %e, "cgroup kill failed");
         }
     }

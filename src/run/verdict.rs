@@ -63,6 +63,9 @@ fn judge(
     let internal = |m: String| (Status::InternalError, None, Some(m));
     match (&obs.killed, &obs.report) {
         (Some(Kill::Interrupted), _) => return internal("interrupted by a signal to codeexec".into()),
+        (Some(Kill::Cancelled), _) => {
+            return internal("cancelled: the client went away or codeexec is stopping".into());
+        }
         (_, Some(Report::SetupFailed { step, errno, detail })) => {
             let errno = errno.map(|e| format!(": {}", nix::errno::Errno::from_raw(e).desc())).unwrap_or_default();
             let detail = if detail.is_empty() { String::new() } else { format!(" ({detail})") };
