@@ -22,8 +22,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run one program in a fresh sandbox, locally (needs root; no daemon).
-    Run(RunArgs),
+    /// Run one program in a fresh sandbox: locally (needs root; no daemon), or through a
+    /// daemon with `--remote`.
+    Run(Box<RunArgs>),
+    /// Start the daemon: the HTTP API on a Unix socket and/or TCP (needs root).
+    Serve(ServeArgs),
     /// Say what this host offers: privileges, cgroup layout, seccomp policy.
     Info(CommonArgs),
     /// Measure per-run latency and throughput (used by scripts/bench).
@@ -46,70 +49,108 @@ pub struct CommonArgs {
     pub cgroup_parent: String,
 }
 
-/// `codeexec run`.
+/// `codeexec serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file (TOML; see codeexec.example.toml). Without one, the defaults
+    /// and `CODEEXEC_*` environment overrides apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `codeexec run`. Limits left out take the defaults shown (a daemon's own defaults with
+/// `--remote`).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Memory limit of the whole process tree (swap disabled).
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = |s: &str| limit::parse_size("--memory", s))]
-    pub memory: u64,
-    /// CPU time limit of the whole process tree.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = |s: &str| limit::parse_duration("--cpu-time", s))]
-    pub cpu_time: Duration,
-    /// Wall-clock limit, from the program's start.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = |s: &str| limit::parse_duration("--wall-time", s))]
-    pub wall_time: Duration,
-    /// Most processes and threads at once.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub processes: u32,
-    /// Bytes kept of stdout and of stderr each; more ends the run (output_limit).
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = |s: &str| limit::parse_size("--output", s))]
-    pub output: u64,
-    /// Largest file the program may write.
-    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = |s: &str| limit::parse_size("--file-size", s))]
-    pub file_size: u64,
-    /// CPU bandwidth in cores (0.5 = half a core).
-    #[arg(long, value_name = "CORES", default_value = "1", value_parser = |s: &str| limit::parse_cpus(s))]
-    pub cpus: u32,
-    /// Size of each writable tmpfs (/sandbox and /tmp).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = |s: &str| limit::parse_size("--disk", s))]
-    pub disk: u64,
+    /// Memory limit of the whole process tree (swap disabled) [default: 256M].
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| limit::parse_size("--memory", s))]
+    pub memory: Option<u64>,
+    /// CPU time limit of the whole process tree [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = |s: &str| limit::parse_duration("--cpu-time", s))]
+    pub cpu_time: Option<Duration>,
+    /// Wall-clock limit, from the program's start [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = |s: &str| limit::parse_duration("--wall-time", s))]
+    pub wall_time: Option<Duration>,
+    /// Most processes and threads at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub processes: Option<u32>,
+    /// Bytes kept of stdout and of stderr each; more ends the run (output_limit) [default: 64K].
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| limit::parse_size("--output", s))]
+    pub output: Option<u64>,
+    /// Largest file the program may write [default: 16M].
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| limit::parse_size("--file-size", s))]
+    pub file_size: Option<u64>,
+    /// CPU bandwidth in cores (0.5 = half a core) [default: 1; local only].
+    #[arg(long, value_name = "CORES", value_parser = |s: &str| limit::parse_cpus(s))]
+    pub cpus: Option<u32>,
+    /// Size of each writable tmpfs (/sandbox and /tmp) [default: 64M; local only].
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| limit::parse_size("--disk", s))]
+    pub disk: Option<u64>,
     /// Feed this file to the program's stdin (default: empty stdin; `-` reads ours).
     #[arg(long, value_name = "FILE")]
     pub stdin: Option<PathBuf>,
-    /// Use this directory tree as the root filesystem instead of the host's.
+    /// Use this directory tree as the root filesystem instead of the host's (local only).
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
     /// Copy a host file into /sandbox, as NAME or under its own file name.
     #[arg(long = "file", value_name = "[NAME=]PATH")]
     pub files: Vec<String>,
-    /// Set an environment variable (on top of PATH, HOME=/sandbox, LANG=C.UTF-8).
+    /// Set an environment variable (on top of PATH, HOME=/sandbox, LANG=C.UTF-8; local only).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Run source code in this language (python, bash, javascript and their aliases): the
+    /// first argument is then the source file, the rest its arguments.
+    #[arg(short, long, value_name = "LANG")]
+    pub language: Option<String>,
+    /// Send the run to a daemon: `unix:/path/to.sock`, a socket path, or `http://host:port`.
+    /// Needs `--language`.
+    #[arg(long, value_name = "ENDPOINT", requires = "language")]
+    pub remote: Option<String>,
+    /// The API key for a daemon's TCP listener (or set CODEEXEC_API_KEY).
+    #[arg(long, value_name = "KEY", env = "CODEEXEC_API_KEY", hide_env_values = true, requires = "remote")]
+    pub api_key: Option<String>,
     /// Print the whole result as one JSON object instead of the program's output.
     #[arg(long)]
     pub json: bool,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The program and its arguments.
+    /// The program and its arguments (with `--language`: the source file and its arguments).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 impl RunArgs {
-    /// The limits these flags ask for (not yet range-checked).
+    /// The limits these flags ask for, the rest from the defaults (not yet range-checked).
     pub fn limits(&self) -> Limits {
+        let d = Limits::default();
         Limits {
-            cpu_time: self.cpu_time,
-            wall_time: self.wall_time,
-            memory_bytes: self.memory,
-            processes: self.processes,
-            output_bytes: self.output,
-            file_size_bytes: self.file_size,
-            cpu_millicores: self.cpus,
-            disk_bytes: self.disk,
-            ..Limits::default()
+            cpu_time: self.cpu_time.unwrap_or(d.cpu_time),
+            wall_time: self.wall_time.unwrap_or(d.wall_time),
+            memory_bytes: self.memory.unwrap_or(d.memory_bytes),
+            processes: self.processes.unwrap_or(d.processes),
+            output_bytes: self.output.unwrap_or(d.output_bytes),
+            file_size_bytes: self.file_size.unwrap_or(d.file_size_bytes),
+            cpu_millicores: self.cpus.unwrap_or(d.cpu_millicores),
+            disk_bytes: self.disk.unwrap_or(d.disk_bytes),
+            ..d
         }
+    }
+
+    /// The flags a daemon cannot honour (`--remote` refuses them rather than ignore them).
+    pub fn local_only(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (given, flag) in [
+            (self.cpus.is_some(), "--cpus"),
+            (self.disk.is_some(), "--disk"),
+            (self.rootfs.is_some(), "--rootfs"),
+            (!self.env.is_empty(), "--env"),
+        ] {
+            if given {
+                out.push(flag);
+            }
+        }
+        out
     }
 }
 

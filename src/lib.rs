@@ -3,12 +3,19 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `cli -> run -> {sandbox, cgroup, seccomp}`; `limit` is shared.
+//! Dependencies point one way: `api -> run -> {sandbox, cgroup, seccomp}`; `limit`,
+//! `config` and `lang` are shared.
 //!
+//! - [`api`]: the HTTP daemon (`codeexec serve`): listeners, routes, wire types, errors,
+//!   backpressure, shutdown. It only translates; runs happen on blocking threads.
 //! - [`cli`]: clap structures of the `codeexec` command line, nothing else.
+//! - [`client`]: a small HTTP client for the API (`run --remote`, the API benchmark, tests).
+//! - [`config`]: the daemon's TOML configuration and environment overrides, validated into
+//!   typed settings.
 //! - [`report`]: how an outcome is printed (summary line, JSON) and the exit codes.
 //! - [`bench`]: the latency and throughput measurement behind `scripts/bench`.
 //! - [`leak`]: finds cgroups, processes, mounts and state a run left behind.
+//! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
 //! - [`limit`]: the resource limits of one run, with their units, parsing and valid ranges.
 //! - [`run`]: orchestration of one run: slot (host ids and cgroup name), cgroup, spawn
 //!   through the zygote, supervision (pipes, timers, limits), and the verdict.
@@ -20,9 +27,13 @@
 //!   detection from a `mountinfo` file it is given.
 //! - [`seccomp`]: the BPF programs compiled from `seccomp/*.json` at build time.
 
+pub mod api;
 pub mod bench;
 pub mod cgroup;
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod lang;
 pub mod leak;
 pub mod limit;
 pub mod report;

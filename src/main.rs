@@ -5,35 +5,201 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use codeexec::api::{self, Api, Policy};
 use codeexec::cgroup::Mode;
-use codeexec::cli::{BenchArgs, Cli, Command, CommonArgs, RunArgs};
+use codeexec::cli::{BenchArgs, Cli, Command, CommonArgs, RunArgs, ServeArgs};
+use codeexec::client::{self, Connection, Endpoint};
+use codeexec::config::Config;
+use codeexec::lang::{self, Registry};
 use codeexec::report::{self, EXIT_INTERNAL, EXIT_USAGE};
 use codeexec::run::{InputFile, RunError, RunRequest, Runner, RunnerConfig};
 use codeexec::{bench, leak, sandbox};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
     match cli.command {
-        Command::Run(args) => run(&args),
-        Command::Info(common) => info(&common),
-        Command::Bench(args) => run_bench(&args),
-        Command::Leaks(common) => leaks(&common),
+        Command::Serve(args) => serve(&args, cli.verbose),
+        command => {
+            init_logging(cli.verbose, "warn", false);
+            match command {
+                Command::Run(args) if args.remote.is_some() => run_remote(&args),
+                Command::Run(args) => run(&args),
+                Command::Info(common) => info(&common),
+                Command::Bench(args) => run_bench(&args),
+                Command::Leaks(common) => leaks(&common),
+                Command::Serve(_) => unreachable!("handled above"),
+            }
+        }
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Logs go to stderr; `CODEEXEC_LOG` (e.g. `debug`, `codeexec=info`) overrides `-v`.
+fn init_logging(verbose: u8, quiet: &str, json: bool) {
     let default = match verbose {
-        0 => "warn",
+        0 => quiet,
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CODEEXEC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        fmt.json().flatten_event(true).init();
+    } else {
+        fmt.init();
+    }
+}
+
+/// The daemon. The runner (and its zygote) starts while this process is single-threaded;
+/// the tokio runtime only after.
+fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
+    let settings = match Config::load(args.config.as_deref(), std::env::vars()).and_then(|c| c.validate()) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_USAGE, &e.into()),
+    };
+    init_logging(verbose, "info", settings.log_json);
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    let runner = match Runner::start(RunnerConfig {
+        state_dir: settings.state_dir.clone(),
+        cgroup_parent: settings.cgroup_parent.clone(),
+        rootfs: settings.rootfs.clone(),
+        warm: settings.warm,
+        ..RunnerConfig::default()
+    }) {
+        Ok(r) => r,
+        Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
+        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+    };
+    let languages = Registry::probe(&runner);
+    let api = Api::new(Arc::new(runner), languages, Policy::from(&settings));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, &anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    let served = runtime.block_on(async {
+        let listeners = api::bind(&settings).await?;
+        api::serve(Arc::clone(&api), listeners, shutdown_signal(), settings.shutdown_grace).await;
+        Ok::<_, api::ServeError>(())
+    });
+    // every request is answered or abandoned and every run cancelled; their blocking
+    // threads end within moments. Then dropping the API (and with it the runner) reaps
+    // the sandboxes and the zygote.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    drop(api);
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_INTERNAL, &e.into()),
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutdown requested");
+}
+
+/// `codeexec run --remote`: the same request, sent to a daemon; printed and mapped to an
+/// exit code as a local run.
+fn run_remote(args: &RunArgs) -> ExitCode {
+    let local_only = args.local_only();
+    if !local_only.is_empty() {
+        return fail(EXIT_USAGE, &anyhow::anyhow!("{} cannot be used with --remote", local_only.join(", ")));
+    }
+    let (endpoint, body) = match remote_request(args) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, &anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    let reply = runtime.block_on(async {
+        let mut conn = Connection::open(&endpoint, args.api_key.as_deref()).await?;
+        conn.post_json("/v1/execute", &body).await
+    });
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+    };
+    let value = reply.json();
+    if !reply.status.is_success() {
+        let message = value["error"]["message"]
+            .as_str()
+            .map_or_else(|| String::from_utf8_lossy(&reply.body).into_owned(), str::to_owned);
+        let code = if reply.status.is_client_error() { EXIT_USAGE } else { EXIT_INTERNAL };
+        return fail(code, &anyhow::anyhow!("the daemon answered {}: {message}", reply.status));
+    }
+    let outcome = match client::outcome(&value) {
+        Ok(o) => o,
+        Err(e) => return fail(EXIT_INTERNAL, &anyhow::anyhow!("unexpected response: {e}")),
+    };
+    if args.json {
+        println!("{value}");
+    } else {
+        let _ = std::io::stdout().write_all(&outcome.stdout).and_then(|()| std::io::stdout().flush());
+        let _ = std::io::stderr().write_all(&outcome.stderr);
+        eprintln!("{}", report::summary(&outcome));
+    }
+    ExitCode::from(report::exit_code(&outcome))
+}
+
+/// The endpoint and the JSON body of a remote run; only the limits given are sent, the
+/// rest are the daemon's defaults.
+fn remote_request(args: &RunArgs) -> anyhow::Result<(Endpoint, serde_json::Value)> {
+    use base64::Engine as _;
+    use serde_json::json;
+    let endpoint: Endpoint = args.remote.as_deref().unwrap_or_default().parse()?;
+    let language = args.language.clone().unwrap_or_default();
+    let (source, rest) = args.command.split_first().context("no source file")?;
+    let code = std::fs::read_to_string(source).with_context(|| format!("{source} (source files must be UTF-8)"))?;
+    let mut files = Vec::new();
+    for (name, contents, _) in input_files(args)? {
+        files.push(json!({"name": name, "content": base64::engine::general_purpose::STANDARD.encode(contents), "encoding": "base64"}));
+    }
+    let mut body = json!({ "language": language, "args": rest, "stdin": String::from_utf8(read_stdin(args)?).context("--stdin must be UTF-8 with --remote")? });
+    if files.is_empty() {
+        body["code"] = json!(code);
+    } else {
+        // with extra files the source goes in as the language's main file
+        let main = lang::builtin(&language).map(|l| l.main_file.to_owned()).unwrap_or_else(|_| "main".into());
+        files.insert(0, json!({"name": main, "content": code}));
+        body["files"] = json!(files);
+    }
+    let mut limits = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            limits.insert(k.into(), json!(v));
+        }
+    };
+    let ms = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    put("cpu_time_ms", ms(args.cpu_time));
+    put("wall_time_ms", ms(args.wall_time));
+    put("memory_mb", args.memory.map(|b| b.div_ceil(1 << 20)));
+    put("processes", args.processes.map(u64::from));
+    put("output_kb", args.output.map(|b| b.div_ceil(1024)));
+    put("file_size_kb", args.file_size.map(|b| b.div_ceil(1024)));
+    if !limits.is_empty() {
+        body["limits"] = serde_json::Value::Object(limits);
+    }
+    Ok((endpoint, body))
 }
 
 fn config(common: &CommonArgs, rootfs: Option<&Path>) -> RunnerConfig {
@@ -91,7 +257,31 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
             bail!("--rootfs {}: not a directory", dir.display());
         }
     }
-    let stdin = match args.stdin.as_deref() {
+    let stdin = read_stdin(args)?;
+    let mut files: Vec<InputFile> = input_files(args)?
+        .into_iter()
+        .map(|(path, contents, executable)| InputFile { path, contents, executable })
+        .collect();
+    let mut env = Vec::new();
+    for kv in &args.env {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected NAME=VALUE"))?;
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let argv = match &args.language {
+        None => args.command.clone(),
+        Some(name) => {
+            let lang = lang::builtin(name)?;
+            let (source, rest) = args.command.split_first().context("no source file")?;
+            let contents = std::fs::read(source).with_context(|| source.clone())?;
+            files.push(InputFile { path: lang.main_file.into(), contents, executable: false });
+            lang.command(lang.main_file, rest)
+        }
+    };
+    Ok(RunRequest { argv, env, stdin, files, limits, cancel: None })
+}
+
+fn read_stdin(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
+    Ok(match args.stdin.as_deref() {
         None => Vec::new(),
         Some(p) if p == Path::new("-") => {
             let mut v = Vec::new();
@@ -99,7 +289,11 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
             v
         }
         Some(p) => std::fs::read(p).with_context(|| format!("--stdin {}", p.display()))?,
-    };
+    })
+}
+
+/// The `--file` flags as (name in /sandbox, contents, executable).
+fn input_files(args: &RunArgs) -> anyhow::Result<Vec<(String, Vec<u8>, bool)>> {
     let mut files = Vec::new();
     for spec in &args.files {
         let (name, path) = match spec.split_once('=') {
@@ -112,14 +306,9 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         };
         let contents = std::fs::read(path).with_context(|| format!("--file {}", path.display()))?;
         let executable = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path)?.permissions()) & 0o111 != 0;
-        files.push(InputFile { path: name, contents, executable });
+        files.push((name, contents, executable));
     }
-    let mut env = Vec::new();
-    for kv in &args.env {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected NAME=VALUE"))?;
-        env.push((k.to_owned(), v.to_owned()));
-    }
-    Ok(RunRequest { argv: args.command.clone(), env, stdin, files, limits, cancel: None })
+    Ok(files)
 }
 
 /// Cold, then warm: a runner's threads must be gone before the next one forks its zygote,

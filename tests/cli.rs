@@ -113,3 +113,54 @@ fn info_says_what_was_found() {
         assert_eq!(out.status.code(), Some(0), "{text}");
     }
 }
+
+/// `codeexec <args>` with extra environment variables; asserts exit 2 and the message.
+fn usage_error_env(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let out = std::process::Command::new(common::bin()).args(args).envs(env.iter().copied()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: exit {:?}, stderr: {stderr}", out.status);
+    assert!(stderr.contains(needle), "{args:?} {env:?}: stderr should mention {needle:?}: {stderr}");
+}
+
+#[test]
+fn a_bad_daemon_configuration_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("codeexec.toml");
+    std::fs::write(&file, "[server]\nunix_socket = \"/tmp/x.sock\"\nport = 80\n").unwrap();
+    let path = file.to_str().unwrap();
+    usage_error(&["serve", "--config", path], "unknown field `port`");
+    usage_error(&["serve", "--config", path], path);
+    std::fs::write(&file, "[limits.max]\nmemory_mb = \"lots\"\n").unwrap();
+    usage_error(&["serve", "--config", path], "invalid type");
+    usage_error(&["serve", "--config", "/nonexistent/codeexec.toml"], "cannot read /nonexistent/codeexec.toml");
+    usage_error_env(&["serve"], &[("CODEEXEC_SERVER_TPC", "127.0.0.1:1")], "CODEEXEC_SERVER_TPC");
+    usage_error_env(&["serve"], &[("CODEEXEC_SERVER_TCP", "0.0.0.0:8080")], "not a loopback address and no API key");
+    usage_error_env(&["serve"], &[("CODEEXEC_SERVER_API_KEYS", "short")], "16 or more characters");
+    usage_error_env(&["serve"], &[("CODEEXEC_LIMITS_DEFAULT_MEMORY_MB", "9000")], "limits.default.memory_mb");
+    usage_error_env(
+        &["serve"],
+        &[("CODEEXEC_RUNS_QUEUE", "-1")],
+        "environment: invalid value: integer `-1`, expected u64 in `runs.queue`",
+    );
+}
+
+#[test]
+fn remote_runs_refuse_what_a_daemon_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.py");
+    std::fs::write(&src, "print(1)").unwrap();
+    let src = src.to_str().unwrap();
+    usage_error(&["run", "--remote", "unix:/nonexistent.sock", "--", "true"], "--language");
+    usage_error(
+        &["run", "--remote", "unix:/nonexistent.sock", "--cpus", "2", "-l", "py", src],
+        "--cpus cannot be used with --remote",
+    );
+    usage_error(&["run", "--remote", "localhost:80", "-l", "py", src], "expected unix:/path/to.sock");
+    usage_error(&["run", "--remote", "unix:/nonexistent.sock", "-l", "py", "/nonexistent/a.py"], "/nonexistent/a.py");
+    usage_error(&["run", "-l", "cobol", src], "unsupported language \"cobol\"");
+    // nothing listens there: codeexec's own failure, not the user's
+    let out = codeexec(&["run", "--remote", "unix:/nonexistent/codeexec.sock", "-l", "py", src], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("connecting to unix:/nonexistent/codeexec.sock"), "{stderr}");
+}

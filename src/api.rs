@@ -1,0 +1,174 @@
+//! The HTTP API (`codeexec serve`): hyper 1 on a Unix socket and/or TCP. This layer only
+//! translates: it checks the request (auth, size, JSON, limits), hands a [`RunRequest`] to
+//! an [`Executor`] on a blocking thread within the concurrency limit, and turns the outcome
+//! into JSON. It never runs sandbox code on the async runtime's threads.
+//!
+//! Routes (`routes.rs`): `POST /v1/execute`, `GET /v1/languages`, `GET /health`,
+//! `GET /version`. Wire types in `types.rs`, the one error-to-response mapping in
+//! `error.rs`, backpressure in `limiter.rs`, listeners and shutdown in `server.rs`.
+
+mod error;
+mod limiter;
+mod routes;
+mod server;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+pub use server::{Listeners, ServeError, bind, serve};
+
+use crate::config::{LimitTable, Settings};
+use crate::lang::Registry;
+use crate::run::{Cancel, RunError, RunOutcome, RunRequest, Runner};
+
+/// What runs programs for the API: the real [`Runner`], or a fake in tests.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs one request to the end (blocking).
+    fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError>;
+    /// What the executor found at start, for `/health`.
+    fn describe(&self) -> Description;
+}
+
+/// What `/health` reports about the sandbox machinery.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// `v1` or `v2`.
+    pub cgroup_mode: &'static str,
+    /// The cgroup layout, in words.
+    pub cgroup_layout: String,
+    /// `host` or the root directory.
+    pub rootfs: String,
+    /// The seccomp profile's name.
+    pub seccomp_profile: String,
+    /// Its BPF program's length.
+    pub seccomp_instructions: usize,
+}
+
+impl Executor for Runner {
+    fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
+        self.run(req)
+    }
+
+    fn describe(&self) -> Description {
+        let info = self.info();
+        Description {
+            cgroup_mode: match self.cgroups().mode() {
+                crate::cgroup::Mode::V1 => "v1",
+                crate::cgroup::Mode::V2 => "v2",
+            },
+            cgroup_layout: self.cgroups().describe(),
+            rootfs: info.rootfs,
+            seccomp_profile: info.seccomp_profile,
+            seccomp_instructions: info.seccomp_instructions,
+        }
+    }
+}
+
+/// The limits and keys requests are checked against.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// What a request gets for a limit it does not give.
+    pub default_limits: LimitTable,
+    /// The most it may ask for.
+    pub max_limits: LimitTable,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Keys TCP requests need (none: no key).
+    pub api_keys: Vec<String>,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// Requests that may wait.
+    pub queue: usize,
+}
+
+impl From<&Settings> for Policy {
+    fn from(s: &Settings) -> Self {
+        Policy {
+            default_limits: s.default_limits,
+            max_limits: s.max_limits,
+            max_body_bytes: s.max_body_bytes,
+            api_keys: s.api_keys.clone(),
+            concurrency: s.concurrency,
+            queue: s.queue,
+        }
+    }
+}
+
+/// Runs in progress, and whether new ones may start.
+#[derive(Debug, Default)]
+struct Inflight {
+    runs: HashMap<u64, Cancel>,
+    stopping: bool,
+}
+
+/// The API's shared state.
+pub struct Api {
+    executor: Arc<dyn Executor>,
+    description: Description,
+    languages: Registry,
+    policy: Policy,
+    limiter: limiter::Limiter,
+    /// Runs in progress, to cancel when a shutdown's grace period is over.
+    inflight: Mutex<Inflight>,
+    next_run: AtomicU64,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// The API over `executor`, offering `languages`, checking requests against `policy`.
+    pub fn new(executor: Arc<dyn Executor>, languages: Registry, policy: Policy) -> Arc<Api> {
+        let description = executor.describe();
+        let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
+        Arc::new(Api {
+            executor,
+            description,
+            languages,
+            policy,
+            limiter,
+            inflight: Mutex::new(Inflight::default()),
+            next_run: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// Kills every run in progress (their requests answer `internal_error`), and every run
+    /// that would start after (a queued request that gets a slot answers 503).
+    pub fn cancel_all(&self) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        inflight.stopping = true;
+        for c in inflight.runs.values() {
+            c.cancel();
+        }
+    }
+
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// A JSON response.
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|e| format!("{{\"error\":{{\"code\":\"internal_error\",\"message\":\"{e}\"}}}}").into_bytes());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,175 @@
+//! Every error the API answers with, and the one place it becomes a response:
+//! `{"error": {"code", "message", "request_id"}}` with a status that fits.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Method, Response, StatusCode};
+
+use super::types::{ErrorBody, ErrorResponse};
+use crate::run::RunError;
+
+/// What went wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ApiError {
+    /// 400: the body is not JSON (the message says where).
+    BadJson(String),
+    /// 401: no API key or a wrong one.
+    Unauthorized,
+    /// 404: no such path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed(&'static [Method]),
+    /// 408: the body did not arrive in time.
+    BodyTimeout(std::time::Duration),
+    /// 413: the body is over the configured maximum.
+    TooLarge(u64),
+    /// 415: not JSON.
+    UnsupportedMediaType,
+    /// 422: well-formed, but not a valid request.
+    Invalid(String),
+    /// 429: every run slot and queue place is taken.
+    Busy,
+    /// 500: our bug.
+    Internal(String),
+    /// 503: the daemon is stopping and starts no more runs.
+    Stopping,
+}
+
+impl ApiError {
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadJson(_) => "bad_json",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Invalid(_) => "invalid_request",
+            ApiError::Busy => "too_many_requests",
+            ApiError::Internal(_) => "internal_error",
+            ApiError::Stopping => "shutting_down",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::BadJson(m) | ApiError::Invalid(m) => m.clone(),
+            ApiError::Unauthorized => "unauthorized".into(),
+            ApiError::NotFound => "no such path".into(),
+            ApiError::MethodNotAllowed(m) => {
+                format!("method not allowed; allowed: {}", m.iter().map(Method::as_str).collect::<Vec<_>>().join(", "))
+            }
+            ApiError::BodyTimeout(t) => format!("the request body did not arrive within {} s", t.as_secs()),
+            ApiError::TooLarge(max) => format!("the request body is over the maximum of {max} bytes"),
+            ApiError::UnsupportedMediaType => "the request body must be JSON (Content-Type: application/json)".into(),
+            ApiError::Busy => "every run slot and queue place is taken; retry later".into(),
+            ApiError::Internal(m) => format!("internal error: {m}"),
+            ApiError::Stopping => "the daemon is shutting down and starts no more runs".into(),
+        }
+    }
+
+    /// The response, naming `request_id` so a report can be matched with the logs.
+    pub(super) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+        let message = self.message();
+        let body = ErrorResponse { error: ErrorBody { code: self.code(), message: &message, request_id } };
+        let mut resp = super::json(self.status(), &body);
+        let headers = resp.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed(m) => {
+                let allow = m.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    headers.insert(ALLOW, v);
+                }
+            }
+            ApiError::Busy => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Invalid(m) => ApiError::Invalid(m),
+            RunError::Limit(e) => ApiError::Invalid(e.to_string()),
+            RunError::Busy(_) => ApiError::Busy,
+            other => ApiError::Internal(crate::error_chain(&other)),
+        }
+    }
+}
+
+/// A serde_json error: a syntax error (400, with line and column) or a request of the
+/// wrong shape (422: wrong type, unknown field, missing field).
+pub(super) fn from_json(e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::Invalid(e.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => {
+            let (line, column) = (e.line(), e.column());
+            let text = e.to_string();
+            let what = text.strip_suffix(&format!(" at line {line} column {column}")).unwrap_or(&text);
+            ApiError::BadJson(format!("malformed JSON at line {line} column {column}: {what}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_status_code_and_headers() {
+        let cases = [
+            (ApiError::BadJson("x".into()), 400, "bad_json"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::NotFound, 404, "not_found"),
+            (ApiError::MethodNotAllowed(&[Method::GET]), 405, "method_not_allowed"),
+            (ApiError::BodyTimeout(std::time::Duration::from_secs(60)), 408, "request_timeout"),
+            (ApiError::TooLarge(10), 413, "payload_too_large"),
+            (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (ApiError::Invalid("x".into()), 422, "invalid_request"),
+            (ApiError::Busy, 429, "too_many_requests"),
+            (ApiError::Internal("x".into()), 500, "internal_error"),
+            (ApiError::Stopping, 503, "shutting_down"),
+        ];
+        for (e, status, code) in cases {
+            let resp = e.clone().into_response("id-1");
+            assert_eq!(resp.status().as_u16(), status, "{e:?}");
+            assert_eq!(e.code(), code);
+            assert!(!e.message().is_empty());
+            let headers = resp.headers();
+            assert_eq!(headers.get(ALLOW).is_some(), status == 405);
+            assert_eq!(headers.get(RETRY_AFTER).is_some(), status == 429);
+            assert_eq!(headers.get(WWW_AUTHENTICATE).is_some(), status == 401);
+        }
+        // the runner's refusals keep their meaning
+        assert_eq!(ApiError::from(RunError::Busy(8)), ApiError::Busy);
+        assert_eq!(ApiError::from(RunError::Invalid("bad".into())), ApiError::Invalid("bad".into()));
+        assert!(matches!(ApiError::from(RunError::NotPrivileged("x".into())), ApiError::Internal(_)));
+    }
+}

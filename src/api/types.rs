@@ -1,0 +1,195 @@
+//! Wire types of the HTTP API: what requests carry and responses say. Domain types never
+//! appear on the wire; the conversions are here.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::run::{RunOutcome, signal_name};
+
+/// `POST /v1/execute`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExecuteRequest {
+    pub(super) language: String,
+    pub(super) code: Option<String>,
+    pub(super) files: Option<Vec<FileIn>>,
+    pub(super) stdin: Option<String>,
+    pub(super) args: Option<Vec<String>>,
+    pub(super) limits: Option<LimitsIn>,
+}
+
+/// One file of a request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileIn {
+    pub(super) name: String,
+    pub(super) content: String,
+    #[serde(default)]
+    pub(super) encoding: Encoding,
+}
+
+/// How a file's `content` is encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+impl FileIn {
+    pub(super) fn bytes(&self) -> Result<Vec<u8>, String> {
+        match self.encoding {
+            Encoding::Utf8 => Ok(self.content.clone().into_bytes()),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(self.content.as_bytes())
+                .map_err(|e| format!("file {:?}: content is not valid base64: {e}", self.name)),
+        }
+    }
+}
+
+/// The limits a request asks for, in the API's units; absent ones take the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitsIn {
+    pub(super) cpu_time_ms: Option<u64>,
+    pub(super) wall_time_ms: Option<u64>,
+    pub(super) memory_mb: Option<u64>,
+    pub(super) processes: Option<u64>,
+    pub(super) output_kb: Option<u64>,
+    pub(super) file_size_kb: Option<u64>,
+}
+
+/// The response to a completed run, whatever the program did.
+#[derive(Debug, Serialize)]
+pub(super) struct ExecuteResponse {
+    pub(super) request_id: String,
+    pub(super) status: &'static str,
+    pub(super) exceeded: Option<&'static str>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) signal: Option<i32>,
+    pub(super) signal_name: Option<String>,
+    pub(super) message: Option<String>,
+    pub(super) stdout: String,
+    pub(super) stdout_encoding: &'static str,
+    pub(super) stdout_truncated: bool,
+    pub(super) stderr: String,
+    pub(super) stderr_encoding: &'static str,
+    pub(super) stderr_truncated: bool,
+    pub(super) time: Times,
+    pub(super) memory_peak_kb: u64,
+    pub(super) language: LanguageRef,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Times {
+    pub(super) cpu_ms: f64,
+    pub(super) wall_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct LanguageRef {
+    pub(super) id: &'static str,
+    pub(super) version: String,
+}
+
+impl ExecuteResponse {
+    pub(super) fn new(request_id: &str, o: RunOutcome, language: LanguageRef) -> Self {
+        let (stdout, stdout_encoding) = text(o.stdout);
+        let (stderr, stderr_encoding) = text(o.stderr);
+        ExecuteResponse {
+            request_id: request_id.to_owned(),
+            status: o.status.as_str(),
+            exceeded: o.exceeded.map(|e| e.as_str()),
+            exit_code: o.exit_code,
+            signal: o.signal,
+            signal_name: o.signal.map(signal_name),
+            message: o.message,
+            stdout,
+            stdout_encoding,
+            stdout_truncated: o.stdout_truncated,
+            stderr,
+            stderr_encoding,
+            stderr_truncated: o.stderr_truncated,
+            time: Times { cpu_ms: o.cpu_time.as_secs_f64() * 1000.0, wall_ms: o.wall_time.as_secs_f64() * 1000.0 },
+            memory_peak_kb: o.memory_peak_bytes / 1024,
+            language,
+        }
+    }
+}
+
+/// Output as text when it is UTF-8, else base64.
+fn text(bytes: Vec<u8>) -> (String, &'static str) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, "utf8"),
+        Err(e) => (base64::engine::general_purpose::STANDARD.encode(e.as_bytes()), "base64"),
+    }
+}
+
+/// `GET /v1/languages`.
+#[derive(Debug, Serialize)]
+pub(super) struct LanguagesResponse {
+    pub(super) languages: Vec<LanguageInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct LanguageInfo {
+    pub(super) id: &'static str,
+    pub(super) name: &'static str,
+    pub(super) aliases: &'static [&'static str],
+    pub(super) available: bool,
+    pub(super) version: Option<String>,
+    pub(super) reason: Option<String>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize)]
+pub(super) struct HealthResponse {
+    pub(super) status: &'static str,
+    pub(super) version: &'static str,
+    pub(super) uptime_s: u64,
+    pub(super) cgroup: CgroupInfo,
+    pub(super) rootfs: String,
+    pub(super) seccomp: SeccompInfo,
+    pub(super) runs: RunsInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct CgroupInfo {
+    pub(super) mode: &'static str,
+    pub(super) layout: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct SeccompInfo {
+    pub(super) profile: String,
+    pub(super) instructions: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct RunsInfo {
+    pub(super) concurrency: usize,
+    pub(super) queue: usize,
+    pub(super) running: usize,
+    pub(super) waiting: usize,
+}
+
+/// `GET /version`.
+#[derive(Debug, Serialize)]
+pub(super) struct VersionResponse {
+    pub(super) name: &'static str,
+    pub(super) version: &'static str,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize)]
+pub(super) struct ErrorResponse<'a> {
+    pub(super) error: ErrorBody<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct ErrorBody<'a> {
+    pub(super) code: &'static str,
+    pub(super) message: &'a str,
+    pub(super) request_id: &'a str,
+}

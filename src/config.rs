@@ -1,0 +1,527 @@
+//! The daemon's configuration: a TOML file (every key optional, unknown keys an error),
+//! then `CODEEXEC_*` environment overrides, validated once into [`Settings`] with typed
+//! units. `codeexec.example.toml` in the repository shows every key with its default.
+//!
+//! An environment variable names a key by its path in upper case joined by `_`:
+//! `server.tcp` is `CODEEXEC_SERVER_TCP`, `limits.max.memory_mb` is
+//! `CODEEXEC_LIMITS_MAX_MEMORY_MB`; a list takes comma-separated values. A `CODEEXEC_*`
+//! variable that names no key is an error too, so a typo cannot go unnoticed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limit::Limits;
+
+/// Variables with the prefix that are not configuration keys.
+const NOT_CONFIG: [&str; 4] =
+    ["CODEEXEC_LOG", "CODEEXEC_PRIVILEGED_TESTS", "CODEEXEC_EXPECT_CGROUP", "CODEEXEC_API_KEY"];
+const PREFIX: &str = "CODEEXEC_";
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, or "environment".
+        origin: String,
+        /// What is wrong, with the key.
+        message: String,
+    },
+    /// A value is out of range or the settings contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The file's structure.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners, keys, request handling.
+    pub server: Server,
+    /// How runs are made.
+    pub runs: Runs,
+    /// Limits of a run: what a request gets by default, and the most it may ask for.
+    pub limits: LimitTables,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Unix socket path; empty: none.
+    pub unix_socket: String,
+    /// Permissions of the Unix socket (it is the only access control on it).
+    pub socket_mode: u32,
+    /// TCP address (`127.0.0.1:8080`); empty: none.
+    pub tcp: String,
+    /// API keys; when any is set, every TCP request needs one.
+    pub api_keys: Vec<String>,
+    /// Let TCP listen on a non-loopback address with no API key (loudly warned about).
+    pub allow_public_without_keys: bool,
+    /// Largest request body, in KiB.
+    pub max_body_kb: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// How long in-flight runs may go on after a shutdown signal, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[runs]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runs {
+    /// Runs at once; 0: the number of CPUs.
+    pub concurrency: u64,
+    /// Requests that may wait for a free run; more get 429.
+    pub queue: u64,
+    /// Sandboxes kept prepared ahead of requests.
+    pub warm: u64,
+    /// Slot locks and the zygote's mounts.
+    pub state_dir: String,
+    /// A directory to use as the root instead of the host's; empty: the host's.
+    pub rootfs: String,
+    /// Name of codeexec's parent cgroup in each hierarchy.
+    pub cgroup_parent: String,
+}
+
+/// `[limits.default]` and `[limits.max]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitTables {
+    /// What a request gets for a limit it does not give.
+    pub default: LimitTable,
+    /// The most a request may ask for.
+    pub max: LimitTable,
+}
+
+/// One set of limits, in the API's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitTable {
+    /// CPU time, ms.
+    pub cpu_time_ms: u64,
+    /// Wall time, ms.
+    pub wall_time_ms: u64,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+    /// Processes and threads.
+    pub processes: u64,
+    /// Output per stream, KiB.
+    pub output_kb: u64,
+    /// Largest file, KiB.
+    pub file_size_kb: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            unix_socket: "/run/codeexec/codeexec.sock".into(),
+            socket_mode: 0o660,
+            tcp: String::new(),
+            api_keys: Vec::new(),
+            allow_public_without_keys: false,
+            max_body_kb: 10 * 1024,
+            log_format: "text".into(),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Self {
+            concurrency: 0,
+            queue: 64,
+            warm: 2,
+            state_dir: "/run/codeexec".into(),
+            rootfs: String::new(),
+            cgroup_parent: "codeexec".into(),
+        }
+    }
+}
+
+impl Default for LimitTables {
+    fn default() -> Self {
+        Self {
+            default: LimitTable {
+                cpu_time_ms: 5_000,
+                wall_time_ms: 10_000,
+                memory_mb: 256,
+                processes: 64,
+                output_kb: 64,
+                file_size_kb: 16 * 1024,
+            },
+            max: LimitTable {
+                cpu_time_ms: 60_000,
+                wall_time_ms: 120_000,
+                memory_mb: 4096,
+                processes: 1024,
+                output_kb: 16 * 1024,
+                file_size_kb: 1024 * 1024,
+            },
+        }
+    }
+}
+
+impl LimitTable {
+    /// As the runner's limits (the rest from the defaults).
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            cpu_time: Duration::from_millis(self.cpu_time_ms),
+            wall_time: Duration::from_millis(self.wall_time_ms),
+            memory_bytes: self.memory_mb.saturating_mul(1 << 20),
+            processes: u32::try_from(self.processes).unwrap_or(u32::MAX),
+            output_bytes: self.output_kb.saturating_mul(1024),
+            file_size_bytes: self.file_size_kb.saturating_mul(1024),
+            ..Limits::default()
+        }
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 6] {
+        [
+            ("cpu_time_ms", self.cpu_time_ms),
+            ("wall_time_ms", self.wall_time_ms),
+            ("memory_mb", self.memory_mb),
+            ("processes", self.processes),
+            ("output_kb", self.output_kb),
+            ("file_size_kb", self.file_size_kb),
+        ]
+    }
+}
+
+/// The validated settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The Unix socket, if any.
+    pub unix_socket: Option<PathBuf>,
+    /// Its permissions.
+    pub socket_mode: u32,
+    /// The TCP address, if any.
+    pub tcp: Option<SocketAddr>,
+    /// API keys required on TCP (none: TCP needs no key).
+    pub api_keys: Vec<String>,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Logs as JSON lines.
+    pub log_json: bool,
+    /// Grace period for in-flight runs at shutdown.
+    pub shutdown_grace: Duration,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// Requests that may wait.
+    pub queue: usize,
+    /// Sandboxes kept prepared.
+    pub warm: usize,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Root filesystem directory, or the host's.
+    pub rootfs: Option<PathBuf>,
+    /// Parent cgroup name.
+    pub cgroup_parent: String,
+    /// Limits a request gets by default.
+    pub default_limits: LimitTable,
+    /// The most a request may ask for.
+    pub max_limits: LimitTable,
+    /// Warnings to log at start (e.g. public TCP without keys).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Starts from the defaults, merges `path` over them, then the environment `env`. Each
+    /// key falls back to its own default (`limits.default` and `limits.max` differ).
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let mut value = toml::Value::try_from(Config::default()).expect("the default configuration serialises");
+        if let Some(p) = path {
+            let origin = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+            let file: toml::Table = toml::from_str(&text).map_err(|e| parse_error(&origin, &e))?;
+            merge(&mut value, toml::Value::Table(file));
+            // unknown keys and wrong types are the file's, so say so
+            value.clone().try_into::<Config>().map_err(|e| parse_error(&origin, &e))?;
+        }
+        apply_env(&mut value, env)?;
+        value.try_into::<Config>().map_err(|e| parse_error("environment", &e))
+    }
+
+    /// Checks ranges and consistency and derives the settings.
+    pub fn validate(&self) -> Result<Settings> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let s = &self.server;
+        let unix_socket = (!s.unix_socket.is_empty()).then(|| PathBuf::from(&s.unix_socket));
+        let tcp = if s.tcp.is_empty() {
+            None
+        } else {
+            Some(
+                s.tcp
+                    .parse::<SocketAddr>()
+                    .map_err(|e| ConfigError::Invalid(format!("server.tcp {:?}: {e}", s.tcp)))?,
+            )
+        };
+        if unix_socket.is_none() && tcp.is_none() {
+            return invalid("no listener: set server.unix_socket, server.tcp or both".into());
+        }
+        if let Some(k) = s.api_keys.iter().find(|k| k.len() < 16 || k.chars().any(char::is_whitespace)) {
+            let shown: String = k.chars().take(4).collect();
+            return invalid(format!("server.api_keys: key {shown:?}... must be 16 or more characters, no spaces"));
+        }
+        let mut warnings = Vec::new();
+        if let Some(addr) = tcp.filter(|a| !a.ip().is_loopback() && s.api_keys.is_empty()) {
+            if !s.allow_public_without_keys {
+                return invalid(format!(
+                    "server.tcp {addr} is not a loopback address and no API key is set: set server.api_keys, \
+                     or server.allow_public_without_keys = true to accept anyone"
+                ));
+            }
+            warnings.push(format!("TCP listener {addr} accepts ANYONE: no API key is configured"));
+        }
+        if !matches!(s.log_format.as_str(), "text" | "json") {
+            return invalid(format!("server.log_format {:?}: text or json", s.log_format));
+        }
+        if s.socket_mode > 0o777 {
+            return invalid(format!("server.socket_mode {:o}: a permission mode like 0o660", s.socket_mode));
+        }
+        if s.max_body_kb == 0 {
+            return invalid("server.max_body_kb must be positive".into());
+        }
+        self.check_limits()?;
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let r = &self.runs;
+        let concurrency = if r.concurrency == 0 { cpus } else { usize::try_from(r.concurrency).unwrap_or(usize::MAX) };
+        if concurrency > 1024 {
+            return invalid(format!("runs.concurrency {concurrency}: at most 1024"));
+        }
+        Ok(Settings {
+            unix_socket,
+            socket_mode: s.socket_mode,
+            tcp,
+            api_keys: s.api_keys.clone(),
+            max_body_bytes: s.max_body_kb.saturating_mul(1024),
+            log_json: s.log_format == "json",
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+            concurrency,
+            queue: usize::try_from(r.queue).unwrap_or(usize::MAX),
+            warm: usize::try_from(r.warm).unwrap_or(0).min(concurrency * 4),
+            state_dir: PathBuf::from(&r.state_dir),
+            rootfs: (!r.rootfs.is_empty()).then(|| PathBuf::from(&r.rootfs)),
+            cgroup_parent: r.cgroup_parent.clone(),
+            default_limits: self.limits.default,
+            max_limits: self.limits.max,
+            warnings,
+        })
+    }
+
+    fn check_limits(&self) -> Result<()> {
+        let (d, m) = (&self.limits.default, &self.limits.max);
+        for (name, max) in m.fields() {
+            if max == 0 {
+                return Err(ConfigError::Invalid(format!("limits.max.{name} must be positive")));
+            }
+        }
+        for ((name, dv), (_, mv)) in d.fields().into_iter().zip(m.fields()) {
+            if dv == 0 || dv > mv {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.default.{name} = {dv}: must be 1 to limits.max.{name} ({mv})"
+                )));
+            }
+        }
+        for (table, t) in [("default", d), ("max", m)] {
+            t.to_limits().validate().map_err(|e| ConfigError::Invalid(format!("limits.{table}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Puts `over`'s keys into `base`, table by table (unknown keys too, for the check after).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn parse_error(origin: &str, e: &dyn std::fmt::Display) -> ConfigError {
+    ConfigError::Parse { origin: origin.to_owned(), message: e.to_string().trim().replace('\n', " ") }
+}
+
+/// Every configuration key, with the environment variable that overrides it.
+fn env_keys() -> BTreeMap<String, Vec<String>> {
+    let defaults = toml::Value::try_from(Config::default()).expect("the default configuration serialises");
+    let mut out = BTreeMap::new();
+    collect(&defaults, &mut Vec::new(), &mut out);
+    out
+}
+
+fn collect(v: &toml::Value, path: &mut Vec<String>, out: &mut BTreeMap<String, Vec<String>>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                path.push(k.clone());
+                collect(v, path, out);
+                path.pop();
+            }
+        }
+        _ => {
+            out.insert(format!("{PREFIX}{}", path.join("_").to_uppercase()), path.clone());
+        }
+    }
+}
+
+fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    let keys = env_keys();
+    let defaults = toml::Value::try_from(Config::default()).expect("the default configuration serialises");
+    let env_err = |m: String| ConfigError::Parse { origin: "environment".into(), message: m };
+    for (name, raw) in env {
+        if !name.starts_with(PREFIX) || NOT_CONFIG.contains(&name.as_str()) {
+            continue;
+        }
+        let path = keys.get(&name).ok_or_else(|| env_err(format!("{name} is not a configuration key")))?;
+        let mut default = &defaults;
+        for p in path {
+            default = &default[p.as_str()];
+        }
+        let parsed = match default {
+            toml::Value::Integer(_) => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|e| e.to_string()),
+            toml::Value::Boolean(_) => raw.trim().parse::<bool>().map(toml::Value::Boolean).map_err(|e| e.to_string()),
+            toml::Value::Array(_) => Ok(toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.into()))
+                    .collect(),
+            )),
+            _ => Ok(toml::Value::String(raw.clone())),
+        }
+        .map_err(|e| env_err(format!("{name}={raw:?}: {e}")))?;
+        let mut at = &mut *value;
+        for p in &path[..path.len() - 1] {
+            let table = at.as_table_mut().ok_or_else(|| env_err(format!("{name}: {p} is not a table")))?;
+            at = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+        let table = at.as_table_mut().ok_or_else(|| env_err(format!("{name}: not a table")))?;
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Config::load(None, []).unwrap().validate().unwrap();
+        assert_eq!(s.unix_socket.as_deref(), Some(Path::new("/run/codeexec/codeexec.sock")));
+        assert!(s.tcp.is_none() && s.api_keys.is_empty());
+        assert!(s.concurrency >= 1);
+        assert_eq!(s.default_limits.memory_mb, 256);
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("codeexec.example.toml");
+        let c = Config::load(Some(&path), []).unwrap();
+        let d = Config::default();
+        assert_eq!(toml::Value::try_from(c).unwrap(), toml::Value::try_from(d).unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let e = Config::load(Some(write("[server]\nunix_sockett = \"/x\"\n").path()), []).unwrap_err().to_string();
+        assert!(e.contains("unix_sockett"), "{e}");
+        let e = Config::load(Some(write("[runs]\nqueue = \"many\"\n").path()), []).unwrap_err().to_string();
+        assert!(e.contains("queue") || e.contains("integer"), "{e}");
+        let e = Config::load(Some(write("[nope]\n").path()), []).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = write("[server]\ntcp = \"127.0.0.1:1\"\n[limits.max]\nmemory_mb = 512\n");
+        let vars = env(&[
+            ("CODEEXEC_SERVER_TCP", "127.0.0.1:8080"),
+            ("CODEEXEC_SERVER_API_KEYS", "0123456789abcdef, fedcba9876543210"),
+            ("CODEEXEC_RUNS_QUEUE", "5"),
+            ("CODEEXEC_LIMITS_DEFAULT_MEMORY_MB", "128"),
+            ("CODEEXEC_LOG", "debug"),
+            ("PATH", "/bin"),
+        ]);
+        let s = Config::load(Some(f.path()), vars).unwrap().validate().unwrap();
+        assert_eq!(s.tcp, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(s.api_keys, ["0123456789abcdef", "fedcba9876543210"]);
+        assert_eq!(s.queue, 5);
+        assert_eq!(s.default_limits.memory_mb, 128);
+        assert_eq!(s.max_limits.memory_mb, 512, "the file's value stays where the environment is silent");
+    }
+
+    #[test]
+    fn unknown_or_malformed_environment_variables_are_errors() {
+        let e = Config::load(None, env(&[("CODEEXEC_SERVER_TPC", "x")])).unwrap_err().to_string();
+        assert!(e.contains("CODEEXEC_SERVER_TPC is not a configuration key"), "{e}");
+        let e = Config::load(None, env(&[("CODEEXEC_RUNS_QUEUE", "lots")])).unwrap_err().to_string();
+        assert!(e.contains("CODEEXEC_RUNS_QUEUE"), "{e}");
+    }
+
+    #[test]
+    fn public_tcp_needs_keys_or_an_explicit_override() {
+        let mut c = Config::default();
+        c.server.tcp = "0.0.0.0:8080".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("not a loopback address"), "{e}");
+        c.server.allow_public_without_keys = true;
+        let s = c.validate().unwrap();
+        assert!(s.warnings[0].contains("ANYONE"));
+        c.server.allow_public_without_keys = false;
+        c.server.api_keys = vec!["0123456789abcdef".into()];
+        assert!(c.validate().unwrap().warnings.is_empty());
+        c.server.api_keys = vec!["short".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("16 or more"));
+    }
+
+    #[test]
+    fn limits_must_be_consistent() {
+        let mut c = Config::default();
+        c.limits.default.memory_mb = 8192;
+        assert!(c.validate().unwrap_err().to_string().contains("limits.default.memory_mb"));
+        let mut c = Config::default();
+        c.limits.max.processes = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("limits.max.processes"));
+        let mut c = Config::default();
+        c.server.unix_socket = String::new();
+        assert!(c.validate().unwrap_err().to_string().contains("no listener"));
+    }
+}
