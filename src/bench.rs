@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::client::{Connection, Endpoint};
 use crate::run::{RunRequest, Runner, Status};
 
 /// The workloads: a name and an argv.
@@ -125,13 +126,112 @@ pub fn sandboxed_rows(runner: &Runner, mode: &'static str, runs: usize) -> Resul
         .collect()
 }
 
+/// What the API benchmark sends: a name, the language and code, and the bare command that
+/// does the same without codeexec.
+pub const API_WORKLOADS: [(&str, &str, &str, &[&str]); 2] = [
+    ("bash `:`", "bash", ":", &["/bin/bash", "-c", ":"]),
+    ("python print(1)", "python", "print(1)", &["/usr/bin/python3", "-c", "print(1)"]),
+];
+
+/// Latency of `POST /v1/execute` for each API workload, beside bare runs of the same.
+pub async fn api_rows(endpoint: &Endpoint, runs: usize) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let mut conn = Connection::open(endpoint, None).await.map_err(|e| crate::error_chain(&e))?;
+    // the API's fixed cost: a request that runs nothing
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs + 5 {
+        let t = Instant::now();
+        let r = conn.get("/version").await.map_err(|e| crate::error_chain(&e))?;
+        if r.status != hyper::StatusCode::OK {
+            return Err(format!("GET /version answered {}", r.status));
+        }
+        if i >= 5 {
+            samples.push(t.elapsed());
+        }
+    }
+    rows.push(Row { workload: "GET /version", mode: "API, unix socket", runs, series: Series::of(samples) });
+    for (workload, language, code, argv) in API_WORKLOADS {
+        rows.push(Row { workload, mode: "bare", runs, series: series(runs, || bare(argv))? });
+        let body = serde_json::json!({"language": language, "code": code});
+        let mut samples = Vec::with_capacity(runs);
+        for i in 0..runs + 5 {
+            let t = Instant::now();
+            post(&mut conn, &body).await?;
+            if i >= 5 {
+                samples.push(t.elapsed());
+            }
+        }
+        rows.push(Row { workload, mode: "API, unix socket", runs, series: Series::of(samples) });
+    }
+    Ok(rows)
+}
+
+async fn post(conn: &mut Connection, body: &serde_json::Value) -> Result<(), String> {
+    let r = conn.post_json("/v1/execute", body).await.map_err(|e| crate::error_chain(&e))?;
+    let v = r.json();
+    if r.status != hyper::StatusCode::OK || v["status"] != "ok" {
+        return Err(format!("the daemon answered {}: {v}", r.status));
+    }
+    Ok(())
+}
+
+/// Runs per second of API workload `which` with `clients` connections, each sending its
+/// next request when the last is answered.
+pub async fn api_throughput(endpoint: &Endpoint, which: usize, clients: usize, seconds: u64) -> Result<f64, String> {
+    let (_, language, code, _) = API_WORKLOADS[which];
+    let body = serde_json::json!({"language": language, "code": code});
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (endpoint, body) = (endpoint.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&endpoint, None).await.map_err(|e| crate::error_chain(&e))?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                post(&mut conn, &body).await?;
+                n += 1;
+            }
+            Ok::<_, String>(n)
+        }));
+    }
+    let mut done = 0;
+    for task in tasks {
+        done += task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Runs per second of `argv` run bare by `workers` threads.
+pub fn bare_throughput(argv: &[&str], workers: usize, seconds: u64) -> Result<f64, String> {
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), String> {
+                    while Instant::now() < deadline {
+                        bare(argv)?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "worker panicked".to_string())?)
+    })?;
+    Ok(done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
+}
+
 /// The latency table, as Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
         "| workload | mode | runs | median ms | p95 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|---|\n",
     );
     let mut sorted: Vec<&Row> = rows.iter().collect();
-    sorted.sort_by_key(|r| WORKLOADS.iter().position(|(w, _)| *w == r.workload));
+    // the sandbox workloads in their order; the API's keep theirs (bare before API)
+    sorted.sort_by_key(|r| WORKLOADS.iter().position(|(w, _)| *w == r.workload).unwrap_or(usize::MAX));
     for r in sorted {
         let s = r.series;
         let _ = writeln!(

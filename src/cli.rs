@@ -32,6 +32,10 @@ pub enum Command {
     /// Measure per-run latency and throughput (used by scripts/bench).
     #[command(hide = true)]
     Bench(BenchArgs),
+    /// Measure `POST /v1/execute` latency and throughput against a running daemon (used by
+    /// scripts/bench).
+    #[command(hide = true)]
+    BenchApi(BenchApiArgs),
     /// List cgroups, processes, mounts and state files a codeexec run left behind;
     /// exit 1 if there are any (used by the test suite).
     #[command(hide = true)]
@@ -152,6 +156,20 @@ impl RunArgs {
         }
         out
     }
+}
+
+/// `codeexec bench-api`.
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// The daemon: `unix:/path/to.sock` or `http://host:port`.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub endpoint: String,
+    /// Sequential requests per workload.
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
+    /// Seconds of each throughput phase.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
 }
 
 /// `codeexec bench`.

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use codeexec::api::{self, Api, Policy};
 use codeexec::cgroup::Mode;
-use codeexec::cli::{BenchArgs, Cli, Command, CommonArgs, RunArgs, ServeArgs};
+use codeexec::cli::{BenchApiArgs, BenchArgs, Cli, Command, CommonArgs, RunArgs, ServeArgs};
 use codeexec::client::{self, Connection, Endpoint};
 use codeexec::config::Config;
 use codeexec::lang::{self, Registry};
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
                 Command::Run(args) => run(&args),
                 Command::Info(common) => info(&common),
                 Command::Bench(args) => run_bench(&args),
+                Command::BenchApi(args) => run_bench_api(&args),
                 Command::Leaks(common) => leaks(&common),
                 Command::Serve(_) => unreachable!("handled above"),
             }
@@ -341,6 +342,36 @@ fn bench_report(args: &BenchArgs) -> anyhow::Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// The API's latency and throughput beside bare runs of the same programs.
+fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
+    let report = || -> anyhow::Result<String> {
+        let endpoint: Endpoint = args.endpoint.parse()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        runtime.block_on(async {
+            let rows = bench::api_rows(&endpoint, args.runs).await.map_err(anyhow::Error::msg)?;
+            let mut out = format!("{}\n", bench::table(&rows));
+            for (which, clients) in [(0, 2), (0, 8), (1, 2)] {
+                let (name, _, _, argv) = bench::API_WORKLOADS[which];
+                let api =
+                    bench::api_throughput(&endpoint, which, clients, args.seconds).await.map_err(anyhow::Error::msg)?;
+                let bare = bench::bare_throughput(argv, clients, args.seconds).map_err(anyhow::Error::msg)?;
+                out.push_str(&format!(
+                    "throughput, {name}, {clients} clients: {api:.0} runs/s through the API, {bare:.0} bare ({:.2}x)\n",
+                    api / bare
+                ));
+            }
+            Ok(out)
+        })
+    };
+    match report() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_INTERNAL, &e),
+    }
 }
 
 /// What `Runner::start` would find, without starting anything.

@@ -37,6 +37,8 @@ type Resp = Response<Full<Bytes>>;
 struct RunLog {
     language: Option<&'static str>,
     status: Option<&'static str>,
+    /// Time in the executor (sandbox and program), to tell it from the API's own.
+    run_ms: Option<f64>,
 }
 
 /// One request's log line, written when it is answered, or when hyper drops the request
@@ -62,7 +64,8 @@ impl Drop for AccessLog {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         match self.code {
             Some(code) => tracing::info!(
-                %request_id, %peer, %method, %path, code, language, run = self.run.status.unwrap_or("-"), ms, "request"
+                %request_id, %peer, %method, %path, code, language, run = self.run.status.unwrap_or("-"),
+                run_ms = self.run.run_ms.unwrap_or(0.0), ms, "request"
             ),
             None => {
                 tracing::info!(%request_id, %peer, %method, %path, language, ms, "request abandoned: the client went away")
@@ -170,13 +173,16 @@ async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut 
     // first case the run is killed.
     let _running = Running::new(api, id, cancel)?;
     let executor = Arc::clone(&api.executor);
-    let outcome = tokio::task::spawn_blocking(move || {
+    let (outcome, took) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let outcome = executor.execute(&run);
         drop(slot);
-        outcome
+        (outcome, started.elapsed())
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))?;
+    log.run_ms = Some(took.as_secs_f64() * 1000.0);
+    let outcome = outcome?;
     log.status = Some(outcome.status.as_str());
     let lang = LanguageRef { id: lang.id, version };
     Ok(json(StatusCode::OK, &ExecuteResponse::new(request_id, outcome, lang)))
