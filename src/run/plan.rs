@@ -17,6 +17,8 @@ const BASE_ENV: [(&str, &str); 3] =
 
 /// Inodes of each writable tmpfs.
 const INODES: u64 = 16_384;
+/// Most input files a run may have (well under the inodes of `/sandbox`).
+const MAX_FILES: usize = 1000;
 
 /// Checks the request and turns it into the start request and the files' memfd.
 pub(super) fn start_request(req: &RunRequest) -> Result<(StartRequest, Option<OwnedFd>), RunError> {
@@ -75,7 +77,29 @@ fn pack_files(files: &[InputFile], disk: u64) -> Result<(Vec<FileEntry>, Option<
     if files.is_empty() {
         return Ok((Vec::new(), None));
     }
+    if files.len() > MAX_FILES {
+        return Err(RunError::Invalid(format!("{} input files; at most {MAX_FILES}", files.len())));
+    }
     let mut seen = std::collections::HashSet::new();
+    for f in files {
+        sandbox::check_relative_path(&f.path).map_err(RunError::Invalid)?;
+        if !seen.insert(f.path.as_str()) {
+            return Err(RunError::Invalid(format!("file {:?} is given twice", f.path)));
+        }
+    }
+    // "a" and "a/b" cannot both be files
+    for f in files {
+        let mut parent = f.path.as_str();
+        while let Some((dir, _)) = parent.rsplit_once('/') {
+            if seen.contains(dir) {
+                return Err(RunError::Invalid(format!(
+                    "{dir:?} is given as a file and as the directory of {:?}",
+                    f.path
+                )));
+            }
+            parent = dir;
+        }
+    }
     let total: u64 = files.iter().map(|f| f.contents.len() as u64).sum();
     if total > disk {
         return Err(RunError::Invalid(format!(
@@ -88,10 +112,6 @@ fn pack_files(files: &[InputFile], disk: u64) -> Result<(Vec<FileEntry>, Option<
     let mut entries = Vec::with_capacity(files.len());
     let mut offset = 0u64;
     for f in files {
-        sandbox::check_relative_path(&f.path).map_err(RunError::Invalid)?;
-        if !seen.insert(f.path.as_str()) {
-            return Err(RunError::Invalid(format!("file {:?} is given twice", f.path)));
-        }
         out.write_all(&f.contents).map_err(|source| RunError::State { path: "memfd".into(), source })?;
         let len = f.contents.len() as u64;
         entries.push(FileEntry { path: f.path.clone(), offset, len, executable: f.executable });
@@ -181,6 +201,13 @@ mod tests {
         assert!(bad(r).contains(".."));
         let r = RunRequest { argv: vec!["x".into()], files: vec![f("a"), f("a")], ..Default::default() };
         assert!(bad(r).contains("twice"));
+        let r = RunRequest { argv: vec!["x".into()], files: vec![f("a/b/c"), f("a")], ..Default::default() };
+        assert_eq!(bad(r), "invalid request: \"a\" is given as a file and as the directory of \"a/b/c\"");
+        let r = RunRequest { argv: vec!["x".into()], files: vec![f("a/b"), f("a/c"), f("ab")], ..Default::default() };
+        assert!(start_request(&r).is_ok(), "siblings and a shared prefix of names are fine");
+        let many = (0..=MAX_FILES).map(|i| f(&format!("f{i}"))).collect();
+        let r = RunRequest { argv: vec!["x".into()], files: many, ..Default::default() };
+        assert!(bad(r).contains("at most 1000"));
         let r = RunRequest { argv: vec!["x".into(), "y".repeat(2 << 20)], ..Default::default() };
         assert!(bad(r).contains("at most"));
     }
