@@ -186,7 +186,7 @@ pub fn outcome(v: &serde_json::Value) -> Result<RunOutcome, String> {
         }
     };
     let int = |k: &str| v.get(k).and_then(serde_json::Value::as_i64).and_then(|n| i32::try_from(n).ok());
-    let ms = |k: &str| Duration::from_secs_f64(v["time"][k].as_f64().unwrap_or(0.0).max(0.0) / 1000.0);
+    let ms = |k: &str| Duration::try_from_secs_f64(v["time"][k].as_f64().unwrap_or(0.0) / 1000.0).unwrap_or_default();
     Ok(RunOutcome {
         status,
         exceeded: v.get("exceeded").and_then(|e| e.as_str()).and_then(Exceeded::parse),

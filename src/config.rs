@@ -76,6 +76,8 @@ pub struct Server {
     pub allow_public_without_keys: bool,
     /// Largest request body, in KiB.
     pub max_body_kb: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: u64,
     /// `text` or `json`.
     pub log_format: String,
     /// How long in-flight runs may go on after a shutdown signal, in milliseconds.
@@ -137,6 +139,7 @@ impl Default for Server {
             api_keys: Vec::new(),
             allow_public_without_keys: false,
             max_body_kb: 10 * 1024,
+            max_connections: 1024,
             log_format: "text".into(),
             shutdown_grace_ms: 10_000,
         }
@@ -218,6 +221,8 @@ pub struct Settings {
     pub api_keys: Vec<String>,
     /// Largest request body.
     pub max_body_bytes: u64,
+    /// Connections at once.
+    pub max_connections: usize,
     /// Logs as JSON lines.
     pub log_json: bool,
     /// Grace period for in-flight runs at shutdown.
@@ -296,8 +301,11 @@ impl Config {
         if s.socket_mode > 0o777 {
             return invalid(format!("server.socket_mode {:o}: a permission mode like 0o660", s.socket_mode));
         }
-        if s.max_body_kb == 0 {
-            return invalid("server.max_body_kb must be positive".into());
+        if s.max_body_kb == 0 || s.max_body_kb > 1024 * 1024 {
+            return invalid(format!("server.max_body_kb {}: 1 to 1048576 (1 GiB)", s.max_body_kb));
+        }
+        if !(1..=65_536).contains(&s.max_connections) {
+            return invalid(format!("server.max_connections {}: 1 to 65536", s.max_connections));
         }
         self.check_limits()?;
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -312,6 +320,7 @@ impl Config {
             tcp,
             api_keys: s.api_keys.clone(),
             max_body_bytes: s.max_body_kb.saturating_mul(1024),
+            max_connections: usize::try_from(s.max_connections).unwrap_or(usize::MAX),
             log_json: s.log_format == "json",
             shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
             concurrency,
@@ -405,8 +414,20 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
             default = &default[p.as_str()];
         }
         let parsed = match default {
+            // a permission mode is octal, as in `chmod` (0660, 660 or 0o660)
+            toml::Value::Integer(_) if name == "CODEEXEC_SERVER_SOCKET_MODE" => {
+                let digits = raw.trim().trim_start_matches("0o");
+                i64::from_str_radix(digits, 8)
+                    .map(toml::Value::Integer)
+                    .map_err(|e| format!("an octal mode like 0660: {e}"))
+            }
             toml::Value::Integer(_) => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|e| e.to_string()),
             toml::Value::Boolean(_) => raw.trim().parse::<bool>().map(toml::Value::Boolean).map_err(|e| e.to_string()),
+            // an empty value (an unset variable in a compose file) must not wipe a list
+            // such as the API keys silently
+            toml::Value::Array(_) if raw.trim().is_empty() => {
+                Err("an empty list; unset the variable instead".to_owned())
+            }
             toml::Value::Array(_) => Ok(toml::Value::Array(
                 raw.split(',')
                     .map(str::trim)
@@ -454,9 +475,10 @@ mod tests {
     #[test]
     fn the_example_file_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("codeexec.example.toml");
-        let c = Config::load(Some(&path), []).unwrap();
-        let d = Config::default();
-        assert_eq!(toml::Value::try_from(c).unwrap(), toml::Value::try_from(d).unwrap());
+        // every key is in the file (not merely defaulted), with its default value
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(toml::Value::Table(file), toml::Value::try_from(Config::default()).unwrap());
     }
 
     #[test]
@@ -486,6 +508,18 @@ mod tests {
         assert_eq!(s.queue, 5);
         assert_eq!(s.default_limits.memory_mb, 128);
         assert_eq!(s.max_limits.memory_mb, 512, "the file's value stays where the environment is silent");
+    }
+
+    #[test]
+    fn a_socket_mode_from_the_environment_is_octal_and_an_empty_list_is_refused() {
+        for raw in ["0600", "600", "0o600"] {
+            let s = Config::load(None, env(&[("CODEEXEC_SERVER_SOCKET_MODE", raw)])).unwrap().validate().unwrap();
+            assert_eq!(s.socket_mode, 0o600, "{raw}");
+        }
+        let e = Config::load(None, env(&[("CODEEXEC_SERVER_SOCKET_MODE", "0689")])).unwrap_err().to_string();
+        assert!(e.contains("octal"), "{e}");
+        let e = Config::load(None, env(&[("CODEEXEC_SERVER_API_KEYS", " ")])).unwrap_err().to_string();
+        assert!(e.contains("CODEEXEC_SERVER_API_KEYS") && e.contains("empty list"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use codeexec::lang::{self, Registry};
 use codeexec::report::{self, EXIT_INTERNAL, EXIT_USAGE};
 use codeexec::run::{InputFile, RunError, RunRequest, Runner, RunnerConfig};
 use codeexec::{bench, leak, sandbox};
+use hyper::StatusCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,14 +63,15 @@ fn init_logging(verbose: u8, quiet: &str, json: bool) {
 /// The daemon. The runner (and its zygote) starts while this process is single-threaded;
 /// the tokio runtime only after.
 fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
-    let settings = match Config::load(args.config.as_deref(), std::env::vars()).and_then(|c| c.validate()) {
+    let settings = match environment().and_then(|env| Ok(Config::load(args.config.as_deref(), env)?.validate()?)) {
         Ok(s) => s,
-        Err(e) => return fail(EXIT_USAGE, &e.into()),
+        Err(e) => return fail(EXIT_USAGE, &e),
     };
     init_logging(verbose, "info", settings.log_json);
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
+    raise_open_file_limit(&settings);
     let runner = match Runner::start(RunnerConfig {
         state_dir: settings.state_dir.clone(),
         cgroup_parent: settings.cgroup_parent.clone(),
@@ -83,7 +85,12 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
     };
     let languages = Registry::probe(&runner);
     let api = Api::new(Arc::new(runner), languages, Policy::from(&settings));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // every run holds a blocking thread: there must be one for each run slot
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(settings.concurrency + 16)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(EXIT_INTERNAL, &anyhow::Error::new(e).context("starting the async runtime")),
     };
@@ -100,6 +107,33 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_INTERNAL, &e.into()),
+    }
+}
+
+/// The `CODEEXEC_*` variables (the others may be anything, even not UTF-8).
+fn environment() -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str().filter(|k| k.starts_with("CODEEXEC_")) else { continue };
+        let v = v.into_string().map_err(|_| anyhow::anyhow!("environment variable {k} is not UTF-8"))?;
+        out.push((k.to_owned(), v));
+    }
+    Ok(out)
+}
+
+/// Raises the soft open-file limit to the hard one (no privilege needed) and warns when
+/// the connections and runs configured may not fit: a run holds about a dozen descriptors.
+fn raise_open_file_limit(settings: &codeexec::config::Settings) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft };
+    let needed = (settings.max_connections + 16 * (settings.concurrency + settings.warm) + 64) as u64;
+    if limit < needed {
+        tracing::warn!(
+            open_files = limit,
+            needed,
+            "the open-file limit is low for server.max_connections and runs.concurrency; accepts and runs may fail"
+        );
     }
 }
 
@@ -145,7 +179,13 @@ fn run_remote(args: &RunArgs) -> ExitCode {
         let message = value["error"]["message"]
             .as_str()
             .map_or_else(|| String::from_utf8_lossy(&reply.body).into_owned(), str::to_owned);
-        let code = if reply.status.is_client_error() { EXIT_USAGE } else { EXIT_INTERNAL };
+        // the request's own fault is a usage error; a busy, slow or failing daemon is not
+        let retryable = [StatusCode::REQUEST_TIMEOUT, StatusCode::TOO_MANY_REQUESTS];
+        let code = if reply.status.is_client_error() && !retryable.contains(&reply.status) {
+            EXIT_USAGE
+        } else {
+            EXIT_INTERNAL
+        };
         return fail(code, &anyhow::anyhow!("the daemon answered {}: {message}", reply.status));
     }
     let outcome = match client::outcome(&value) {

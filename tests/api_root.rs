@@ -340,10 +340,9 @@ fn a_full_queue_answers_429_and_a_client_that_hangs_up_has_its_run_killed() {
     let marker = format!("{}", 400_000 + std::process::id());
     runtime().block_on(async {
         let (unix, m) = (d.unix(), marker.clone());
-        let holder =
-            tokio::spawn(
-                async move { post(&unix, None, &json!({"language": "bash", "code": format!("sleep {m}")})).await },
-            );
+        // a wall limit far beyond the test, so only the hang-up can end this run in time
+        let body = json!({"language": "bash", "code": format!("sleep {m}"), "limits": {"wall_time_ms": 120_000}});
+        let holder = tokio::spawn(async move { post(&unix, None, &body).await });
         eventually("the sleeping run", || !processes_with_arg(&marker).is_empty()).await;
         let unix = d.unix();
         let queued =
@@ -356,7 +355,9 @@ fn a_full_queue_answers_429_and_a_client_that_hangs_up_has_its_run_killed() {
 
         // the first client hangs up: its program is killed, and the queued request runs
         holder.abort();
+        let hung_up = Instant::now();
         eventually("the abandoned run's program to be killed", || processes_with_arg(&marker).is_empty()).await;
+        assert!(hung_up.elapsed() < Duration::from_secs(10), "killed by the hang-up, not by a limit");
         let v = expect_run(&queued.await.unwrap(), "ok");
         assert_eq!(v["stdout"], "queued\n");
     });

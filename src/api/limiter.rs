@@ -1,6 +1,7 @@
-//! Backpressure: at most `concurrency` runs at once, at most `queue` requests waiting for
-//! one, and 429 beyond that. A waiting request that goes away (its client hung up) gives
-//! its queue place back.
+//! Backpressure: at most `concurrency` runs at once and `queue` more requests admitted
+//! (reading their body, checked, or waiting for a run slot); beyond that 429 at once,
+//! before the body is read, so the memory held by requests in flight is bounded by
+//! (concurrency + queue) × the largest body. A request that goes away gives its place back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,16 +13,30 @@ use super::error::ApiError;
 #[derive(Debug)]
 pub(super) struct Limiter {
     slots: Arc<Semaphore>,
-    queue: usize,
-    waiting: AtomicUsize,
+    capacity: usize,
+    admitted: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
 }
 
-/// A run slot, released on drop. It is owned, so it can go with the run to its blocking
-/// thread: a run whose client went away holds its slot until it has really ended.
+/// An admitted request's place; given back on drop.
+#[derive(Debug)]
+pub(super) struct Ticket {
+    admitted: Arc<AtomicUsize>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A run slot (with the request's place), released on drop. It is owned, so it can go
+/// with the run to its blocking thread: a run whose client went away holds its slot until
+/// it has really ended.
 #[derive(Debug)]
 pub(super) struct Permit {
     _slot: OwnedSemaphorePermit,
+    _ticket: Ticket,
     running: Arc<AtomicUsize>,
 }
 
@@ -31,51 +46,43 @@ impl Drop for Permit {
     }
 }
 
-/// A queue place; given back on drop (also when the waiting future is dropped).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Limiter {
     pub(super) fn new(concurrency: usize, queue: usize) -> Self {
         Limiter {
             slots: Arc::new(Semaphore::new(concurrency)),
-            queue,
-            waiting: AtomicUsize::new(0),
+            capacity: concurrency.saturating_add(queue),
+            admitted: Arc::new(AtomicUsize::new(0)),
             running: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// A run slot at once, or after waiting in the queue; `Busy` when the queue is full.
-    pub(super) async fn acquire(&self) -> Result<Permit, ApiError> {
-        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(ApiError::Busy);
-                }
-                let _place = Waiting(&self.waiting);
-                Arc::clone(&self.slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| ApiError::Internal("the run limiter is closed".into()))?
-            }
-        };
+    /// A place for a request that will run, or `Busy` when every slot and queue place is
+    /// taken.
+    pub(super) fn admit(&self) -> Result<Ticket, ApiError> {
+        if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Busy);
+        }
+        Ok(Ticket { admitted: Arc::clone(&self.admitted) })
+    }
+
+    /// Waits (first come, first served) for a run slot for an admitted request.
+    pub(super) async fn slot(&self, ticket: Ticket) -> Result<Permit, ApiError> {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("the run limiter is closed".into()))?;
         self.running.fetch_add(1, Ordering::SeqCst);
-        Ok(Permit { _slot: slot, running: Arc::clone(&self.running) })
+        Ok(Permit { _slot: slot, _ticket: ticket, running: Arc::clone(&self.running) })
     }
 
     pub(super) fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
 
+    /// Admitted requests not running (reading their body or waiting for a slot).
     pub(super) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.admitted.load(Ordering::SeqCst).saturating_sub(self.running())
     }
 }
 
@@ -86,36 +93,39 @@ mod tests {
     #[tokio::test]
     async fn slots_then_queue_then_busy() {
         let l = Limiter::new(1, 1);
-        let first = l.acquire().await.unwrap();
+        let first = l.slot(l.admit().unwrap()).await.unwrap();
         assert_eq!(l.running(), 1);
-        // the second waits in the queue; the third finds it full
-        let second = l.acquire();
+        // the second is admitted and waits; the third finds no place
+        let second = l.slot(l.admit().unwrap());
         tokio::pin!(second);
-        assert!(futures_poll_once(second.as_mut()).await.is_none());
+        assert!(poll_once(second.as_mut()).await.is_none());
         assert_eq!(l.waiting(), 1);
-        assert_eq!(l.acquire().await.unwrap_err(), ApiError::Busy);
+        assert_eq!(l.admit().unwrap_err(), ApiError::Busy);
         drop(first);
         let second = second.await.unwrap();
         assert_eq!((l.running(), l.waiting()), (1, 0));
         drop(second);
-        assert_eq!(l.running(), 0);
+        assert_eq!((l.running(), l.waiting()), (0, 0));
     }
 
     #[tokio::test]
-    async fn a_waiter_that_goes_away_gives_its_place_back() {
+    async fn a_request_that_goes_away_gives_its_place_back() {
         let l = Limiter::new(1, 1);
-        let _first = l.acquire().await.unwrap();
+        let _first = l.slot(l.admit().unwrap()).await.unwrap();
         {
-            let second = l.acquire();
+            let second = l.slot(l.admit().unwrap());
             tokio::pin!(second);
-            assert!(futures_poll_once(second.as_mut()).await.is_none());
+            assert!(poll_once(second.as_mut()).await.is_none());
             assert_eq!(l.waiting(), 1);
         }
         assert_eq!(l.waiting(), 0);
+        // a ticket dropped before it waits (a bad body) gives its place back too
+        drop(l.admit().unwrap());
+        assert!(l.admit().is_ok());
     }
 
     /// Polls a future once: `Some` if it finished.
-    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+    async fn poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
         let mut f = f;
         std::future::poll_fn(|cx| {
             std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {

@@ -150,7 +150,7 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<(), ApiEr
     let given = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
+        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer))
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
     let mut ok = subtle::Choice::from(0);
@@ -160,12 +160,20 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<(), ApiEr
     if bool::from(ok) { Ok(()) } else { Err(ApiError::Unauthorized) }
 }
 
+/// The token of `Authorization: Bearer TOKEN` (the scheme in any case, RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut RunLog) -> Result<Resp, ApiError> {
+    // a place first, so a full daemon reads no more bodies
+    let ticket = api.limiter.admit()?;
     let body = read_json_body(api, req).await?;
     let dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     let (mut run, lang, version) = plan(api, dto)?;
     log.language = Some(lang.id);
-    let slot = api.limiter.acquire().await?;
+    let slot = api.limiter.slot(ticket).await?;
     let cancel = Cancel::new()?;
     run.cancel = Some(cancel.clone());
     let id = api.next_run.fetch_add(1, Ordering::Relaxed);

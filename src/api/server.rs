@@ -1,11 +1,12 @@
-//! Listeners and connections: the Unix socket (created with its mode; a stale socket of a
-//! dead daemon replaced, a live one refused) and TCP, one hyper HTTP/1 connection task per
-//! client, and a graceful shutdown: stop accepting, remove the socket file, let in-flight
+//! Listeners and connections: the Unix socket (made with its mode before anyone can
+//! connect; a daemon holds a lock beside it, so a live one is refused and a dead one's
+//! stale socket replaced) and TCP, one hyper HTTP/1 connection task per client up to a
+//! maximum, and a graceful shutdown: stop accepting, remove the socket file, let in-flight
 //! requests finish within the grace period, then kill their runs.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use nix::fcntl::{Flock, FlockArg};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::Api;
@@ -28,8 +30,8 @@ const AFTER_CANCEL: Duration = Duration::from_secs(5);
 /// Errors setting the listeners up.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Another daemon answers on the socket.
-    #[error("{0} is in use by a running daemon (connect succeeded); stop it first")]
+    /// Another daemon holds the socket's lock.
+    #[error("{0} is in use by a running daemon (it holds {0}.lock); stop it first")]
     SocketInUse(PathBuf),
     /// Something that is not a socket is in the way.
     #[error("{0} exists and is not a socket; refusing to replace it")]
@@ -52,6 +54,9 @@ pub enum ServeError {
 pub struct Listeners {
     unix: Option<(UnixListener, PathBuf)>,
     tcp: Option<TcpListener>,
+    /// The Unix socket's lock, held while the daemon lives.
+    _lock: Option<Flock<std::fs::File>>,
+    max_connections: usize,
 }
 
 impl Listeners {
@@ -68,41 +73,68 @@ fn io(op: &'static str, path: impl std::fmt::Display) -> impl FnOnce(std::io::Er
 
 /// Binds what the settings ask for. Must run inside a tokio runtime.
 pub async fn bind(settings: &Settings) -> Result<Listeners, ServeError> {
-    let unix = match &settings.unix_socket {
-        Some(path) => Some((bind_unix(path, settings.socket_mode)?, path.clone())),
-        None => None,
+    let (unix, lock) = match &settings.unix_socket {
+        Some(path) => {
+            let (listener, lock) = bind_unix(path, settings.socket_mode)?;
+            (Some((listener, path.clone())), Some(lock))
+        }
+        None => (None, None),
     };
     let tcp = match settings.tcp {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(io("bind", addr))?),
         None => None,
     };
-    Ok(Listeners { unix, tcp })
+    Ok(Listeners { unix, tcp, _lock: lock, max_connections: settings.max_connections })
 }
 
-fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ServeError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io("create", dir.display()))?;
-    }
+/// Takes `PATH.lock` (a daemon that holds it is alive: refuse), replaces a stale socket,
+/// and binds in a fresh 0700 directory beside `path`, so the socket has its mode before it
+/// is renamed into place, whatever the umask.
+fn bind_unix(path: &Path, mode: u32) -> Result<(UnixListener, Flock<std::fs::File>), ServeError> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(io("create", dir.display()))?;
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(io("open", lock_path.display()))?;
+    let lock = match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(ServeError::SocketInUse(path.to_owned())),
+        Err((_, e)) => return Err(io("lock", lock_path.display())(e.into())),
+    };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ServeError::SocketInUse(path.to_owned()));
-            }
             tracing::info!(path = %path.display(), "replacing the stale socket of a daemon that is gone");
-            std::fs::remove_file(path).map_err(io("remove", path.display()))?;
         }
         Ok(_) => return Err(ServeError::NotASocket(path.to_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("stat", path.display())(e)),
     }
-    let listener = UnixListener::bind(path).map_err(io("bind", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path.display()))?;
-    Ok(listener)
+    let private = tempfile::Builder::new()
+        .prefix(".codeexec-bind-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .map_err(io("create a directory in", dir.display()))?;
+    let staged = private.path().join("s");
+    let listener = UnixListener::bind(&staged).map_err(io("bind", staged.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", staged.display()))?;
+    // atomically replaces a stale socket
+    std::fs::rename(&staged, path).map_err(io("rename the socket to", path.display()))?;
+    Ok((listener, lock))
 }
 
 /// Serves until `shutdown` completes, then shuts down gracefully (see the module docs).
 pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Output = ()>, grace: Duration) {
-    let Listeners { unix, tcp } = listeners;
+    let Listeners { unix, tcp, _lock, max_connections } = listeners;
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     for (what, addr) in [
         ("unix", unix.as_ref().map(|(_, p)| p.display().to_string())),
         ("tcp", tcp.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string())),
@@ -114,13 +146,24 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        // at most max_connections at once; more wait in the kernel's listen backlog
+        let permit = tokio::select! {
+            p = Arc::clone(&connections).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        if connections.available_permits() == 0 {
+            tracing::warn!(max_connections, "every connection is taken; new clients wait");
+        }
         let accepted = tokio::select! {
             r = accept_unix(unix.as_ref()) => r.map(|s| (Conn::Unix(s), Peer::Unix)),
             r = accept_tcp(tcp.as_ref()) => r.map(|(s, a)| (Conn::Tcp(s), Peer::Tcp(a))),
             () = &mut shutdown => break,
         };
         match accepted {
-            Ok((conn, peer)) => connection(&api, &graceful, conn, peer),
+            Ok((conn, peer)) => connection(&api, &graceful, conn, peer, permit),
             // EMFILE and the like: keep serving the connections we have
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -130,7 +173,9 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
     }
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if let Some((_, path)) = &unix {
+        // the socket, then its lock (still held: a daemon starting now makes a new one)
         let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(format!("{}.lock", path.display()));
     }
     drop((unix, tcp));
     let drained = graceful.shutdown();
@@ -168,7 +213,13 @@ async fn accept_tcp(l: Option<&TcpListener>) -> std::io::Result<(tokio::net::Tcp
 /// One HTTP/1 connection on its own task, watched for graceful shutdown. hyper keeps
 /// reading while a response is pending, so a client that hangs up is noticed and its
 /// request future dropped (which kills its run).
-fn connection(api: &Arc<Api>, graceful: &GracefulShutdown, conn: Conn, peer: Peer) {
+fn connection(
+    api: &Arc<Api>,
+    graceful: &GracefulShutdown,
+    conn: Conn,
+    peer: Peer,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let api = Arc::clone(api);
     let service = service_fn(move |req| {
         let api = Arc::clone(&api);
@@ -183,6 +234,7 @@ fn connection(api: &Arc<Api>, graceful: &GracefulShutdown, conn: Conn, peer: Pee
                 if let Err(e) = watched.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                drop(permit);
             });
         }
         Conn::Tcp(s) => {
@@ -192,6 +244,7 @@ fn connection(api: &Arc<Api>, graceful: &GracefulShutdown, conn: Conn, peer: Pee
                 if let Err(e) = watched.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                drop(permit);
             });
         }
     }

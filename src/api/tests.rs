@@ -305,14 +305,20 @@ async fn a_chunked_body_over_the_maximum_is_refused_as_it_streams() {
     let s = Server::start(|c| c.server.max_body_kb = 1).await;
     let mut raw = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
     let chunk = "x".repeat(800);
-    let req = format!(
-        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
-         {len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
-        len = chunk.len()
-    );
-    raw.write_all(req.as_bytes()).await.unwrap();
+    let head =
+        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    raw.write_all(head.as_bytes()).await.unwrap();
+    // two chunks go over the 1 KiB maximum; the body's end is never sent, so the answer
+    // can only come from a check made while the body streams in
+    for _ in 0..2 {
+        raw.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut buf = vec![0; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(20), raw.read(&mut buf))
+        .await
+        .expect("413 before the body ends")
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     s.shutdown().await;
@@ -337,7 +343,7 @@ async fn tcp_needs_a_key_when_keys_are_set_and_the_unix_socket_never_does() {
         let req = hyper::Request::builder()
             .uri("/version")
             .header("host", "x")
-            .header("authorization", format!("Bearer {KEY}"))
+            .header("authorization", format!("bearer {KEY}"))
             .body(http_body_util::Full::new(bearer))
             .unwrap();
         c.raw(req).await.unwrap()
@@ -430,6 +436,7 @@ async fn shutdown_waits_for_runs_within_the_grace_period_then_cancels_them() {
     let fake = Arc::clone(&s.fake);
     s.shutdown().await;
     assert!(!socket.exists(), "the socket file is removed");
+    assert!(!PathBuf::from(format!("{}.lock", socket.display())).exists(), "and its lock");
     let r = run.await.unwrap().unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["status"], "internal_error");
@@ -446,8 +453,10 @@ async fn shutdown_lets_a_short_run_finish() {
         tokio::spawn(async move { c.post_json("/v1/execute", &json!({"language": "bash", "code": "sleep"})).await });
     eventually("the run", || s.api.limiter.running() == 1).await;
     let fake = Arc::clone(&s.fake);
+    let socket = s.socket.clone();
     let stopping = tokio::spawn(s.shutdown());
     // the daemon waits for the run; let it end on its own (as a program would), by hand
+    eventually("the shutdown to begin", || !socket.exists()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!stopping.is_finished(), "shutdown waits for the run");
     assert_eq!(fake.cancelled.load(Ordering::SeqCst), 0);
@@ -481,5 +490,49 @@ async fn the_unix_socket_replaces_a_stale_one_and_refuses_a_live_one() {
     c.server.unix_socket = file.display().to_string();
     assert!(bind(&c.validate().unwrap()).await.unwrap_err().to_string().contains("not a socket"));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_daemon_refuses_before_reading_the_body() {
+    let s = Server::start(|c| {
+        c.runs.concurrency = 1;
+        c.runs.queue = 0;
+    })
+    .await;
+    let mut c = s.unix().await;
+    let run =
+        tokio::spawn(async move { c.post_json("/v1/execute", &json!({"language": "bash", "code": "sleep"})).await });
+    eventually("the run", || s.api.limiter.running() == 1).await;
+    // a body announced but never sent: only an answer that does not wait for it can come
+    let mut raw = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+    let head =
+        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n";
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), raw.read(&mut buf)).await.expect("429 at once").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    s.api.cancel_all();
+    assert_eq!(run.await.unwrap().unwrap().json()["status"], "internal_error");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_maximum_wait_for_one_to_close() {
+    let s = Server::start(|c| c.server.max_connections = 2).await;
+    let mut first = s.unix().await;
+    let mut second = s.unix().await;
+    assert_eq!(first.get("/health").await.unwrap().status, StatusCode::OK);
+    assert_eq!(second.get("/health").await.unwrap().status, StatusCode::OK);
+    // the third connects (the listen backlog) but is not served while two are open
+    let mut third = s.unix().await;
+    let waiting = tokio::spawn(async move { third.get("/version").await.map(|r| r.status) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a third connection was served");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("served once one closed");
+    assert_eq!(status.unwrap().unwrap(), StatusCode::OK);
+    drop(second);
     s.shutdown().await;
 }
