@@ -77,6 +77,16 @@ fn series(runs: usize, mut f: impl FnMut() -> Result<Duration, String>) -> Resul
 
 /// Runs of `/bin/true` per second with `workers` threads sharing `runner`.
 pub fn throughput(runner: &Runner, workers: usize, seconds: u64) -> Result<f64, String> {
+    rate(workers, seconds, || sandboxed(runner, WORKLOADS[0].1))
+}
+
+/// Runs of `argv` per second, run bare by `workers` threads.
+pub fn bare_throughput(argv: &[&str], workers: usize, seconds: u64) -> Result<f64, String> {
+    rate(workers, seconds, || bare(argv))
+}
+
+/// Calls per second of `run` from `workers` threads for `seconds`.
+fn rate(workers: usize, seconds: u64, run: impl Fn() -> Result<Duration, String> + Sync) -> Result<f64, String> {
     let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let t = Instant::now();
@@ -85,7 +95,7 @@ pub fn throughput(runner: &Runner, workers: usize, seconds: u64) -> Result<f64, 
             .map(|_| {
                 s.spawn(|| -> Result<(), String> {
                     while Instant::now() < deadline {
-                        sandboxed(runner, WORKLOADS[0].1)?;
+                        run()?;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(())
@@ -200,28 +210,6 @@ pub async fn api_throughput(endpoint: &Endpoint, which: usize, clients: usize, s
         done += task.await.map_err(|e| e.to_string())??;
     }
     Ok(done as f64 / t.elapsed().as_secs_f64())
-}
-
-/// Runs per second of `argv` run bare by `workers` threads.
-pub fn bare_throughput(argv: &[&str], workers: usize, seconds: u64) -> Result<f64, String> {
-    let done = AtomicU64::new(0);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Result<(), String> {
-                    while Instant::now() < deadline {
-                        bare(argv)?;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "worker panicked".to_string())?)
-    })?;
-    Ok(done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
 }
 
 /// The latency table, as Markdown.
