@@ -15,6 +15,8 @@
 //! - [`report`]: how an outcome is printed (summary line, JSON) and the exit codes.
 //! - [`bench`]: the latency and throughput measurement behind `scripts/bench`.
 //! - [`leak`]: finds cgroups, processes, mounts and state a run left behind.
+//! - [`diagnostics`]: compiler diagnostics and runtime errors parsed from each toolchain's
+//!   output.
 //! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
 //! - [`limit`]: the resource limits of one run, with their units, parsing and valid ranges.
 //! - [`run`]: orchestration of one run: slot (host ids and cgroup name), cgroup, spawn
@@ -33,6 +35,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod diagnostics;
 pub mod lang;
 pub mod leak;
 pub mod limit;
