@@ -36,6 +36,30 @@ fn main() {
     assert!(profiles.contains_key("default"), "seccomp/default.json is required");
     let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("seccomp_programs.rs");
     std::fs::write(&out, render(&profiles)).expect("writing the generated seccomp programs");
+    embed_languages();
+}
+
+/// `rootfs/languages/*.toml`, compiled in as `(file name, text)` pairs; they are parsed and
+/// validated when the daemon starts (and by a unit test), where errors name file and field.
+fn embed_languages() {
+    println!("cargo:rerun-if-changed=rootfs/languages");
+    let mut files: Vec<_> = std::fs::read_dir("rootfs/languages")
+        .expect("the rootfs/languages/ directory is part of the source tree")
+        .map(|e| e.expect("readable rootfs/languages/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut s = String::from(
+        "/// The built-in language definitions: (file name, TOML).\npub(crate) const BUILTIN: &[(&str, &str)] = &[\n",
+    );
+    for path in files {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("language file names are UTF-8");
+        let abs = std::fs::canonicalize(&path).expect("a language file's absolute path");
+        writeln!(s, "    ({name:?}, include_str!({:?})),", abs.display().to_string()).expect("write to String");
+    }
+    s.push_str("];\n");
+    let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("languages.rs");
+    std::fs::write(&out, s).expect("writing the embedded language definitions");
 }
 
 fn target_arch() -> TargetArch {

@@ -30,15 +30,8 @@ pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::config::{LimitTable, Settings};
 use crate::lang::Registry;
-use crate::run::{Cancel, RunError, RunOutcome, RunRequest, Runner};
-
-/// What runs programs for the API: the real [`Runner`], or a fake in tests.
-pub trait Executor: Send + Sync + 'static {
-    /// Runs one request to the end (blocking).
-    fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError>;
-    /// What the executor found at start, for `/health`.
-    fn describe(&self) -> Description;
-}
+use crate::pipeline::Executor;
+use crate::run::{Cancel, Runner};
 
 /// What `/health` reports about the sandbox machinery.
 #[derive(Debug, Clone)]
@@ -55,19 +48,16 @@ pub struct Description {
     pub seccomp_instructions: usize,
 }
 
-impl Executor for Runner {
-    fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
-        self.run(req)
-    }
-
-    fn describe(&self) -> Description {
-        let info = self.info();
+impl Description {
+    /// What `runner` found at start.
+    pub fn of(runner: &Runner) -> Description {
+        let info = runner.info();
         Description {
-            cgroup_mode: match self.cgroups().mode() {
+            cgroup_mode: match runner.cgroups().mode() {
                 crate::cgroup::Mode::V1 => "v1",
                 crate::cgroup::Mode::V2 => "v2",
             },
-            cgroup_layout: self.cgroups().describe(),
+            cgroup_layout: runner.cgroups().describe(),
             rootfs: info.rootfs,
             seccomp_profile: info.seccomp_profile,
             seccomp_instructions: info.seccomp_instructions,
@@ -132,9 +122,9 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    /// The API over `executor`, offering `languages`, checking requests against `policy`.
-    pub fn new(executor: Arc<dyn Executor>, languages: Registry, policy: Policy) -> Arc<Api> {
-        let description = executor.describe();
+    /// The API over `executor` (described by `description`), offering `languages`,
+    /// checking requests against `policy`.
+    pub fn new(executor: Arc<dyn Executor>, description: Description, languages: Registry, policy: Policy) -> Arc<Api> {
         let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
         Arc::new(Api {
             executor,
@@ -161,6 +151,12 @@ impl Api {
     fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// An outcome as `POST /v1/execute` answers it (`codeexec run -l --json` prints this).
+pub fn response_json(outcome: &crate::pipeline::Outcome, language: &str, version: &str) -> serde_json::Value {
+    let lang = types::LanguageRef { id: language.to_owned(), version: version.to_owned() };
+    serde_json::to_value(types::ExecuteResponse::new("local", outcome.clone(), lang)).unwrap_or_default()
 }
 
 /// A JSON response.

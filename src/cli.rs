@@ -116,6 +116,9 @@ pub struct RunArgs {
     /// Print the whole result as one JSON object instead of the program's output.
     #[arg(long)]
     pub json: bool,
+    /// With --json: add the files /sandbox holds when the program is over (local only).
+    #[arg(long, requires = "json")]
+    pub files_out: bool,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -149,6 +152,7 @@ impl RunArgs {
             (self.disk.is_some(), "--disk"),
             (self.rootfs.is_some(), "--rootfs"),
             (!self.env.is_empty(), "--env"),
+            (self.files_out, "--files-out"),
         ] {
             if given {
                 out.push(flag);

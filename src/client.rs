@@ -12,6 +12,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::pipeline::Verdict;
 use crate::run::{Exceeded, RunOutcome, Status};
 
 /// Where a daemon listens.
@@ -171,13 +172,30 @@ impl Connection {
     }
 }
 
-/// An execute response as the outcome it reports, so a remote run prints and exits like a
-/// local one.
-pub fn outcome(v: &serde_json::Value) -> Result<RunOutcome, String> {
+/// What an execute response says: the verdict, the deciding stage's name, and that stage
+/// as an outcome, so a remote run prints and exits like a local one.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// `run`, `compile` or `syntax`.
+    pub stage: String,
+    /// The deciding stage (its output, figures and the verdict's message).
+    pub last: RunOutcome,
+}
+
+/// Reads an execute response (see [`Remote`]).
+pub fn outcome(v: &serde_json::Value) -> Result<Remote, String> {
     use base64::Engine as _;
     let field = |k: &str| v.get(k).ok_or_else(|| format!("the response has no {k:?}"));
     let name = field("status")?.as_str().unwrap_or_default();
-    let status = Status::parse(name).ok_or_else(|| format!("unknown status {name:?}"))?;
+    let verdict = Verdict::parse(name).ok_or_else(|| format!("unknown status {name:?}"))?;
+    let stage = v.get("stage").and_then(|s| s.as_str()).unwrap_or("run").to_owned();
+    let status = match verdict {
+        Verdict::Run(s) => s,
+        // the refusing stage's own status (a compiler's exit code, or a limit it hit)
+        _ => v[stage.as_str()]["status"].as_str().and_then(Status::parse).unwrap_or(Status::RuntimeError),
+    };
     let output = |k: &str| -> Result<Vec<u8>, String> {
         let text = field(k)?.as_str().unwrap_or_default();
         match v.get(format!("{k}_encoding")).and_then(|e| e.as_str()) {
@@ -200,7 +218,10 @@ pub fn outcome(v: &serde_json::Value) -> Result<RunOutcome, String> {
         cpu_time: ms("cpu_ms"),
         wall_time: ms("wall_ms"),
         memory_peak_bytes: v["memory_peak_kb"].as_u64().unwrap_or(0).saturating_mul(1024),
+        files: Vec::new(),
+        files_truncated: false,
     })
+    .map(|last| Remote { verdict, stage, last })
 }
 
 async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
@@ -239,7 +260,9 @@ mod tests {
             "stdout_truncated": true, "stderr": "x", "stderr_encoding": "utf8", "stderr_truncated": false,
             "time": {"cpu_ms": 1.5, "wall_ms": 1000.0}, "memory_peak_kb": 2
         });
-        let o = outcome(&v).unwrap();
+        let r = outcome(&v).unwrap();
+        assert_eq!((r.verdict, r.stage.as_str()), (Verdict::Run(Status::TimeLimit), "run"));
+        let o = r.last;
         assert_eq!(
             (o.status, o.exceeded, o.exit_code, o.signal),
             (Status::TimeLimit, Some(Exceeded::WallTime), None, Some(9))
@@ -251,5 +274,11 @@ mod tests {
             (Duration::from_micros(1500), Duration::from_secs(1), 2048)
         );
         assert!(outcome(&serde_json::json!({"status": "great"})).is_err());
+        let v = serde_json::json!({
+            "status": "compile_error", "stage": "compile", "compile": {"status": "time_limit"},
+            "stdout": "", "stderr": "", "message": "the compiler did not finish"
+        });
+        let r = outcome(&v).unwrap();
+        assert_eq!((r.verdict, r.stage.as_str(), r.last.status), (Verdict::CompileError, "compile", Status::TimeLimit));
     }
 }

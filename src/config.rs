@@ -100,6 +100,9 @@ pub struct Runs {
     pub rootfs: String,
     /// Name of codeexec's parent cgroup in each hierarchy.
     pub cgroup_parent: String,
+    /// A directory of language definitions (`*.toml`) to use instead of the built-in ones;
+    /// empty: the built-in ones.
+    pub languages_dir: String,
 }
 
 /// `[limits.default]` and `[limits.max]`.
@@ -155,6 +158,7 @@ impl Default for Runs {
             state_dir: "/run/codeexec".into(),
             rootfs: String::new(),
             cgroup_parent: "codeexec".into(),
+            languages_dir: String::new(),
         }
     }
 }
@@ -239,6 +243,8 @@ pub struct Settings {
     pub rootfs: Option<PathBuf>,
     /// Parent cgroup name.
     pub cgroup_parent: String,
+    /// Language definitions to use instead of the built-in ones.
+    pub languages_dir: Option<PathBuf>,
     /// Limits a request gets by default.
     pub default_limits: LimitTable,
     /// The most a request may ask for.
@@ -329,6 +335,7 @@ impl Config {
             state_dir: PathBuf::from(&r.state_dir),
             rootfs: (!r.rootfs.is_empty()).then(|| PathBuf::from(&r.rootfs)),
             cgroup_parent: r.cgroup_parent.clone(),
+            languages_dir: (!r.languages_dir.is_empty()).then(|| PathBuf::from(&r.languages_dir)),
             default_limits: self.limits.default,
             max_limits: self.limits.max,
             warnings,

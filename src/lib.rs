@@ -18,6 +18,8 @@
 //! - [`diagnostics`]: compiler diagnostics and runtime errors parsed from each toolchain's
 //!   output.
 //! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
+//! - [`pipeline`]: one request for a language through its stages (syntax check, compile,
+//!   run), each in its own sandbox, with diagnostics and the uncaught error parsed.
 //! - [`limit`]: the resource limits of one run, with their units, parsing and valid ranges.
 //! - [`run`]: orchestration of one run: slot (host ids and cgroup name), cgroup, spawn
 //!   through the zygote, supervision (pipes, timers, limits), and the verdict.
@@ -39,6 +41,7 @@ pub mod diagnostics;
 pub mod lang;
 pub mod leak;
 pub mod limit;
+pub mod pipeline;
 pub mod report;
 pub mod run;
 pub mod sandbox;

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use codeexec::api::{self, Api, Policy};
+use codeexec::api::{self, Api, Description, Policy};
 use codeexec::cgroup::Mode;
 use codeexec::cli::{BenchApiArgs, BenchArgs, Cli, Command, CommonArgs, RunArgs, ServeArgs};
 use codeexec::client::{self, Connection, Endpoint};
 use codeexec::config::Config;
 use codeexec::lang::{self, Registry};
+use codeexec::pipeline::{self, Program, Source};
 use codeexec::report::{self, EXIT_INTERNAL, EXIT_USAGE};
 use codeexec::run::{InputFile, RunError, RunRequest, Runner, RunnerConfig};
 use codeexec::{bench, leak, sandbox};
@@ -72,6 +73,10 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         tracing::warn!("{w}");
     }
     raise_open_file_limit(&settings);
+    let definitions = match lang::load(settings.languages_dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return fail(EXIT_USAGE, &e.into()),
+    };
     let runner = match Runner::start(RunnerConfig {
         state_dir: settings.state_dir.clone(),
         cgroup_parent: settings.cgroup_parent.clone(),
@@ -83,8 +88,9 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
         Err(e) => return fail(EXIT_INTERNAL, &e.into()),
     };
-    let languages = Registry::probe(&runner);
-    let api = Api::new(Arc::new(runner), languages, Policy::from(&settings));
+    let languages = Registry::probe(&runner, definitions);
+    let description = Description::of(&runner);
+    let api = Api::new(Arc::new(runner), description, languages, Policy::from(&settings));
     // every run holds a blocking thread: there must be one for each run slot
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,18 +194,19 @@ fn run_remote(args: &RunArgs) -> ExitCode {
         };
         return fail(code, &anyhow::anyhow!("the daemon answered {}: {message}", reply.status));
     }
-    let outcome = match client::outcome(&value) {
+    let remote = match client::outcome(&value) {
         Ok(o) => o,
         Err(e) => return fail(EXIT_INTERNAL, &anyhow::anyhow!("unexpected response: {e}")),
     };
+    let last = &remote.last;
     if args.json {
         println!("{value}");
     } else {
-        let _ = std::io::stdout().write_all(&outcome.stdout).and_then(|()| std::io::stdout().flush());
-        let _ = std::io::stderr().write_all(&outcome.stderr);
-        eprintln!("{}", report::summary(&outcome));
+        let _ = std::io::stdout().write_all(&last.stdout).and_then(|()| std::io::stdout().flush());
+        let _ = std::io::stderr().write_all(&last.stderr);
+        eprintln!("{}", report::verdict_summary(remote.verdict, last.message.as_deref(), &remote.stage, last));
     }
-    ExitCode::from(report::exit_code(&outcome))
+    ExitCode::from(report::verdict_exit_code(remote.verdict, last.signal))
 }
 
 /// The endpoint and the JSON body of a remote run; only the limits given are sent, the
@@ -219,9 +226,9 @@ fn remote_request(args: &RunArgs) -> anyhow::Result<(Endpoint, serde_json::Value
     if files.is_empty() {
         body["code"] = json!(code);
     } else {
-        // with extra files the source goes in as the language's main file
-        let main = lang::builtin(&language).map(|l| l.main_file.to_owned()).unwrap_or_else(|_| "main".into());
-        files.insert(0, json!({"name": main, "content": code}));
+        // with extra files the source goes in under its own name, first
+        let own = Path::new(source).file_name().context("the source has no file name")?.to_string_lossy().into_owned();
+        files.insert(0, json!({"name": own, "content": code}));
         body["files"] = json!(files);
     }
     let mut limits = serde_json::Map::new();
@@ -253,6 +260,9 @@ fn config(common: &CommonArgs, rootfs: Option<&Path>) -> RunnerConfig {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
+    if let Some(name) = &args.language {
+        return run_language(args, name);
+    }
     let req = match request(args) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_USAGE, &e),
@@ -288,6 +298,59 @@ fn run(args: &RunArgs) -> ExitCode {
     ExitCode::from(report::exit_code(&outcome))
 }
 
+/// `codeexec run -l LANG SOURCE [ARGS]`: the language's stages, locally.
+fn run_language(args: &RunArgs, name: &str) -> ExitCode {
+    let (lang, program) = match language_program(args, name) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    if let Err(e) = sandbox::catch_interrupts() {
+        return fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}"));
+    }
+    let runner = match Runner::start(config(&args.common, args.rootfs.as_deref())) {
+        Ok(r) => r,
+        Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
+        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+    };
+    let outcome = match pipeline::execute(&runner, &lang, program) {
+        Ok(o) => o,
+        Err(e @ (RunError::Invalid(_) | RunError::Limit(_))) => return fail(EXIT_USAGE, &e.into()),
+        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+    };
+    let (stage, last) = outcome.last();
+    if args.json {
+        println!("{}", api::response_json(&outcome, &lang.id, ""));
+    } else {
+        let _ = std::io::stdout().write_all(&last.stdout).and_then(|()| std::io::stdout().flush());
+        let _ = std::io::stderr().write_all(&last.stderr);
+        eprintln!("{}", report::verdict_summary(outcome.verdict, outcome.message.as_deref(), stage, last));
+    }
+    let code = report::verdict_exit_code(outcome.verdict, last.signal);
+    drop(runner);
+    ExitCode::from(code)
+}
+
+/// The language and program of `run -l`: the source file (as `code`, so the language names
+/// its file; with `--file`s, under its own name beside them), stdin, arguments, limits.
+fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Language, Program)> {
+    let lang = lang::builtin(name)?;
+    let limits = args.limits();
+    limits.validate()?;
+    let (source, rest) = args.command.split_first().context("no source file")?;
+    let code = std::fs::read(source).with_context(|| source.clone())?;
+    let extra = input_files(args)?;
+    let source = if extra.is_empty() {
+        Source::Code(String::from_utf8(code).with_context(|| format!("{source}: source files must be UTF-8"))?)
+    } else {
+        let own = Path::new(source).file_name().context("the source has no file name")?.to_string_lossy().into_owned();
+        let mut files = vec![InputFile { path: own, contents: code, executable: false }];
+        files.extend(extra.into_iter().map(|(path, contents, executable)| InputFile { path, contents, executable }));
+        Source::Files(files)
+    };
+    let program = Program { source, stdin: read_stdin(args)?, args: rest.to_vec(), limits, cancel: None };
+    Ok((lang, program))
+}
+
 /// Turns the flags into a request; every error here is the user's (exit 2).
 fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
     let limits = args.limits();
@@ -299,7 +362,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         }
     }
     let stdin = read_stdin(args)?;
-    let mut files: Vec<InputFile> = input_files(args)?
+    let files: Vec<InputFile> = input_files(args)?
         .into_iter()
         .map(|(path, contents, executable)| InputFile { path, contents, executable })
         .collect();
@@ -308,17 +371,8 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: expected NAME=VALUE"))?;
         env.push((k.to_owned(), v.to_owned()));
     }
-    let argv = match &args.language {
-        None => args.command.clone(),
-        Some(name) => {
-            let lang = lang::builtin(name)?;
-            let (source, rest) = args.command.split_first().context("no source file")?;
-            let contents = std::fs::read(source).with_context(|| source.clone())?;
-            files.push(InputFile { path: lang.main_file.into(), contents, executable: false });
-            lang.command(lang.main_file, rest)
-        }
-    };
-    Ok(RunRequest { argv, env, stdin, files, limits, cancel: None })
+    let argv = args.command.clone();
+    Ok(RunRequest { argv, env, stdin, files, limits, cancel: None, collect_files: args.files_out })
 }
 
 fn read_stdin(args: &RunArgs) -> anyhow::Result<Vec<u8>> {

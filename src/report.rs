@@ -15,12 +15,15 @@
 //! | 7 | `output_limit` |
 //! | 8 | `file_size_limit` |
 //! | 9 | `blocked_syscall` |
+//! | 10 | `syntax_error` (with `--language`: the program never ran) |
+//! | 11 | `compile_error` (with `--language`: the program never ran) |
 //! | 128+N | `signaled` with signal N (as a shell reports it) |
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::run::{RunOutcome, Status, signal_name};
+use crate::pipeline::Verdict;
+use crate::run::{FileContent, OutputFile, RunOutcome, Status, signal_name};
 
 /// Exit code for bad usage.
 pub const EXIT_USAGE: u8 = 2;
@@ -29,29 +32,43 @@ pub const EXIT_INTERNAL: u8 = 3;
 
 /// The process exit code for an outcome.
 pub fn exit_code(o: &RunOutcome) -> u8 {
-    match o.status {
-        Status::Ok => 0,
-        Status::RuntimeError => 1,
-        Status::InternalError => EXIT_INTERNAL,
-        Status::TimeLimit => 4,
-        Status::MemoryLimit => 5,
-        Status::ProcessLimit => 6,
-        Status::OutputLimit => 7,
-        Status::FileSizeLimit => 8,
-        Status::BlockedSyscall => 9,
-        Status::Signaled => o.signal.and_then(|s| u8::try_from(128 + s).ok()).unwrap_or(128),
+    verdict_exit_code(Verdict::Run(o.status), o.signal)
+}
+
+/// The process exit code for a verdict (`signal`: the decisive stage's).
+pub fn verdict_exit_code(v: Verdict, signal: Option<i32>) -> u8 {
+    match v {
+        Verdict::SyntaxError => 10,
+        Verdict::CompileError => 11,
+        Verdict::Run(Status::Ok) => 0,
+        Verdict::Run(Status::RuntimeError) => 1,
+        Verdict::Run(Status::InternalError) => EXIT_INTERNAL,
+        Verdict::Run(Status::TimeLimit) => 4,
+        Verdict::Run(Status::MemoryLimit) => 5,
+        Verdict::Run(Status::ProcessLimit) => 6,
+        Verdict::Run(Status::OutputLimit) => 7,
+        Verdict::Run(Status::FileSizeLimit) => 8,
+        Verdict::Run(Status::BlockedSyscall) => 9,
+        Verdict::Run(Status::Signaled) => signal.and_then(|s| u8::try_from(128 + s).ok()).unwrap_or(128),
     }
 }
 
 /// The one-line summary printed on stderr after the program's output.
 pub fn summary(o: &RunOutcome) -> String {
-    let mut s = format!("codeexec: {}", o.status.as_str());
-    if let Some(m) = &o.message {
+    verdict_summary(Verdict::Run(o.status), o.message.as_deref(), "run", o)
+}
+
+/// The summary of a request through its stages: the verdict, its message, and the
+/// figures of the stage that decided (named unless it is the run).
+pub fn verdict_summary(v: Verdict, message: Option<&str>, stage: &str, o: &RunOutcome) -> String {
+    let mut s = format!("codeexec: {}", v.as_str());
+    if let Some(m) = message {
         s.push_str(": ");
         s.push_str(m);
     }
+    let label = if stage == "run" { String::new() } else { format!("{stage}: ") };
     s.push_str(&format!(
-        " [cpu {} ms, wall {} ms, memory {} KiB",
+        " [{label}cpu {} ms, wall {} ms, memory {} KiB",
         o.cpu_time.as_millis(),
         o.wall_time.as_millis(),
         o.memory_peak_bytes / 1024
@@ -70,7 +87,7 @@ pub fn summary(o: &RunOutcome) -> String {
 pub fn to_json(o: &RunOutcome, cgroup_mode: &str, cgroup: &str) -> Value {
     let (stdout, stdout_enc) = text(&o.stdout);
     let (stderr, stderr_enc) = text(&o.stderr);
-    json!({
+    let mut v = json!({
         "status": o.status.as_str(),
         "exceeded": o.exceeded.map(|e| e.as_str()),
         "exit_code": o.exit_code,
@@ -90,7 +107,23 @@ pub fn to_json(o: &RunOutcome, cgroup_mode: &str, cgroup: &str) -> Value {
         "memory_peak_kb": o.memory_peak_bytes / 1024,
         "cgroup_mode": cgroup_mode,
         "cgroup": cgroup,
-    })
+    });
+    if !o.files.is_empty() || o.files_truncated {
+        v["files"] = o.files.iter().map(file_json).collect();
+        v["files_truncated"] = json!(o.files_truncated);
+    }
+    v
+}
+
+/// One file of `/sandbox`: its bytes (UTF-8 text or base64) or a symlink's target.
+pub fn file_json(f: &OutputFile) -> Value {
+    match &f.content {
+        FileContent::File { bytes, executable } => {
+            let (content, encoding) = text(bytes);
+            json!({"name": f.path, "size": bytes.len(), "executable": executable, "content": content, "encoding": encoding})
+        }
+        FileContent::Symlink(target) => json!({"name": f.path, "symlink": target}),
+    }
 }
 
 fn text(bytes: &[u8]) -> (String, &'static str) {
@@ -120,6 +153,8 @@ mod tests {
             cpu_time: Duration::from_millis(12),
             wall_time: Duration::from_millis(30),
             memory_peak_bytes: 2 << 20,
+            files: Vec::new(),
+            files_truncated: false,
         }
     }
 

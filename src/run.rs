@@ -20,7 +20,7 @@ mod verdict;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use outcome::{Exceeded, RunOutcome, Status};
+pub use outcome::{Exceeded, FileContent, OutputFile, RunOutcome, Status};
 pub use verdict::signal_name;
 
 use crate::cgroup::{CgroupError, Hierarchy};
@@ -119,6 +119,8 @@ pub struct RunRequest {
     pub limits: Limits,
     /// Fires to kill the run early.
     pub cancel: Option<Cancel>,
+    /// Return what `/sandbox` holds when the program is over ([`RunOutcome::files`]).
+    pub collect_files: bool,
 }
 /// The uid and gid the program runs as inside the sandbox.
 pub const PROGRAM_ID: u32 = 1000;

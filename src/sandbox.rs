@@ -9,6 +9,7 @@
 //! with `unsafe`.
 
 mod channel;
+mod collect;
 mod exec;
 mod init;
 mod mounts;
@@ -25,6 +26,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 pub use channel::{Channel, ExitStatus, MAX_MESSAGE, Report, Starter};
+pub use collect::{CollectSpec, Collected, CollectedFile, read_collected};
 pub use spec::{FileEntry, IdMap, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path};
 pub use sys::{catch_interrupts, interrupted};
 pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};

@@ -250,6 +250,17 @@ fn languages_and_limits_through_the_daemon() {
         assert_eq!(v["exceeded"], "memory");
         let v = expect_run(&post(&unix, None, &json!({"language": "bash", "code": "yes | head -c 100000", "limits": {"output_kb": 1}})).await, "output_limit");
         assert_eq!((v["stdout"].as_str().unwrap().len(), v["stdout_truncated"].as_bool()), (1024, Some(true)));
+        // a compiled language: the compiler's stage, then the program's
+        let v = expect_run(&post(&unix, None, &json!({"language": "c", "code": "#include <stdio.h>\nint main(void) { puts(\"compiled\"); return 0; }\n"})).await, "ok");
+        assert_eq!((v["stdout"].as_str(), v["stage"].as_str(), v["compile"]["status"].as_str()), (Some("compiled\n"), Some("run"), Some("ok")), "{v}");
+        let r = post(&unix, None, &json!({"language": "c", "code": "int main(void) {\n  return y;\n}\n"})).await;
+        let v = expect_run(&r, "compile_error");
+        assert_eq!((v["stage"].as_str(), v["run"].is_null()), (Some("compile"), true), "{v}");
+        let d = &v["diagnostics"][0];
+        assert_eq!((d["file"].as_str(), d["line"].as_u64(), d["column"].as_u64(), d["severity"].as_str()), (Some("main.c"), Some(2), Some(10), Some("error")), "{v}");
+        assert!(v["stderr"].as_str().unwrap().contains("y’ undeclared"), "the compiler's own words: {v}");
+        let v = expect_run(&post(&unix, None, &json!({"language": "python", "code": "def f():\n    raise ValueError('no')\nf()\n"})).await, "runtime_error");
+        assert_eq!((v["error"]["type"].as_str(), v["error"]["frames"][0]["line"].as_u64()), (Some("ValueError"), Some(2)), "{v}");
         let v = expect_run(&post(&unix, None, &json!({"language": "bash", "code": "printf '\\377\\376'"})).await, "ok");
         assert_eq!((v["stdout"].as_str(), v["stdout_encoding"].as_str()), (Some("//4="), Some("base64")));
     });
@@ -291,7 +302,7 @@ fn bad_input_gets_a_clear_4xx_and_the_daemon_keeps_serving() {
         expect_error(&c.get("/v2").await.unwrap(), StatusCode::NOT_FOUND, "no such path");
 
         for (body, needle) in [
-            (json!({"language": "fortran", "code": "x"}), "supported: python, bash, javascript"),
+            (json!({"language": "fortran", "code": "x"}), "supported: bash, c, cpp, go, java, javascript, python, ruby, rust, typescript"),
             (json!({"language": "python"}), "no code"),
             (json!({"language": "python", "code": "x", "limits": {"memory_mb": 0}}), "must be 1 to 4096"),
             (json!({"language": "python", "code": "x", "limits": {"cpu_time_ms": -1}}), "invalid value"),

@@ -164,3 +164,17 @@ fn remote_runs_refuse_what_a_daemon_cannot_do() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("connecting to unix:/nonexistent/codeexec.sock"), "{stderr}");
 }
+
+#[test]
+fn a_broken_language_definition_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let def =
+        "id = \"x\"\nname = \"X\"\nmain_file = \"main.x\"\nversion = [\"x\"]\n[run]\ncommand = [\"x\", \"{mian}\"]\n";
+    std::fs::write(dir.path().join("x.toml"), def).unwrap();
+    let path = dir.path().to_str().unwrap();
+    usage_error_env(
+        &["serve"],
+        &[("CODEEXEC_RUNS_LANGUAGES_DIR", path)],
+        "x.toml: run.command: unknown placeholder {mian}",
+    );
+}

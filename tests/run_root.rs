@@ -228,3 +228,25 @@ fn signals_start_at_their_defaults() {
     r.expect("ok");
     assert_eq!(r.stdout(), "y\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 }
+
+#[test]
+fn files_out_are_read_without_following_symlinks() {
+    require_privileged!();
+    let script = "mkdir -p d/e && echo hi > d/e/f.txt && printf '\\377' > bin && cp /bin/true t \\
+                  && ln -s /etc/passwd link && mkfifo fifo && echo done";
+    let r = run(&["--files-out"], &["/bin/sh", "-c", script]);
+    r.expect("ok");
+    let files = r.json["files"].as_array().unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bin", "d/e/f.txt", "link", "t"], "the FIFO is skipped: {files:?}");
+    let by = |n: &str| files.iter().find(|f| f["name"] == n).unwrap();
+    assert_eq!(
+        (by("d/e/f.txt")["content"].as_str(), by("d/e/f.txt")["encoding"].as_str()),
+        (Some("hi\n"), Some("utf8"))
+    );
+    assert_eq!((by("bin")["content"].as_str(), by("bin")["encoding"].as_str()), (Some("/w=="), Some("base64")));
+    assert_eq!(by("link")["symlink"], "/etc/passwd", "a symlink is reported, never followed");
+    assert!(by("link").get("content").is_none());
+    assert_eq!((by("t")["executable"].as_bool(), by("bin")["executable"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(r.json["files_truncated"], false);
+}

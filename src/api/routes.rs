@@ -20,8 +20,9 @@ use super::types::{
 };
 use super::{Api, json};
 use crate::config::LimitTable;
-use crate::lang::{Availability, Language};
-use crate::run::{Cancel, InputFile, RunRequest};
+use crate::lang::{Availability, Language, When};
+use crate::pipeline::{self, Program, Source};
+use crate::run::{Cancel, InputFile};
 
 /// Where a request came from: the Unix socket needs no key, TCP does when keys are set.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +36,7 @@ type Resp = Response<Full<Bytes>>;
 /// What the request log line says about a run.
 #[derive(Debug, Default)]
 struct RunLog {
-    language: Option<&'static str>,
+    language: Option<String>,
     status: Option<&'static str>,
     /// Time in the executor (sandbox and program), to tell it from the API's own.
     run_ms: Option<f64>,
@@ -60,7 +61,7 @@ impl Drop for AccessLog {
             Peer::Tcp(a) => a.to_string(),
         };
         let (request_id, method, path) = (&self.request_id, &self.method, &self.path);
-        let language = self.run.language.unwrap_or("-");
+        let language = self.run.language.as_deref().unwrap_or("-");
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         match self.code {
             Some(code) => tracing::info!(
@@ -171,19 +172,20 @@ async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut 
     let ticket = api.limiter.admit()?;
     let body = read_json_body(api, req).await?;
     let dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
-    let (mut run, lang, version) = plan(api, dto)?;
-    log.language = Some(lang.id);
+    let (mut program, lang, version) = plan(api, dto)?;
+    log.language = Some(lang.id.clone());
     let slot = api.limiter.slot(ticket).await?;
     let cancel = Cancel::new()?;
-    run.cancel = Some(cancel.clone());
+    program.cancel = Some(cancel.clone());
     let id = api.next_run.fetch_add(1, Ordering::Relaxed);
     // Dropped when the client goes away (hyper drops this future) or the run ends: in the
     // first case the run is killed.
     let _running = Running::new(api, id, cancel)?;
     let executor = Arc::clone(&api.executor);
+    let language = lang.clone();
     let (outcome, took) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let outcome = executor.execute(&run);
+        let outcome = pipeline::execute(&*executor, &language, program);
         drop(slot);
         (outcome, started.elapsed())
     })
@@ -191,8 +193,8 @@ async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut 
     .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))?;
     log.run_ms = Some(took.as_secs_f64() * 1000.0);
     let outcome = outcome?;
-    log.status = Some(outcome.status.as_str());
-    let lang = LanguageRef { id: lang.id, version };
+    log.status = Some(outcome.verdict.as_str());
+    let lang = LanguageRef { id: lang.id.clone(), version };
     Ok(json(StatusCode::OK, &ExecuteResponse::new(request_id, outcome, lang)))
 }
 
@@ -249,8 +251,8 @@ async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiE
     }
 }
 
-/// Checks a request against the languages and the policy and turns it into a run.
-fn plan(api: &Api, dto: ExecuteRequest) -> Result<(RunRequest, &Language, String), ApiError> {
+/// Checks a request against the languages and the policy and turns it into a program.
+fn plan(api: &Api, dto: ExecuteRequest) -> Result<(Program, &Language, String), ApiError> {
     let invalid = |m: String| ApiError::Invalid(m);
     let (lang, availability) = api.languages.find(&dto.language).map_err(|e| invalid(e.to_string()))?;
     let version = match availability {
@@ -259,21 +261,16 @@ fn plan(api: &Api, dto: ExecuteRequest) -> Result<(RunRequest, &Language, String
             return Err(invalid(format!("language {} is not available here: {reason}", lang.id)));
         }
     };
-    let (files, entry) = match (dto.code, dto.files) {
+    let source = match (dto.code, dto.files) {
         (Some(_), Some(_)) => return Err(invalid("give either code or files, not both".into())),
-        (Some(code), None) if !code.is_empty() => (
-            vec![InputFile { path: lang.main_file.into(), contents: code.into_bytes(), executable: false }],
-            lang.main_file.to_owned(),
-        ),
+        (Some(code), None) if !code.is_empty() => Source::Code(code),
         (None, Some(files)) if !files.is_empty() => {
             let mut out = Vec::with_capacity(files.len());
             for f in &files {
                 crate::sandbox::check_relative_path(&f.name).map_err(|e| invalid(format!("file name: {e}")))?;
                 out.push(InputFile { path: f.name.clone(), contents: f.bytes().map_err(invalid)?, executable: false });
             }
-            // the language's main file if given, else the first
-            let entry = files.iter().find(|f| f.name == lang.main_file).unwrap_or(&files[0]).name.clone();
-            (out, entry)
+            Source::Files(out)
         }
         _ => return Err(invalid("no code: give code (a non-empty string) or files".into())),
     };
@@ -281,15 +278,23 @@ fn plan(api: &Api, dto: ExecuteRequest) -> Result<(RunRequest, &Language, String
     if args.iter().any(|a| a.contains('\0')) {
         return Err(invalid("args must not contain NUL bytes".into()));
     }
-    let limits = limits(&api.policy.default_limits, &api.policy.max_limits, dto.limits.unwrap_or_default())?;
-    let run = RunRequest {
-        argv: lang.command(&entry, &args),
-        stdin: dto.stdin.unwrap_or_default().into_bytes(),
-        files,
-        limits,
-        ..RunRequest::default()
-    };
-    Ok((run, lang, version))
+    let defaults = language_defaults(lang, &api.policy.default_limits, &api.policy.max_limits);
+    let limits = limits(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default())?;
+    let program = Program { source, stdin: dto.stdin.unwrap_or_default().into_bytes(), args, limits, cancel: None };
+    Ok((program, lang, version))
+}
+
+/// A language's run limits over the configured defaults, none above the maxima.
+pub(super) fn language_defaults(lang: &Language, default: &LimitTable, max: &LimitTable) -> LimitTable {
+    let t = lang.run.limits.over_table(default);
+    LimitTable {
+        cpu_time_ms: t.cpu_time_ms.min(max.cpu_time_ms),
+        wall_time_ms: t.wall_time_ms.min(max.wall_time_ms),
+        memory_mb: t.memory_mb.min(max.memory_mb),
+        processes: t.processes.min(max.processes),
+        output_kb: t.output_kb.min(max.output_kb),
+        file_size_kb: t.file_size_kb.min(max.file_size_kb),
+    }
 }
 
 /// The request's limits over the defaults, each checked against its maximum.
@@ -322,7 +327,22 @@ fn languages(api: &Api) -> Resp {
                 Availability::Available { version } => (true, Some(version.clone()), None),
                 Availability::Unavailable { reason } => (false, None, Some(reason.clone())),
             };
-            LanguageInfo { id: l.id, name: l.name, aliases: l.aliases, available, version, reason }
+            LanguageInfo {
+                id: l.id.clone(),
+                name: l.name.clone(),
+                aliases: l.aliases.clone(),
+                available,
+                version,
+                reason,
+                compiled: l.compiled(),
+                syntax_check: l.syntax.as_ref().map(|s| match s.when {
+                    When::Always => "always",
+                    When::OnFailure => "on_failure",
+                }),
+                main_file: l.main_file.clone(),
+                rootfs: l.rootfs.clone(),
+                default_limits: language_defaults(l, &api.policy.default_limits, &api.policy.max_limits),
+            }
         })
         .collect();
     json(StatusCode::OK, &LanguagesResponse { languages })

@@ -4,6 +4,9 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::config::LimitTable;
+use crate::diagnostics::{Diagnostic, RuntimeError};
+use crate::pipeline::Outcome;
 use crate::run::{RunOutcome, signal_name};
 
 /// `POST /v1/execute`.
@@ -60,11 +63,14 @@ pub(super) struct LimitsIn {
     pub(super) file_size_kb: Option<u64>,
 }
 
-/// The response to a completed run, whatever the program did.
+/// The response to a completed request, whatever the program did. The top-level fields
+/// are those of the stage that decided (`stage`): the program's run, or the syntax check or
+/// compiler that refused it; each stage that ran is also given whole.
 #[derive(Debug, Serialize)]
 pub(super) struct ExecuteResponse {
     pub(super) request_id: String,
     pub(super) status: &'static str,
+    pub(super) stage: &'static str,
     pub(super) exceeded: Option<&'static str>,
     pub(super) exit_code: Option<i32>,
     pub(super) signal: Option<i32>,
@@ -79,6 +85,53 @@ pub(super) struct ExecuteResponse {
     pub(super) time: Times,
     pub(super) memory_peak_kb: u64,
     pub(super) language: LanguageRef,
+    pub(super) syntax: Option<StageInfo>,
+    pub(super) compile: Option<StageInfo>,
+    pub(super) run: Option<StageInfo>,
+    pub(super) diagnostics: Vec<Diagnostic>,
+    pub(super) error: Option<RuntimeError>,
+}
+
+/// One stage as it ran.
+#[derive(Debug, Serialize)]
+pub(super) struct StageInfo {
+    pub(super) status: &'static str,
+    pub(super) exceeded: Option<&'static str>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) signal: Option<i32>,
+    pub(super) signal_name: Option<String>,
+    pub(super) message: Option<String>,
+    pub(super) stdout: String,
+    pub(super) stdout_encoding: &'static str,
+    pub(super) stdout_truncated: bool,
+    pub(super) stderr: String,
+    pub(super) stderr_encoding: &'static str,
+    pub(super) stderr_truncated: bool,
+    pub(super) time: Times,
+    pub(super) memory_peak_kb: u64,
+}
+
+impl StageInfo {
+    fn new(o: &RunOutcome) -> Self {
+        let (stdout, stdout_encoding) = text(&o.stdout);
+        let (stderr, stderr_encoding) = text(&o.stderr);
+        StageInfo {
+            status: o.status.as_str(),
+            exceeded: o.exceeded.map(|e| e.as_str()),
+            exit_code: o.exit_code,
+            signal: o.signal,
+            signal_name: o.signal.map(signal_name),
+            message: o.message.clone(),
+            stdout,
+            stdout_encoding,
+            stdout_truncated: o.stdout_truncated,
+            stderr,
+            stderr_encoding,
+            stderr_truncated: o.stderr_truncated,
+            time: Times { cpu_ms: o.cpu_time.as_secs_f64() * 1000.0, wall_ms: o.wall_time.as_secs_f64() * 1000.0 },
+            memory_peak_kb: o.memory_peak_bytes / 1024,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -89,40 +142,46 @@ pub(super) struct Times {
 
 #[derive(Debug, Serialize)]
 pub(super) struct LanguageRef {
-    pub(super) id: &'static str,
+    pub(super) id: String,
     pub(super) version: String,
 }
 
 impl ExecuteResponse {
-    pub(super) fn new(request_id: &str, o: RunOutcome, language: LanguageRef) -> Self {
-        let (stdout, stdout_encoding) = text(o.stdout);
-        let (stderr, stderr_encoding) = text(o.stderr);
+    pub(super) fn new(request_id: &str, o: Outcome, language: LanguageRef) -> Self {
+        let (stage, last) = o.last();
+        let top = StageInfo::new(last);
         ExecuteResponse {
             request_id: request_id.to_owned(),
-            status: o.status.as_str(),
-            exceeded: o.exceeded.map(|e| e.as_str()),
-            exit_code: o.exit_code,
-            signal: o.signal,
-            signal_name: o.signal.map(signal_name),
-            message: o.message,
-            stdout,
-            stdout_encoding,
-            stdout_truncated: o.stdout_truncated,
-            stderr,
-            stderr_encoding,
-            stderr_truncated: o.stderr_truncated,
-            time: Times { cpu_ms: o.cpu_time.as_secs_f64() * 1000.0, wall_ms: o.wall_time.as_secs_f64() * 1000.0 },
-            memory_peak_kb: o.memory_peak_bytes / 1024,
+            status: o.verdict.as_str(),
+            stage,
+            exceeded: top.exceeded,
+            exit_code: top.exit_code,
+            signal: top.signal,
+            signal_name: top.signal_name,
+            message: o.message.clone(),
+            stdout: top.stdout,
+            stdout_encoding: top.stdout_encoding,
+            stdout_truncated: top.stdout_truncated,
+            stderr: top.stderr,
+            stderr_encoding: top.stderr_encoding,
+            stderr_truncated: top.stderr_truncated,
+            time: top.time,
+            memory_peak_kb: top.memory_peak_kb,
             language,
+            syntax: o.syntax.as_ref().map(StageInfo::new),
+            compile: o.compile.as_ref().map(StageInfo::new),
+            run: o.run.as_ref().map(StageInfo::new),
+            diagnostics: o.diagnostics,
+            error: o.error,
         }
     }
 }
 
 /// Output as text when it is UTF-8, else base64.
-fn text(bytes: Vec<u8>) -> (String, &'static str) {
-    match String::from_utf8(bytes) {
-        Ok(s) => (s, "utf8"),
-        Err(e) => (base64::engine::general_purpose::STANDARD.encode(e.as_bytes()), "base64"),
+fn text(bytes: &[u8]) -> (String, &'static str) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), "utf8"),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(bytes), "base64"),
     }
 }
 
@@ -134,12 +193,17 @@ pub(super) struct LanguagesResponse {
 
 #[derive(Debug, Serialize)]
 pub(super) struct LanguageInfo {
-    pub(super) id: &'static str,
-    pub(super) name: &'static str,
-    pub(super) aliases: &'static [&'static str],
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) aliases: Vec<String>,
     pub(super) available: bool,
     pub(super) version: Option<String>,
     pub(super) reason: Option<String>,
+    pub(super) compiled: bool,
+    pub(super) syntax_check: Option<&'static str>,
+    pub(super) main_file: String,
+    pub(super) rootfs: String,
+    pub(super) default_limits: LimitTable,
 }
 
 /// `GET /health`.

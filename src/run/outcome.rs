@@ -138,7 +138,22 @@ pub struct RunOutcome {
     pub wall_time: Duration,
     /// Peak memory of the run's cgroup.
     pub memory_peak_bytes: u64,
+    /// What `/sandbox` held at the end, when the request asked for it (in path order).
+    pub files: Vec<OutputFile>,
+    /// Some of those were left out (a cap was reached).
+    pub files_truncated: bool,
 }
+
+/// One entry of `/sandbox` after a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    /// Relative to `/sandbox`.
+    pub path: String,
+    /// A file's bytes or a symlink's target.
+    pub content: FileContent,
+}
+
+pub use crate::sandbox::CollectedFile as FileContent;
 
 impl RunOutcome {
     pub(super) fn internal(message: String) -> Self {
@@ -156,6 +171,8 @@ impl RunOutcome {
             cpu_time: Duration::ZERO,
             wall_time: Duration::ZERO,
             memory_peak_bytes: 0,
+            files: Vec::new(),
+            files_truncated: false,
         }
     }
 }

@@ -18,11 +18,11 @@ use nix::unistd::pipe2;
 
 use super::slot::Slot;
 use super::supervise::{self, Streams};
-use super::{Inner, RunError, RunOutcome, RunRequest, chain, plan, sys, verdict};
+use super::{Inner, OutputFile, RunError, RunOutcome, RunRequest, chain, plan, sys, verdict};
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{
-    self, Channel, IdMap, Report, SpawnFds, SpawnRequest, Spawned, StartRequest, Starter, TmpfsSizes,
+    self, Channel, CollectSpec, IdMap, Report, SpawnFds, SpawnRequest, Spawned, StartRequest, Starter, TmpfsSizes,
 };
 
 /// How long a sandbox may take to answer (`Ready`, `Resized`) before it is given up on.
@@ -172,6 +172,11 @@ impl Prepared {
         let cgroup = self.cgroup.as_mut().ok_or_else(used)?;
         cgroup.set_limits(&plan::cgroup_limits(limits))?;
         let cpu_base = cgroup.cpu_usage()?;
+        if req.collect_files {
+            // before the start, so PID 1 has it when the program ends
+            let spec = CollectSpec { max_files: MAX_OUTPUT_FILES, max_bytes: limits.disk_bytes };
+            self.chan.send_collect(&spec).map_err(sys("send the collect request"))?;
+        }
         self.starter.start(start, files.as_ref().map(AsFd::as_fd)).map_err(sys("send the start request"))?;
         let released = Instant::now();
         drop(files);
@@ -184,10 +189,26 @@ impl Prepared {
         };
         let cgroup = self.cgroup()?;
         let watch = supervise::Watch { pid1: &self.pid1, chan: &self.chan, cgroup, limits, cores, released, cpu_base };
-        let observed = supervise::watch(&watch, streams, req.cancel.as_ref());
+        let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref());
         // Final: every process of the run is dead (PID 1 killed the rest before its report).
         let stats = cgroup.stats()?;
-        Ok(verdict::decide(observed, stats, limits, &req.argv[0]))
+        let collected = take_files(&mut observed);
+        let mut outcome = verdict::decide(observed, stats, limits, &req.argv[0]);
+        if req.collect_files && outcome.status != super::Status::InternalError {
+            match collected {
+                Some(Ok((files, truncated))) => {
+                    outcome.files = files;
+                    outcome.files_truncated = truncated;
+                }
+                Some(Err(e)) => {
+                    return Ok(RunOutcome::internal(format!("the run's files could not be collected: {e}")));
+                }
+                // the program never ran to its end (a setup failure or a kill before PID 1
+                // reported): nothing to collect, and the verdict says why
+                None => {}
+            }
+        }
+        Ok(outcome)
     }
 
     fn kill_and_reap(&mut self) {
@@ -198,6 +219,27 @@ impl Prepared {
         let _ = sandbox::reap(self.pid1.pidfd.as_fd());
         self.reaped = true;
     }
+}
+
+/// Most files a run returns.
+const MAX_OUTPUT_FILES: u32 = 1000;
+
+/// The collected files of an `Exited` report, read from the memfd that came with it.
+fn take_files(obs: &mut supervise::Observed) -> Option<Result<(Vec<OutputFile>, bool), String>> {
+    let Some(Report::Exited { files, .. }) = &mut obs.report else { return None };
+    let found = match files.take()? {
+        Ok(found) => found,
+        Err(e) => return Some(Err(e)),
+    };
+    let Some(memfd) = obs.attached.pop() else { return Some(Err("no memfd came with the files".into())) };
+    Some(
+        sandbox::read_collected(&found, memfd)
+            .map(|entries| {
+                let files = entries.into_iter().map(|(path, content)| OutputFile { path, content }).collect();
+                (files, found.truncated)
+            })
+            .map_err(|e| e.desc().to_owned()),
+    )
 }
 
 fn used() -> RunError {

@@ -64,6 +64,8 @@ pub(super) struct Observed {
     pub(super) started: bool,
     /// The report that says how the run ended (`Exited`, `ExecFailed`, `SetupFailed`).
     pub(super) report: Option<Report>,
+    /// Descriptors that came with it (the collected files' memfd).
+    pub(super) attached: Vec<OwnedFd>,
     pub(super) killed: Option<Kill>,
     pub(super) stdout: Capture,
     pub(super) stderr: Capture,
@@ -202,9 +204,12 @@ impl Loop<'_> {
     fn read_reports(&mut self, chan: &Channel) -> bool {
         loop {
             match chan.try_recv() {
-                Ok(Some(Report::Started)) => self.obs.started = true,
-                Ok(Some(Report::Ready | Report::Resized)) => {}
-                Ok(Some(r)) => self.obs.report = Some(r),
+                Ok(Some((Report::Started, _))) => self.obs.started = true,
+                Ok(Some((Report::Ready | Report::Resized, _))) => {}
+                Ok(Some((r, fds))) => {
+                    self.obs.report = Some(r);
+                    self.obs.attached = fds;
+                }
                 Ok(None) => return true,
                 Err(_) => return false,
             }

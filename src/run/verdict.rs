@@ -46,6 +46,8 @@ pub(super) fn decide(obs: Observed, stats: Stats, limits: &Limits, command: &str
         cpu_time: cpu,
         wall_time: wall,
         memory_peak_bytes: stats.memory_peak_bytes,
+        files: Vec::new(),
+        files_truncated: false,
     }
 }
 
@@ -140,7 +142,7 @@ mod tests {
     fn exited(status: ExitStatus, wall_ms: u64) -> Observed {
         Observed {
             started: true,
-            report: Some(Report::Exited { status, wall_us: wall_ms * 1000 }),
+            report: Some(Report::Exited { status, wall_us: wall_ms * 1000, files: None }),
             ..Observed::default()
         }
     }

@@ -11,6 +11,7 @@ use nix::sys::socket::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::collect::{CollectSpec, Collected};
 use super::spec::{StartRequest, TmpfsSizes};
 
 /// Largest message accepted: a start request with its argv, env and file list.
@@ -59,6 +60,9 @@ pub enum Report {
         status: ExitStatus,
         /// Wall time from its fork to its exit, as PID 1 measured it.
         wall_us: u64,
+        /// What `/sandbox` held, when the runner asked (the bytes come in a memfd with
+        /// this message); `Err` says why collecting failed.
+        files: Option<Result<Collected, String>>,
     },
 }
 
@@ -66,6 +70,7 @@ pub enum Report {
 #[derive(Debug, Serialize)]
 enum CommandRef<'a> {
     Resize(&'a TmpfsSizes),
+    Collect(&'a CollectSpec),
 }
 
 /// Runner -> PID 1, as received.
@@ -73,6 +78,9 @@ enum CommandRef<'a> {
 pub(super) enum Command {
     /// Give the writable tmpfs mounts these sizes (before the start request).
     Resize(TmpfsSizes),
+    /// When the program is over, send what `/sandbox` holds with `Exited` (sent before the
+    /// start request; no answer).
+    Collect(CollectSpec),
 }
 
 /// A new `SOCK_SEQPACKET` pair, close-on-exec on both ends.
@@ -184,6 +192,11 @@ impl Channel {
         send(self.sock.as_fd(), &CommandRef::Resize(sizes), &[])
     }
 
+    /// Asks PID 1 to send `/sandbox`'s files with its `Exited` report.
+    pub fn send_collect(&self, spec: &CollectSpec) -> Result<(), Errno> {
+        send(self.sock.as_fd(), &CommandRef::Collect(spec), &[])
+    }
+
     /// Waits for the next report (for a sandbox being prepared).
     pub fn recv(&self) -> Result<Report, Errno> {
         match recv::<Report>(self.sock.as_fd(), false)? {
@@ -192,11 +205,11 @@ impl Channel {
         }
     }
 
-    /// The next report, without waiting: `Ok(None)` when there is none yet, and
-    /// `Err(Errno::EPIPE)` once PID 1 has closed its end.
-    pub fn try_recv(&self) -> Result<Option<Report>, Errno> {
+    /// The next report and the descriptors that came with it, without waiting: `Ok(None)`
+    /// when there is none yet, and `Err(Errno::EPIPE)` once PID 1 has closed its end.
+    pub fn try_recv(&self) -> Result<Option<(Report, Vec<OwnedFd>)>, Errno> {
         match recv::<Report>(self.sock.as_fd(), true)? {
-            Received::Message(r, _) => Ok(Some(r)),
+            Received::Message(r, fds) => Ok(Some((r, fds))),
             Received::Empty => Ok(None),
             Received::Closed => Err(Errno::EPIPE),
         }

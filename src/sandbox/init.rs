@@ -22,7 +22,8 @@
 //! 9. until the program's `execve` succeeds or fails (its report pipe), resize the tmpfs
 //!    mounts when the runner asks (`Resize`, before it starts the program); report
 //!    `Started` or the failure;
-//! 10. reap until the program exits, kill the rest, reap them, report `Exited`.
+//! 10. reap until the program exits, kill the rest, reap them, report `Exited`, with what
+//!     `/sandbox` holds when the runner asked for it (`Collect`, see `collect`).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
@@ -35,6 +36,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid, read, setresgid, setresuid};
 
 use super::channel::{self, Command, ExitStatus, Received, Report};
+use super::collect::{self, CollectSpec};
 use super::spec::SpawnRequest;
 use super::sys::{self, Forked};
 use super::{StepError, close_all_but, exec, mounts};
@@ -97,26 +99,42 @@ pub(super) fn run(
     ];
     let kept = close_all_but(&raw).map_err(step("close inherited descriptors"));
     let Fds { control, stdin, stdout, stderr, start } = fds;
+    let mut collect_spec: Option<CollectSpec> = None;
     let result = kept
         .map_err(Failure::Setup)
         .and_then(|()| prepare(req, root, released))
         .and_then(|()| fork_program(req, filter, Stdio { stdin, stdout, stderr }, start))
         .and_then(|program| {
             let _ = channel::send(control.as_fd(), &Report::Ready, &[]);
-            wait_for_exec(&control, program)
+            wait_for_exec(&control, program, &mut collect_spec)
         });
+    let mut attached = None;
     let (report, code) = match result {
         Ok((pid, forked_at)) => {
             // the runner starts its wall clock and CPU baseline on this
             let _ = channel::send(control.as_fd(), &Report::Started, &[]);
-            (supervise(pid, forked_at), 0)
+            let (status, wall_us) = supervise(pid, forked_at);
+            // a Collect sent before the start may still wait in the socket
+            while let Ok(Received::Message(Command::Collect(spec), _)) = channel::recv::<Command>(control.as_fd(), true)
+            {
+                collect_spec = Some(spec);
+            }
+            let files = collect_spec.map(|spec| match collect::collect("/sandbox", spec) {
+                Ok((found, memfd)) => {
+                    attached = Some(memfd);
+                    Ok(found)
+                }
+                Err(e) => Err(format!("collecting /sandbox: {}", e.desc())),
+            });
+            (Report::Exited { status, wall_us, files }, 0)
         }
         Err(Failure::Setup(e)) => {
             (Report::SetupFailed { step: e.step.into(), errno: e.errno.map(|e| e as i32), detail: e.detail }, 1)
         }
         Err(Failure::Exec(errno)) => (Report::ExecFailed { errno: errno as i32 }, 1),
     };
-    let _ = channel::send(control.as_fd(), &report, &[]);
+    let fds: Vec<RawFd> = attached.iter().map(AsRawFd::as_raw_fd).collect();
+    let _ = channel::send(control.as_fd(), &report, &fds);
     sys::exit_now(code)
 }
 
@@ -180,8 +198,13 @@ fn fork_program(
 }
 
 /// Until the program's `execve` succeeds (its report pipe reaches EOF) or fails, serves
-/// the runner's resize requests. Returns the program's pid and when it started.
-fn wait_for_exec(control: &OwnedFd, program: Program) -> Result<(Pid, Instant), Failure> {
+/// the runner's resize requests and notes a collect request. Returns the program's pid and
+/// when it started.
+fn wait_for_exec(
+    control: &OwnedFd,
+    program: Program,
+    collect: &mut Option<CollectSpec>,
+) -> Result<(Pid, Instant), Failure> {
     loop {
         let mut fds =
             [PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(program.report.as_fd(), PollFlags::POLLIN)];
@@ -193,9 +216,13 @@ fn wait_for_exec(control: &OwnedFd, program: Program) -> Result<(Pid, Instant), 
             return exec_result(&program);
         }
         if fds[0].any().unwrap_or(false) {
-            let (Command::Resize(sizes), _) = next_command(control)?;
-            mounts::resize(&sizes)?;
-            let _ = channel::send(control.as_fd(), &Report::Resized, &[]);
+            match next_command(control)?.0 {
+                Command::Resize(sizes) => {
+                    mounts::resize(&sizes)?;
+                    let _ = channel::send(control.as_fd(), &Report::Resized, &[]);
+                }
+                Command::Collect(spec) => *collect = Some(spec),
+            }
         }
     }
 }
@@ -224,7 +251,7 @@ fn exec_result(program: &Program) -> Result<(Pid, Instant), Failure> {
 /// Reaps every child until the program itself exits; then kills the whole namespace
 /// (background children, stopped ones) and reaps the rest. `kill(-1)` from PID 1 reaches
 /// every other process in its pid namespace.
-fn supervise(program: Pid, released: Instant) -> Report {
+fn supervise(program: Pid, released: Instant) -> (ExitStatus, u64) {
     let status = loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(p, code)) if p == program => break ExitStatus::Code(code),
@@ -237,5 +264,5 @@ fn supervise(program: Pid, released: Instant) -> Report {
     let wall_us = u64::try_from(released.elapsed().as_micros()).unwrap_or(u64::MAX);
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     while !matches!(waitpid(None, None), Err(Errno::ECHILD)) {}
-    Report::Exited { status, wall_us }
+    (status, wall_us)
 }

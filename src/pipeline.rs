@@ -1,0 +1,507 @@
+//! One request for a language, through its stages: the files go into `/sandbox`, then the
+//! syntax check, the compiler and the program each run in a sandbox of their own, with their
+//! own limits; what the compiler leaves in `/sandbox` is carried into the program's. The
+//! outcome keeps every stage apart, with diagnostics and the uncaught error parsed, and says
+//! `syntax_error` or `compile_error` when the program never ran.
+//!
+//! When a syntax check runs is the language's choice (`lang::When`): before the program
+//! for a language that runs a file as it reads it, or only after a failed run for one that
+//! parses the whole entry file first, where a failed check means nothing ran; that spares
+//! every good program a second interpreter start. A compiler's own messages tell its syntax
+//! errors from its other errors (`diagnostics`).
+
+use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
+use crate::lang::{self, Entry, Language, When};
+use crate::limit::Limits;
+use crate::run::{Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
+
+/// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs one program to the end (blocking).
+    fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError>;
+}
+
+impl Executor for Runner {
+    fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
+        self.run(req)
+    }
+}
+
+/// The program of a request.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// One file of source text, written to the language's main file (Java: to the file its
+    /// public class needs).
+    Code(String),
+    /// Several files; the language's main file is the entry when present, else the first.
+    Files(Vec<InputFile>),
+}
+
+/// One request for a language.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// The source.
+    pub source: Source,
+    /// The program's stdin (the checks and the compiler get none).
+    pub stdin: Vec<u8>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The program's limits (the caller has applied request, language and configuration).
+    pub limits: Limits,
+    /// Kills whichever stage is running.
+    pub cancel: Option<Cancel>,
+}
+
+/// How a request ended, across its stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The syntax check (or the compiler's parser) refused the program; it never ran.
+    SyntaxError,
+    /// The compiler refused it, or went over its limits; it never ran.
+    CompileError,
+    /// The program ran (or could not be started): its status.
+    Run(Status),
+}
+
+impl Verdict {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::SyntaxError => "syntax_error",
+            Verdict::CompileError => "compile_error",
+            Verdict::Run(s) => s.as_str(),
+        }
+    }
+
+    /// The verdict with this wire name.
+    pub fn parse(name: &str) -> Option<Verdict> {
+        match name {
+            "syntax_error" => Some(Verdict::SyntaxError),
+            "compile_error" => Some(Verdict::CompileError),
+            other => Status::parse(other).map(Verdict::Run),
+        }
+    }
+}
+
+/// A request's outcome: each stage that ran, the verdict, and what was parsed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// A sentence for people, for every verdict but `ok`.
+    pub message: Option<String>,
+    /// The syntax check, when it ran.
+    pub syntax: Option<RunOutcome>,
+    /// The compiler, when it ran.
+    pub compile: Option<RunOutcome>,
+    /// The program, when it ran.
+    pub run: Option<RunOutcome>,
+    /// The check's or compiler's messages (errors, warnings), paths relative to /sandbox.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The program's uncaught error, when it died of one.
+    pub error: Option<RuntimeError>,
+}
+
+impl Outcome {
+    /// The stage that ran last (the one that decided): `run`, `compile` or `syntax`.
+    pub fn last(&self) -> (&'static str, &RunOutcome) {
+        let syntax_decided = self.verdict == Verdict::SyntaxError;
+        match (&self.syntax, &self.compile, &self.run) {
+            (Some(s), _, _) if syntax_decided => ("syntax", s),
+            (_, _, Some(r)) => ("run", r),
+            (_, Some(c), None) => ("compile", c),
+            (Some(s), None, None) => ("syntax", s),
+            (None, None, None) => unreachable!("an outcome has at least one stage"),
+        }
+    }
+}
+
+/// The files and names a request resolves to.
+#[derive(Debug, Clone)]
+struct Resolved {
+    files: Vec<InputFile>,
+    entry: String,
+    sources: Vec<String>,
+    main_class: Option<String>,
+}
+
+/// Runs `program` in `lang` through its stages. `Err` only when nothing could be attempted
+/// (a request the runner refuses); a stage that fails is part of the outcome.
+pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result<Outcome, RunError> {
+    let r = resolve(lang, program.source)?;
+    let mut out = Outcome {
+        verdict: Verdict::Run(Status::Ok),
+        message: None,
+        syntax: None,
+        compile: None,
+        run: None,
+        diagnostics: Vec::new(),
+        error: None,
+    };
+    let cancel = program.cancel;
+    if let Some(s) = lang.syntax.as_ref().filter(|s| s.when == When::Always) {
+        let limits = s.limits.over(&lang::syntax_defaults());
+        let o = exec.execute(&stage_request(
+            lang,
+            &s.command,
+            &s.env,
+            &r,
+            &r.files,
+            limits,
+            &[],
+            &[],
+            cancel.clone(),
+            false,
+        ))?;
+        let failed = o.status != Status::Ok;
+        out.diagnostics = parse(s.diagnostics, &o, &r.files);
+        let internal = o.status == Status::InternalError;
+        out.syntax = Some(o);
+        if internal {
+            return Ok(internal_outcome(out, "syntax"));
+        }
+        if failed {
+            return Ok(syntax_error(out));
+        }
+    }
+    let mut run_files = r.files.clone();
+    let mut run_limits = program.limits;
+    if let Some(c) = &lang.compile {
+        let limits = c.limits.over(&lang::compile_defaults());
+        let mut o = exec.execute(&stage_request(
+            lang,
+            &c.command,
+            &c.env,
+            &r,
+            &r.files,
+            limits,
+            &[],
+            &[],
+            cancel.clone(),
+            true,
+        ))?;
+        out.diagnostics.extend(parse(c.diagnostics, &o, &r.files));
+        if let Some(text) = diagnostics::human_output(c.diagnostics, &String::from_utf8_lossy(&o.stderr)) {
+            o.stderr = text.into_bytes();
+        }
+        let status = o.status;
+        let outputs = std::mem::take(&mut o.files);
+        out.compile = Some(o);
+        match status {
+            Status::Ok => {}
+            Status::InternalError => return Ok(internal_outcome(out, "compile")),
+            _ => {
+                let syntax = out.diagnostics.iter().any(|d| d.syntax && d.severity == Severity::Error);
+                out.verdict = if syntax { Verdict::SyntaxError } else { Verdict::CompileError };
+                out.message = Some(failure_message(&out, "the compiler", status));
+                return Ok(out);
+            }
+        }
+        run_files = outputs
+            .into_iter()
+            .filter_map(|f| match f.content {
+                FileContent::File { bytes, executable } => {
+                    Some(InputFile { path: f.path, contents: bytes, executable })
+                }
+                FileContent::Symlink(_) => None,
+            })
+            .collect();
+        // the program's /sandbox must hold what the compiler left
+        let total: u64 = run_files.iter().map(|f| f.contents.len() as u64).sum();
+        run_limits.disk_bytes = run_limits.disk_bytes.max(total.saturating_add(total / 4).saturating_add(8 << 20));
+    }
+    let run = exec.execute(&stage_request(
+        lang,
+        &lang.run.command,
+        &lang.run.env,
+        &r,
+        &run_files,
+        run_limits,
+        &program.args,
+        &program.stdin,
+        cancel.clone(),
+        false,
+    ))?;
+    let run_status = run.status;
+    out.verdict = Verdict::Run(run_status);
+    out.message.clone_from(&run.message);
+    if let Some(format) = lang.run.errors.filter(|_| matches!(run_status, Status::RuntimeError | Status::Signaled)) {
+        out.error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
+    }
+    out.run = Some(run);
+    if run_status == Status::RuntimeError {
+        if let Some(s) = lang.syntax.as_ref().filter(|s| s.when == When::OnFailure) {
+            // did the program fail because it never parsed? then nothing of it ran
+            let limits = s.limits.over(&lang::syntax_defaults());
+            let o =
+                exec.execute(&stage_request(lang, &s.command, &s.env, &r, &r.files, limits, &[], &[], cancel, false))?;
+            let refused = o.status == Status::RuntimeError;
+            if refused {
+                out.diagnostics = parse(s.diagnostics, &o, &r.files);
+                out.error = None;
+                out.syntax = Some(o);
+                return Ok(syntax_error(out));
+            }
+            out.syntax = Some(o);
+        }
+        if let Some(e) = out.error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind)) {
+            let message = format!("the program ran out of memory ({}: {})", e.kind, e.message);
+            out.verdict = Verdict::Run(Status::MemoryLimit);
+            if let Some(run) = &mut out.run {
+                run.status = Status::MemoryLimit;
+                run.exceeded = Some(Exceeded::Memory);
+                run.message = Some(message.clone());
+            }
+            out.message = Some(message);
+        }
+    }
+    Ok(out)
+}
+
+/// A stage's diagnostics, with columns the toolchain left out taken from the sources.
+fn parse(format: diagnostics::Format, o: &RunOutcome, files: &[InputFile]) -> Vec<Diagnostic> {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let mut found = diagnostics::parse_diagnostics(format, &String::from_utf8_lossy(&o.stdout), &stderr);
+    let source =
+        |path: &str| files.iter().find(|f| f.path == path).map(|f| String::from_utf8_lossy(&f.contents).into_owned());
+    diagnostics::fill_columns(format, &mut found, &stderr, &source);
+    found
+}
+
+fn syntax_error(mut out: Outcome) -> Outcome {
+    out.verdict = Verdict::SyntaxError;
+    let status = out.syntax.as_ref().map_or(Status::RuntimeError, |s| s.status);
+    out.message = Some(failure_message(&out, "the syntax check", status));
+    out
+}
+
+fn internal_outcome(mut out: Outcome, stage: &str) -> Outcome {
+    out.verdict = Verdict::Run(Status::InternalError);
+    let detail = out.last().1.message.clone().unwrap_or_default();
+    out.message = Some(format!("the {stage} stage failed inside codeexec: {detail}"));
+    out
+}
+
+/// The first error's place and text, or what the stage hit.
+fn failure_message(out: &Outcome, what: &str, status: Status) -> String {
+    if status != Status::RuntimeError {
+        let hit = out.last().1.message.clone().unwrap_or_else(|| status.as_str().to_owned());
+        return format!("{what} did not finish: {hit}");
+    }
+    match out.diagnostics.iter().find(|d| d.severity == Severity::Error) {
+        Some(d) => {
+            let place = match (d.line, d.column) {
+                (Some(l), Some(c)) => format!("{}:{l}:{c}", d.file),
+                (Some(l), None) => format!("{}:{l}", d.file),
+                _ => d.file.clone(),
+            };
+            let more = out.diagnostics.iter().filter(|d| d.severity == Severity::Error).count() - 1;
+            let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+            format!("{place}: {}{more}", d.message)
+        }
+        None => format!("{what} failed (see its output)"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stage_request(
+    lang: &Language,
+    command: &[String],
+    stage_env: &std::collections::BTreeMap<String, String>,
+    r: &Resolved,
+    files: &[InputFile],
+    limits: Limits,
+    args: &[String],
+    stdin: &[u8],
+    cancel: Option<Cancel>,
+    collect_files: bool,
+) -> RunRequest {
+    let vars = Vars { r, limits: &limits };
+    let mut argv = Vec::with_capacity(command.len() + args.len());
+    for arg in command {
+        if arg == "{sources}" {
+            argv.extend(r.sources.iter().cloned());
+        } else {
+            argv.push(vars.expand(arg));
+        }
+    }
+    argv.extend(args.iter().cloned());
+    let mut env: Vec<(String, String)> = lang.env.iter().map(|(k, v)| (k.clone(), vars.expand(v))).collect();
+    for (k, v) in stage_env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), vars.expand(v)));
+    }
+    RunRequest { argv, env, stdin: stdin.to_vec(), files: files.to_vec(), limits, cancel, collect_files }
+}
+
+struct Vars<'a> {
+    r: &'a Resolved,
+    limits: &'a Limits,
+}
+
+impl Vars<'_> {
+    fn expand(&self, text: &str) -> String {
+        if !text.contains('{') {
+            return text.to_owned();
+        }
+        let memory_mb = self.limits.memory_bytes >> 20;
+        let cpus = self.limits.cpu_millicores.div_ceil(1000).max(1);
+        let stem = self.r.entry.rsplit_once('.').map_or(self.r.entry.as_str(), |(s, _)| s);
+        text.replace("{main_stem}", stem)
+            .replace("{main_class}", self.r.main_class.as_deref().unwrap_or("Main"))
+            .replace("{main}", &self.r.entry)
+            .replace("{heap_mb}", &(memory_mb * 3 / 4).max(16).to_string())
+            .replace("{memory_mb}", &memory_mb.to_string())
+            .replace("{cpus}", &cpus.to_string())
+    }
+}
+
+/// The files of a request, its entry, its sources in order, and Java's main class.
+fn resolve(lang: &Language, source: Source) -> Result<Resolved, RunError> {
+    let invalid = |m: String| RunError::Invalid(m);
+    let (files, entry) = match source {
+        Source::Code(code) => {
+            let name = match lang.entry {
+                Entry::JavaClass => {
+                    java_public_class(&code).map_or_else(|| lang.main_file.clone(), |c| format!("{c}.java"))
+                }
+                Entry::File => lang.main_file.clone(),
+            };
+            (vec![InputFile { path: name.clone(), contents: code.into_bytes(), executable: false }], name)
+        }
+        Source::Files(files) => {
+            let first = files.first().ok_or_else(|| invalid("no files".into()))?;
+            let entry = files.iter().find(|f| f.path == lang.main_file).unwrap_or(first).path.clone();
+            (files, entry)
+        }
+    };
+    let is_source = |p: &str| lang.sources.iter().any(|ext| p.ends_with(ext.as_str()));
+    let mut sources: Vec<String> =
+        files.iter().map(|f| f.path.clone()).filter(|p| *p != entry && is_source(p)).collect();
+    sources.sort();
+    sources.insert(0, entry.clone());
+    let main_class = match lang.entry {
+        Entry::JavaClass => Some(
+            java_main_class(&files)
+                .ok_or_else(|| invalid("no class declares `public static void main(String[] args)`".into()))?,
+        ),
+        Entry::File => None,
+    };
+    Ok(Resolved { files, entry, sources, main_class })
+}
+
+/// The name of the first `public class|interface|enum|record X` in Java source.
+fn java_public_class(code: &str) -> Option<String> {
+    let code = strip_java_comments(code);
+    let words: Vec<&str> = code.split(|c: char| c.is_whitespace() || c == '{').filter(|w| !w.is_empty()).collect();
+    words
+        .windows(3)
+        .find_map(|w| {
+            (w[0] == "public" && matches!(w[1], "class" | "interface" | "enum" | "record")).then(|| identifier(w[2]))?
+        })
+        .or_else(|| {
+            // `public final class X`, `public abstract class X`
+            words.windows(4).find_map(|w| {
+                (w[0] == "public" && matches!(w[1], "final" | "abstract") && w[2] == "class")
+                    .then(|| identifier(w[3]))?
+            })
+        })
+}
+
+/// The class (with its package) whose body declares `static void main(`.
+fn java_main_class(files: &[InputFile]) -> Option<String> {
+    let mut found = None;
+    for f in files.iter().filter(|f| f.path.ends_with(".java")) {
+        let code = strip_java_comments(&String::from_utf8_lossy(&f.contents));
+        let Some(at) = find_main(&code) else { continue };
+        // the last type declared before `main` encloses it (nested types aside)
+        let before = &code[..at];
+        let words: Vec<&str> =
+            before.split(|c: char| c.is_whitespace() || c == '{').filter(|w| !w.is_empty()).collect();
+        let class = words
+            .windows(2)
+            .rev()
+            .find(|w| matches!(w[0], "class" | "enum" | "record" | "interface"))
+            .and_then(|w| identifier(w[1]));
+        let Some(class) = class else { continue };
+        let package =
+            code.split(';').next().and_then(|first| first.trim().strip_prefix("package ")).map(|p| p.trim().to_owned());
+        let name = package.map_or_else(|| class.clone(), |p| format!("{p}.{class}"));
+        // prefer the entry's public class when several have main
+        if found.is_none() {
+            found = Some(name);
+        }
+    }
+    found
+}
+
+fn find_main(code: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = code[from..].find("static") {
+        let at = from + i;
+        let rest = code[at + "static".len()..].trim_start();
+        if let Some(rest) = rest.strip_prefix("void") {
+            if rest.trim_start().starts_with("main") && rest.trim_start()["main".len()..].trim_start().starts_with('(')
+            {
+                return Some(at);
+            }
+        }
+        from = at + "static".len();
+    }
+    None
+}
+
+/// A Java identifier at the start of `w` (`Main<T>` -> `Main`).
+fn identifier(w: &str) -> Option<String> {
+    let id: String = w.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
+    (!id.is_empty() && !id.starts_with(|c: char| c.is_ascii_digit())).then_some(id)
+}
+
+/// Java source without comments and string contents (so a `main` in either is not taken).
+fn strip_java_comments(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for c in chars.by_ref() {
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+                out.push(' ');
+            }
+            '"' | '\'' => {
+                let quote = c;
+                out.push(quote);
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == quote {
+                        break;
+                    }
+                }
+                out.push(quote);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
