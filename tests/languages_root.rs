@@ -183,7 +183,8 @@ macro_rules! language {
             #[test]
             fn the_memory_limit_ends_it() {
                 require_privileged!();
-                let v = run($lang, &[$hog], &["--memory", "128M"], "");
+                // time enough that only memory can end it, on a loaded or emulated machine too
+                let v = run($lang, &[$hog], &["--memory", "128M", "--cpu-time", "60s", "--wall-time", "120s"], "");
                 expect(&v, "memory_limit");
                 assert_eq!(v["exceeded"], "memory");
             }
