@@ -186,6 +186,7 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         }
         let status = o.status;
         let outputs = std::mem::take(&mut o.files);
+        let truncated = o.files_truncated;
         out.compile = Some(o);
         match status {
             Status::Ok => {}
@@ -197,6 +198,17 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
                 return Ok(out);
             }
         }
+        if truncated {
+            // a partial tree would fail later in a way nobody could explain
+            out.verdict = Verdict::CompileError;
+            out.message = Some(format!(
+                "the compiler left more in /sandbox than can be carried to the run (at most {} files, {} MiB)",
+                crate::run::MAX_OUTPUT_FILES,
+                crate::run::MAX_OUTPUT_BYTES >> 20
+            ));
+            return Ok(out);
+        }
+        // symlinks the compiler made are not carried: a program needs none
         run_files = outputs
             .into_iter()
             .filter_map(|f| match f.content {

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use outcome::{Exceeded, FileContent, OutputFile, RunOutcome, Status};
+pub use prepared::{MAX_OUTPUT_BYTES, MAX_OUTPUT_FILES};
 pub use verdict::signal_name;
 
 use crate::cgroup::{CgroupError, Hierarchy};

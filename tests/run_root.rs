@@ -250,3 +250,17 @@ fn files_out_are_read_without_following_symlinks() {
     assert_eq!((by("t")["executable"].as_bool(), by("bin")["executable"].as_bool()), (Some(true), Some(false)));
     assert_eq!(r.json["files_truncated"], false);
 }
+
+#[test]
+fn files_out_with_many_long_names_and_odd_symlinks_still_report() {
+    require_privileged!();
+    // ~270 KB of names and targets full of control characters: more than one message of
+    // the control socket could carry, had the manifest travelled in it
+    let script = "i=0; n=$(printf '%0240d' 0); while [ $i -lt 900 ]; do : > \"$i$n\"; i=$((i+1)); done; \
+                  t=$(printf '\\001%.0s' $(seq 1 2000)); j=0; while [ $j -lt 150 ]; do ln -s \"$t\" \"l$j\"; j=$((j+1)); done";
+    let r = run(&["--files-out", "--wall-time", "60s", "--cpu-time", "30s"], &["/bin/sh", "-c", script]);
+    r.expect("ok");
+    let files = r.json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1000, "the file cap, reached: {}", files.len());
+    assert_eq!(r.json["files_truncated"], true);
+}

@@ -174,7 +174,7 @@ impl Prepared {
         let cpu_base = cgroup.cpu_usage()?;
         if req.collect_files {
             // before the start, so PID 1 has it when the program ends
-            let spec = CollectSpec { max_files: MAX_OUTPUT_FILES, max_bytes: limits.disk_bytes };
+            let spec = collect_spec(limits);
             self.chan.send_collect(&spec).map_err(sys("send the collect request"))?;
         }
         self.starter.start(start, files.as_ref().map(AsFd::as_fd)).map_err(sys("send the start request"))?;
@@ -192,7 +192,7 @@ impl Prepared {
         let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref());
         // Final: every process of the run is dead (PID 1 killed the rest before its report).
         let stats = cgroup.stats()?;
-        let collected = take_files(&mut observed);
+        let collected = if req.collect_files { take_files(&mut observed, collect_spec(limits)) } else { None };
         let mut outcome = verdict::decide(observed, stats, limits, &req.argv[0]);
         if req.collect_files && outcome.status != super::Status::InternalError {
             match collected {
@@ -222,24 +222,27 @@ impl Prepared {
 }
 
 /// Most files a run returns.
-const MAX_OUTPUT_FILES: u32 = 1000;
+pub const MAX_OUTPUT_FILES: u32 = 1000;
+/// Most bytes of files a run returns: they are read into the runner's memory, and a
+/// sparse file costs the program no disk.
+pub const MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+fn collect_spec(limits: &Limits) -> CollectSpec {
+    CollectSpec { max_files: MAX_OUTPUT_FILES, max_bytes: limits.disk_bytes.min(MAX_OUTPUT_BYTES) }
+}
 
 /// The collected files of an `Exited` report, read from the memfd that came with it.
-fn take_files(obs: &mut supervise::Observed) -> Option<Result<(Vec<OutputFile>, bool), String>> {
+fn take_files(obs: &mut supervise::Observed, spec: CollectSpec) -> Option<Result<(Vec<OutputFile>, bool), String>> {
     let Some(Report::Exited { files, .. }) = &mut obs.report else { return None };
-    let found = match files.take()? {
-        Ok(found) => found,
+    let packed = match files.take()? {
+        Ok(p) => p,
         Err(e) => return Some(Err(e)),
     };
     let Some(memfd) = obs.attached.pop() else { return Some(Err("no memfd came with the files".into())) };
-    Some(
-        sandbox::read_collected(&found, memfd)
-            .map(|entries| {
-                let files = entries.into_iter().map(|(path, content)| OutputFile { path, content }).collect();
-                (files, found.truncated)
-            })
-            .map_err(|e| e.desc().to_owned()),
-    )
+    Some(sandbox::read_collected(packed, memfd, spec).map(|found| {
+        let files = found.entries.into_iter().map(|(path, content)| OutputFile { path, content }).collect();
+        (files, found.truncated)
+    }))
 }
 
 fn used() -> RunError {

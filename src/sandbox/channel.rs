@@ -11,7 +11,7 @@ use nix::sys::socket::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::collect::{CollectSpec, Collected};
+use super::collect::{CollectSpec, Packed};
 use super::spec::{StartRequest, TmpfsSizes};
 
 /// Largest message accepted: a start request with its argv, env and file list.
@@ -60,9 +60,9 @@ pub enum Report {
         status: ExitStatus,
         /// Wall time from its fork to its exit, as PID 1 measured it.
         wall_us: u64,
-        /// What `/sandbox` held, when the runner asked (the bytes come in a memfd with
-        /// this message); `Err` says why collecting failed.
-        files: Option<Result<Collected, String>>,
+        /// What `/sandbox` held, when the runner asked (bytes and manifest come in a
+        /// memfd with this message); `Err` says why collecting failed.
+        files: Option<Result<Packed, String>>,
     },
 }
 

@@ -134,7 +134,13 @@ pub(super) fn run(
         Err(Failure::Exec(errno)) => (Report::ExecFailed { errno: errno as i32 }, 1),
     };
     let fds: Vec<RawFd> = attached.iter().map(AsRawFd::as_raw_fd).collect();
-    let _ = channel::send(control.as_fd(), &report, &fds);
+    if channel::send(control.as_fd(), &report, &fds).is_err() {
+        // the report must arrive: again without the files, saying why
+        if let Report::Exited { status, wall_us, files: Some(_) } = report {
+            let files = Some(Err("the collected files could not be sent".to_owned()));
+            let _ = channel::send(control.as_fd(), &Report::Exited { status, wall_us, files }, &[]);
+        }
+    }
     sys::exit_now(code)
 }
 
