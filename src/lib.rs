@@ -17,6 +17,8 @@
 //! - [`leak`]: finds cgroups, processes, mounts and state a run left behind.
 //! - [`diagnostics`]: compiler diagnostics and runtime errors parsed from each toolchain's
 //!   output.
+//! - [`image`]: root filesystem images: OCI layouts imported into a content-addressed
+//!   store, unpacked safely once.
 //! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
 //! - [`pipeline`]: one request for a language through its stages (syntax check, compile,
 //!   run), each in its own sandbox, with diagnostics and the uncaught error parsed.
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod diagnostics;
+pub mod image;
 pub mod lang;
 pub mod leak;
 pub mod limit;
