@@ -36,10 +36,77 @@ pub enum Command {
     /// scripts/bench).
     #[command(hide = true)]
     BenchApi(BenchApiArgs),
+    /// Root filesystem images: import OCI layouts, list and remove them.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// List cgroups, processes, mounts and state files a codeexec run left behind;
     /// exit 1 if there are any (used by the test suite).
     #[command(hide = true)]
     Leaks(CommonArgs),
+}
+
+/// `codeexec image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI image layout (a directory, or an archive as `skopeo copy …
+    /// oci-archive:FILE` or `docker save` writes) into the store: every blob's digest is
+    /// checked and the layers are unpacked once, safely.
+    Import(ImageImportArgs),
+    /// List the images in the store.
+    Ls(ImageLsArgs),
+    /// Remove images (by name, or by digest with all their names); an image a run or a
+    /// daemon is using is not removed.
+    Rm(ImageRmArgs),
+}
+
+/// The image store's location.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The image store.
+    #[arg(long, value_name = "DIR", env = "CODEEXEC_IMAGES_DIR", default_value = crate::image::DEFAULT_STORE)]
+    pub store: PathBuf,
+}
+
+/// `codeexec image import`.
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    /// The OCI layout directory or archive.
+    pub path: PathBuf,
+    /// The name to give it (`name[:tag]`, `:latest` when no tag); default: the index's
+    /// `org.opencontainers.image.ref.name`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Which of several images in the index (by its ref name).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `codeexec image ls`.
+#[derive(Debug, Args)]
+pub struct ImageLsArgs {
+    /// Print JSON (one array of records).
+    #[arg(long)]
+    pub json: bool,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `codeexec image rm`.
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Names (`name[:tag]`) or digests.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Options every command that makes sandboxes shares.
@@ -96,6 +163,13 @@ pub struct RunArgs {
     /// Use this directory tree as the root filesystem instead of the host's (local only).
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
+    /// Use this image of the store as the root filesystem (local only); it cannot be
+    /// removed while the run lasts.
+    #[arg(long, value_name = "NAME", conflicts_with = "rootfs")]
+    pub image: Option<String>,
+    /// The image store, for --image.
+    #[arg(long, value_name = "DIR", env = "CODEEXEC_IMAGES_DIR", default_value = crate::image::DEFAULT_STORE)]
+    pub store: PathBuf,
     /// Copy a host file into /sandbox, as NAME or under its own file name.
     #[arg(long = "file", value_name = "[NAME=]PATH")]
     pub files: Vec<String>,
@@ -151,6 +225,7 @@ impl RunArgs {
             (self.cpus.is_some(), "--cpus"),
             (self.disk.is_some(), "--disk"),
             (self.rootfs.is_some(), "--rootfs"),
+            (self.image.is_some(), "--image"),
             (!self.env.is_empty(), "--env"),
             (self.files_out, "--files-out"),
         ] {

@@ -16,9 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::limit::Limits;
 
-/// Variables with the prefix that are not configuration keys.
-const NOT_CONFIG: [&str; 4] =
-    ["CODEEXEC_LOG", "CODEEXEC_PRIVILEGED_TESTS", "CODEEXEC_EXPECT_CGROUP", "CODEEXEC_API_KEY"];
+/// Variables with the prefix that are not configuration keys: the log filter, the test
+/// suite's switches, the CLI's API key and image store (`codeexec image`, `run --image`).
+const NOT_CONFIG: [&str; 6] = [
+    "CODEEXEC_LOG",
+    "CODEEXEC_PRIVILEGED_TESTS",
+    "CODEEXEC_EXPECT_CGROUP",
+    "CODEEXEC_TEST_IMAGE",
+    "CODEEXEC_API_KEY",
+    "CODEEXEC_IMAGES_DIR",
+];
 const PREFIX: &str = "CODEEXEC_";
 
 /// Errors reading or validating the configuration.

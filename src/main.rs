@@ -3,7 +3,7 @@
 //! Nothing here may start a thread before `Runner::start` has forked the zygote.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use codeexec::api::{self, Api, Description, Policy};
 use codeexec::cgroup::Mode;
-use codeexec::cli::{BenchApiArgs, BenchArgs, Cli, Command, CommonArgs, RunArgs, ServeArgs};
+use codeexec::cli::{BenchApiArgs, BenchArgs, Cli, Command, CommonArgs, ImageCommand, RunArgs, ServeArgs};
 use codeexec::client::{self, Connection, Endpoint};
 use codeexec::config::Config;
 use codeexec::lang::{self, Registry};
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
                 Command::Bench(args) => run_bench(&args),
                 Command::BenchApi(args) => run_bench_api(&args),
                 Command::Leaks(common) => leaks(&common),
+                Command::Image(cmd) => image_command(&cmd),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }
@@ -270,7 +271,11 @@ fn run(args: &RunArgs) -> ExitCode {
     if let Err(e) = sandbox::catch_interrupts() {
         return fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}"));
     }
-    let runner = match Runner::start(config(&args.common, args.rootfs.as_deref())) {
+    let (rootfs, _lease) = match root_of(args) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let runner = match Runner::start(config(&args.common, rootfs.as_deref())) {
         Ok(r) => r,
         Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
         Err(e) => return fail(EXIT_INTERNAL, &e.into()),
@@ -307,7 +312,11 @@ fn run_language(args: &RunArgs, name: &str) -> ExitCode {
     if let Err(e) = sandbox::catch_interrupts() {
         return fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}"));
     }
-    let runner = match Runner::start(config(&args.common, args.rootfs.as_deref())) {
+    let (rootfs, _lease) = match root_of(args) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let runner = match Runner::start(config(&args.common, rootfs.as_deref())) {
         Ok(r) => r,
         Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
         Err(e) => return fail(EXIT_INTERNAL, &e.into()),
@@ -349,6 +358,15 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
     };
     let program = Program { source, stdin: read_stdin(args)?, args: rest.to_vec(), limits, cancel: None };
     Ok((lang, program))
+}
+
+/// The root filesystem of a local run: `--rootfs`, or `--image` from the store with a
+/// lease that keeps it there until the run is over.
+fn root_of(args: &RunArgs) -> anyhow::Result<(Option<PathBuf>, Option<codeexec::image::Lease>)> {
+    let Some(name) = &args.image else { return Ok((args.rootfs.clone(), None)) };
+    let store = codeexec::image::Store::open(&args.store)?;
+    let (_, lease) = store.lease(name).with_context(|| format!("--image {name}"))?;
+    Ok((Some(lease.rootfs().to_owned()), Some(lease)))
 }
 
 /// Turns the flags into a request; every error here is the user's (exit 2).
@@ -524,4 +542,96 @@ fn leaks(common: &CommonArgs) -> ExitCode {
 fn fail(code: u8, e: &anyhow::Error) -> ExitCode {
     eprintln!("codeexec: {e:#}");
     ExitCode::from(code)
+}
+
+/// `codeexec image import|ls|rm`: bad input exits 2, a store that cannot be used 3.
+fn image_command(cmd: &ImageCommand) -> ExitCode {
+    use codeexec::image::{ImageError, Store};
+    use serde_json::json;
+    let code_of = |e: &ImageError| match e {
+        ImageError::Io { .. } => EXIT_INTERNAL,
+        _ => EXIT_USAGE,
+    };
+    let store_dir = match cmd {
+        ImageCommand::Import(a) => &a.store.store,
+        ImageCommand::Ls(a) => &a.store.store,
+        ImageCommand::Rm(a) => &a.store.store,
+    };
+    let store = match Store::open(store_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+    };
+    match cmd {
+        ImageCommand::Import(a) => {
+            let mut progress = |m: &str| {
+                if !a.json {
+                    eprintln!("codeexec: {m}");
+                }
+            };
+            match store.import(&a.path, a.name.as_deref(), a.reference.as_deref(), &mut progress) {
+                Ok(i) => {
+                    if a.json {
+                        println!(
+                            "{}",
+                            json!({"image": i.record, "existed": i.existed, "seconds": i.elapsed.as_secs_f64()})
+                        );
+                    } else {
+                        let r = &i.record;
+                        println!(
+                            "{} {} {} MiB, {} files, {} layers{} in {:.1} s",
+                            r.names.join(","),
+                            r.digest,
+                            r.size_bytes >> 20,
+                            r.stats.files,
+                            r.layers.len(),
+                            if i.existed { ", already in the store" } else { "" },
+                            i.elapsed.as_secs_f64()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(code_of(&e), &anyhow::anyhow!("import {}: {e}", a.path.display())),
+            }
+        }
+        ImageCommand::Ls(a) => match store.list() {
+            Ok(list) if a.json => {
+                println!("{}", json!(list));
+                ExitCode::SUCCESS
+            }
+            Ok(list) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let ago = |t: u64| match now.saturating_sub(t) {
+                    s if s < 120 => format!("{s} s ago"),
+                    s if s < 7200 => format!("{} min ago", s / 60),
+                    s if s < 172_800 => format!("{} h ago", s / 3600),
+                    s => format!("{} days ago", s / 86_400),
+                };
+                println!("{:<32} {:<19} {:>9} {:>7}  IMPORTED", "NAME", "DIGEST", "SIZE", "FILES");
+                for r in list {
+                    let names = if r.names.is_empty() { "<none>".to_owned() } else { r.names.join(",") };
+                    println!(
+                        "{:<32} {:<19} {:>5} MiB {:>7}  {}",
+                        names,
+                        &r.digest[..19.min(r.digest.len())],
+                        r.size_bytes >> 20,
+                        r.stats.files,
+                        ago(r.imported_at)
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(code_of(&e), &e.into()),
+        },
+        ImageCommand::Rm(a) => {
+            let mut code = ExitCode::SUCCESS;
+            for what in &a.images {
+                match store.remove(what) {
+                    Ok(true) => println!("removed {what}"),
+                    Ok(false) => println!("untagged {what} (the image has other names)"),
+                    Err(e) => code = fail(code_of(&e), &anyhow::anyhow!("rm {what}: {e}")),
+                }
+            }
+            code
+        }
+    }
 }
