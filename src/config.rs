@@ -17,15 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::limit::Limits;
 
 /// Variables with the prefix that are not configuration keys: the log filter, the test
-/// suite's switches, the CLI's API key and image store (`codeexec image`, `run --image`).
-const NOT_CONFIG: [&str; 6] = [
-    "CODEEXEC_LOG",
-    "CODEEXEC_PRIVILEGED_TESTS",
-    "CODEEXEC_EXPECT_CGROUP",
-    "CODEEXEC_TEST_IMAGE",
-    "CODEEXEC_API_KEY",
-    "CODEEXEC_IMAGES_DIR",
-];
+/// suite's switches, the CLI's API key.
+const NOT_CONFIG: [&str; 5] =
+    ["CODEEXEC_LOG", "CODEEXEC_PRIVILEGED_TESTS", "CODEEXEC_EXPECT_CGROUP", "CODEEXEC_TEST_IMAGE", "CODEEXEC_API_KEY"];
 const PREFIX: &str = "CODEEXEC_";
 
 /// Errors reading or validating the configuration.
@@ -65,6 +59,25 @@ pub struct Config {
     pub runs: Runs,
     /// Limits of a run: what a request gets by default, and the most it may ask for.
     pub limits: LimitTables,
+    /// Root filesystem images.
+    pub images: Images,
+}
+
+/// `[images]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Images {
+    /// The image store (`codeexec image import` fills it).
+    pub dir: String,
+    /// A language whose image is not in the store runs on the host's root instead (said
+    /// in the log and in `GET /v1/languages`); false: it is unavailable.
+    pub host_fallback: bool,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self { dir: crate::image::DEFAULT_STORE.into(), host_fallback: false }
+    }
 }
 
 /// `[server]`.
@@ -252,6 +265,10 @@ pub struct Settings {
     pub cgroup_parent: String,
     /// Language definitions to use instead of the built-in ones.
     pub languages_dir: Option<PathBuf>,
+    /// The image store.
+    pub images_dir: PathBuf,
+    /// Languages whose image is missing run on the host's root.
+    pub images_host_fallback: bool,
     /// Limits a request gets by default.
     pub default_limits: LimitTable,
     /// The most a request may ask for.
@@ -343,6 +360,8 @@ impl Config {
             rootfs: (!r.rootfs.is_empty()).then(|| PathBuf::from(&r.rootfs)),
             cgroup_parent: r.cgroup_parent.clone(),
             languages_dir: (!r.languages_dir.is_empty()).then(|| PathBuf::from(&r.languages_dir)),
+            images_dir: PathBuf::from(&self.images.dir),
+            images_host_fallback: self.images.host_fallback,
             default_limits: self.limits.default,
             max_limits: self.limits.max,
             warnings,

@@ -43,7 +43,7 @@ pub struct Language {
     /// Other names a request may use (any case); the id always works.
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// `host`, or the name of an image (images come later; such a language is unavailable).
+    /// `host`, or the name of an image in the store (`codeexec/python:bookworm`).
     #[serde(default = "host")]
     pub rootfs: String,
     /// Debian packages its image needs (for building images).
@@ -68,6 +68,84 @@ pub struct Language {
     pub compile: Option<CompileStage>,
     /// How the program runs.
     pub run: RunStage,
+    /// Where it runs, as the daemon resolved `rootfs` at start (not in the file).
+    #[serde(skip)]
+    pub placement: Placement,
+}
+
+/// Where a language's sandboxes get their root: the runner's root index, and the image
+/// behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `RunRequest::root`.
+    pub root: usize,
+    /// The image, when it runs on one.
+    pub image: Option<ImageRef>,
+    /// Why it cannot run (its image is missing and there is no fallback).
+    pub missing: Option<String>,
+    /// Its image is missing and it runs on the host's root instead: why.
+    pub fallback: Option<String>,
+}
+
+/// An image a language runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Its name in the store.
+    pub name: String,
+    /// Its manifest digest.
+    pub digest: String,
+}
+
+/// Resolves every language's `rootfs` against the image store: each image found is leased
+/// (for as long as the returned leases live) and becomes a root of the runner, in the
+/// order of the returned paths (root `1 + i`); a missing one makes its language
+/// unavailable, or, with `host_fallback`, run on the host's root, said in the log.
+pub fn place(
+    languages: &mut [Language],
+    store: Option<&crate::image::Store>,
+    host_fallback: bool,
+) -> (Vec<std::path::PathBuf>, Vec<crate::image::Lease>) {
+    let mut roots: Vec<std::path::PathBuf> = Vec::new();
+    let mut leases = Vec::new();
+    let mut by_digest: BTreeMap<String, usize> = BTreeMap::new();
+    for lang in languages.iter_mut() {
+        if lang.rootfs == "host" {
+            lang.placement = Placement::default();
+            continue;
+        }
+        let found = match store {
+            Some(s) => s.lease(&lang.rootfs).map_err(|e| e.to_string()),
+            None => Err("there is no image store".to_owned()),
+        };
+        match found {
+            Ok((record, lease)) => {
+                let root = *by_digest.entry(record.digest.clone()).or_insert_with(|| {
+                    roots.push(lease.rootfs().to_owned());
+                    roots.len()
+                });
+                leases.push(lease);
+                lang.placement = Placement {
+                    root,
+                    image: Some(ImageRef { name: crate::image::full_name(&lang.rootfs), digest: record.digest }),
+                    ..Placement::default()
+                };
+            }
+            Err(why) => {
+                let why = format!(
+                    "image {} is not usable ({why}); build and import it: scripts/build-rootfs {}, codeexec image import target/images/{}",
+                    lang.rootfs, lang.id, lang.id
+                );
+                lang.placement = if host_fallback {
+                    tracing::warn!(language = %lang.id, "{why}: running it on the host's root (images.host_fallback)");
+                    Placement { fallback: Some(why), ..Placement::default() }
+                } else {
+                    tracing::warn!(language = %lang.id, "{why}: unavailable");
+                    Placement { missing: Some(why), ..Placement::default() }
+                };
+            }
+        }
+    }
+    (roots, leases)
 }
 
 fn host() -> String {
@@ -467,10 +545,8 @@ pub fn builtin(name: &str) -> Result<Language, Unknown> {
 /// retried twice, so a passing hiccup at start does not hide a language for the daemon's
 /// whole life.
 fn probe_one(runner: &Runner, lang: &Language) -> Availability {
-    if lang.rootfs != "host" {
-        return Availability::Unavailable {
-            reason: format!("root filesystem image {:?} is not available (only the host's is)", lang.rootfs),
-        };
+    if let Some(why) = &lang.placement.missing {
+        return Availability::Unavailable { reason: why.clone() };
     }
     let limits = Limits {
         cpu_time: Duration::from_secs(10),
@@ -480,7 +556,8 @@ fn probe_one(runner: &Runner, lang: &Language) -> Availability {
         ..Limits::default()
     };
     let env = lang.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let req = RunRequest { argv: lang.version.clone(), env, limits, ..RunRequest::default() };
+    let req =
+        RunRequest { argv: lang.version.clone(), env, limits, root: lang.placement.root, ..RunRequest::default() };
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
@@ -609,5 +686,26 @@ mod tests {
         ]);
         let e = load(Some(d.path())).unwrap_err().to_string();
         assert!(e.contains("b.toml") && e.contains("\"x\" is already used"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_image_makes_a_language_unavailable_or_falls_back_when_allowed() {
+        let t = tempfile::tempdir().unwrap();
+        let store = crate::image::Store::open(t.path()).unwrap();
+        let mut langs = load(None).unwrap();
+        langs.retain(|l| l.id == "python" || l.id == "bash");
+        langs.iter_mut().filter(|l| l.id == "python").for_each(|l| l.rootfs = "codeexec/python:bookworm".into());
+        let (roots, leases) = place(&mut langs, Some(&store), false);
+        assert!(roots.is_empty() && leases.is_empty());
+        let py = langs.iter().find(|l| l.id == "python").unwrap();
+        let why = py.placement.missing.as_deref().unwrap();
+        assert!(why.contains("codeexec/python:bookworm") && why.contains("codeexec image import"), "{why}");
+        assert_eq!(langs.iter().find(|l| l.id == "bash").unwrap().placement, Placement::default());
+        let (_, _) = place(&mut langs, Some(&store), true);
+        let py = langs.iter().find(|l| l.id == "python").unwrap();
+        assert_eq!(
+            (py.placement.root, py.placement.missing.is_none(), py.placement.fallback.is_some()),
+            (0, true, true)
+        );
     }
 }

@@ -74,14 +74,28 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         tracing::warn!("{w}");
     }
     raise_open_file_limit(&settings);
-    let definitions = match lang::load(settings.languages_dir.as_deref()) {
+    let mut definitions = match lang::load(settings.languages_dir.as_deref()) {
         Ok(d) => d,
         Err(e) => return fail(EXIT_USAGE, &e.into()),
     };
+    // the images the languages name, held for the daemon's life
+    let store = if definitions.iter().any(|l| l.rootfs != "host") {
+        match codeexec::image::Store::open(&settings.images_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "the image store cannot be opened");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (extra_roots, _leases) = lang::place(&mut definitions, store.as_ref(), settings.images_host_fallback);
     let runner = match Runner::start(RunnerConfig {
         state_dir: settings.state_dir.clone(),
         cgroup_parent: settings.cgroup_parent.clone(),
         rootfs: settings.rootfs.clone(),
+        extra_roots,
         warm: settings.warm,
         ..RunnerConfig::default()
     }) {
@@ -390,7 +404,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         env.push((k.to_owned(), v.to_owned()));
     }
     let argv = args.command.clone();
-    Ok(RunRequest { argv, env, stdin, files, limits, cancel: None, collect_files: args.files_out })
+    Ok(RunRequest { argv, env, stdin, files, limits, cancel: None, collect_files: args.files_out, root: 0 })
 }
 
 fn read_stdin(args: &RunArgs) -> anyhow::Result<Vec<u8>> {

@@ -343,7 +343,16 @@ fn stage_request(
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), vars.expand(v)));
     }
-    RunRequest { argv, env, stdin: stdin.to_vec(), files: files.to_vec(), limits, cancel, collect_files }
+    RunRequest {
+        argv,
+        env,
+        stdin: stdin.to_vec(),
+        files: files.to_vec(),
+        limits,
+        cancel,
+        collect_files,
+        root: lang.placement.root,
+    }
 }
 
 struct Vars<'a> {

@@ -45,6 +45,9 @@ pub struct RunnerConfig {
     pub slots: u32,
     /// A directory to use as the root instead of the host's own.
     pub rootfs: Option<PathBuf>,
+    /// More roots a request may ask for (`RunRequest::root` 1, 2, …): images' unpacked
+    /// trees. The zygote prepares each once; every run on one shares it, read-only.
+    pub extra_roots: Vec<PathBuf>,
     /// The seccomp profile (a `seccomp/<name>.json` compiled in).
     pub seccomp_profile: String,
     /// Sandboxes kept prepared ahead of requests (0: prepare each on demand). With any,
@@ -62,6 +65,7 @@ impl Default for RunnerConfig {
             uid_base: 2_000_000_000,
             slots: 1024,
             rootfs: None,
+            extra_roots: Vec::new(),
             seccomp_profile: "default".into(),
             warm: 0,
         }
@@ -122,6 +126,9 @@ pub struct RunRequest {
     pub cancel: Option<Cancel>,
     /// Return what `/sandbox` holds when the program is over ([`RunOutcome::files`]).
     pub collect_files: bool,
+    /// Which root: 0 is the runner's own (`RunnerConfig::rootfs`), `n` the
+    /// `RunnerConfig::extra_roots[n - 1]`.
+    pub root: usize,
 }
 /// The uid and gid the program runs as inside the sandbox.
 pub const PROGRAM_ID: u32 = 1000;
@@ -213,7 +220,10 @@ impl Runner {
     /// tears used sandboxes down and, with `warm` > 0, the one that keeps some prepared.
     pub fn start(config: RunnerConfig) -> Result<Self, RunError> {
         check_privileges()?;
-        let root = plan::root_spec(config.rootfs.as_deref())?;
+        let mut roots = vec![plan::root_spec(config.rootfs.as_deref())?];
+        for r in &config.extra_roots {
+            roots.push(plan::root_spec(Some(r))?);
+        }
         let state = |source| RunError::State { path: config.state_dir.clone(), source };
         std::fs::create_dir_all(&config.state_dir).map_err(state)?;
         let slots = slot::SlotPool::new(config.state_dir.join("slots"), config.slots).map_err(state)?;
@@ -223,7 +233,7 @@ impl Runner {
         collect_leftovers(&cgroups, &slots);
         let filter = seccomp::program(&config.seccomp_profile)?;
         let seccomp_instructions = filter.len();
-        let zygote = Zygote::start(ZygoteConfig { state_dir: config.state_dir.clone(), roots: vec![root], filter })?;
+        let zygote = Zygote::start(ZygoteConfig { state_dir: config.state_dir.clone(), roots, filter })?;
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
         let warm = config.warm;
         let inner = Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions });
@@ -251,11 +261,19 @@ impl Runner {
     /// request, no free slot); anything that fails after is an `internal_error` outcome.
     pub fn run(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
         req.limits.validate()?;
+        if req.root > self.inner.config.extra_roots.len() {
+            return Err(RunError::Invalid(format!(
+                "no root {} (the runner has {})",
+                req.root,
+                self.inner.config.extra_roots.len() + 1
+            )));
+        }
         let (start, files) = plan::start_request(req)?;
-        let warm = self.pool.as_ref().and_then(pool::Pool::take);
+        // the warm pool holds sandboxes of the first root only
+        let warm = if req.root == 0 { self.pool.as_ref().and_then(pool::Pool::take) } else { None };
         let mut sandbox = match warm {
             Some(s) => s,
-            None => match self.inner.prepare(&start.sizes).and_then(|s| s.wait_ready().map(|()| s)) {
+            None => match self.inner.prepare(&start.sizes, req.root).and_then(|s| s.wait_ready().map(|()| s)) {
                 Ok(s) => s,
                 Err(e @ RunError::Busy(_)) => return Err(e),
                 Err(e) => return Ok(RunOutcome::internal(format!("preparing the sandbox: {}", chain(&e)))),
@@ -270,11 +288,11 @@ impl Runner {
 
 impl Inner {
     /// Prepares a sandbox on this thread.
-    fn prepare(&self, sizes: &TmpfsSizes) -> Result<prepared::Prepared, RunError> {
+    fn prepare(&self, sizes: &TmpfsSizes, root: usize) -> Result<prepared::Prepared, RunError> {
         let slot =
             self.slots.acquire().map_err(|source| RunError::State { path: self.config.state_dir.clone(), source })?;
         let slot = slot.ok_or(RunError::Busy(self.config.slots))?;
-        prepared::Prepared::new(self, slot, sizes)
+        prepared::Prepared::new(self, slot, sizes, root)
     }
 }
 

@@ -144,3 +144,84 @@ fn layouts_made_by_skopeo_and_umoci_from_a_tarball_import_and_run() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "made by hand\nbusybox\nsh\n", "{name}");
     }
 }
+
+#[test]
+fn the_daemon_runs_a_language_on_its_image_and_holds_it() {
+    require_privileged!();
+    use common::daemon::{Daemon, get, post, runtime};
+    let layout = layout();
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let s = store.to_str().unwrap();
+    import(s, layout.to_str().unwrap(), None);
+    // python on the image; bash on the host; ruby on an image nobody imported
+    let defs = t.path().join("languages");
+    std::fs::create_dir(&defs).unwrap();
+    let with_root = |lang: &str, root: &str| {
+        let text = std::fs::read_to_string(format!("rootfs/languages/{lang}.toml")).unwrap();
+        std::fs::write(defs.join(format!("{lang}.toml")), format!("rootfs = \"{root}\"\n{text}")).unwrap();
+    };
+    with_root("python", "codeexec/python:bookworm");
+    with_root("bash", "host");
+    with_root("ruby", "missing/ruby:1");
+    let d = Daemon::start(&[
+        ("CODEEXEC_RUNS_LANGUAGES_DIR", defs.to_str().unwrap()),
+        ("CODEEXEC_IMAGES_DIR", s),
+        ("CODEEXEC_RUNS_WARM", "1"),
+    ]);
+    let rt = runtime();
+    let langs = rt.block_on(get(&d.unix(), None, "/v1/languages")).json();
+    let by = |id: &str| langs["languages"].as_array().unwrap().iter().find(|l| l["id"] == id).unwrap().clone();
+    let py = by("python");
+    assert_eq!(
+        (py["available"].as_bool(), py["rootfs"].as_str()),
+        (Some(true), Some("codeexec/python:bookworm")),
+        "{py:#}"
+    );
+    assert_eq!(py["image"]["name"], "codeexec/python:bookworm");
+    assert!(py["image"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(py["version"], "3.11.2", "the toolchain's version, asked inside the image");
+    assert_eq!((by("bash")["rootfs"].as_str(), by("bash")["image"].is_null()), (Some("host"), true));
+    let rb = by("ruby");
+    assert_eq!(rb["available"], false);
+    assert!(rb["reason"].as_str().unwrap().contains("missing/ruby:1"), "{rb:#}");
+
+    // from inside: the image's root, not the host's (the host has gcc)
+    let probe =
+        "import os; print(os.path.exists('/usr/bin/gcc'), open('/etc/os-release').read().count('bookworm') > 0)";
+    let r = rt.block_on(post(&d.unix(), None, &serde_json::json!({"language": "python", "code": probe}))).json();
+    assert_eq!((r["status"].as_str(), r["stdout"].as_str()), (Some("ok"), Some("False True\n")), "{r:#}");
+    let r = rt
+        .block_on(post(
+            &d.unix(),
+            None,
+            &serde_json::json!({"language": "bash", "code": "test -e /usr/bin/gcc && echo host"}),
+        ))
+        .json();
+    assert_eq!(r["stdout"], "host\n", "bash stays on the host's root: {r:#}");
+    // many runs at once share the one unpacked image
+    let many: Vec<Value> = rt.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let ep = d.unix();
+                tokio::spawn(async move {
+                    post(&ep, None, &serde_json::json!({"language": "python", "code": format!("print({i} * 2)")})).await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap().json());
+        }
+        out
+    });
+    for (i, r) in many.iter().enumerate() {
+        assert_eq!(r["stdout"], format!("{}\n", i * 2), "{r:#}");
+    }
+    // the daemon holds its images: removing this one is refused while it runs
+    let rm = common::codeexec(&["image", "rm", "codeexec/python:bookworm", "--store", s], b"");
+    assert_eq!(rm.status.code(), Some(2), "{rm:?}");
+    drop(d);
+    let rm = common::codeexec(&["image", "rm", "codeexec/python:bookworm", "--store", s], b"");
+    assert!(rm.status.success(), "{rm:?}");
+}

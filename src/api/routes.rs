@@ -340,7 +340,17 @@ fn languages(api: &Api) -> Resp {
                     When::OnFailure => "on_failure",
                 }),
                 main_file: l.main_file.clone(),
-                rootfs: l.rootfs.clone(),
+                rootfs: if l.placement.image.is_some() || l.placement.missing.is_some() {
+                    l.rootfs.clone()
+                } else {
+                    "host".into()
+                },
+                image: l
+                    .placement
+                    .image
+                    .as_ref()
+                    .map(|i| super::types::ImageInfo { name: i.name.clone(), digest: i.digest.clone() }),
+                fallback: l.placement.fallback.clone(),
                 default_limits: language_defaults(l, &api.policy.default_limits, &api.policy.max_limits),
             }
         })

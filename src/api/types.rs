@@ -203,7 +203,18 @@ pub(super) struct LanguageInfo {
     pub(super) syntax_check: Option<&'static str>,
     pub(super) main_file: String,
     pub(super) rootfs: String,
+    /// The image it runs on: name and digest.
+    pub(super) image: Option<ImageInfo>,
+    /// Its image is missing and it runs on the host's root instead (`images.host_fallback`).
+    pub(super) fallback: Option<String>,
     pub(super) default_limits: LimitTable,
+}
+
+/// A language's image in `GET /v1/languages`.
+#[derive(Debug, Serialize)]
+pub(super) struct ImageInfo {
+    pub(super) name: String,
+    pub(super) digest: String,
 }
 
 /// `GET /health`.

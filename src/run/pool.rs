@@ -100,7 +100,7 @@ fn refill(inner: &Inner, shared: &Shared, target: usize) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let made = inner.prepare(&default_sizes()).and_then(|p| p.wait_ready().map(|()| p));
+        let made = inner.prepare(&default_sizes(), 0).and_then(|p| p.wait_ready().map(|()| p));
         match made {
             Ok(p) => shared.ready.lock().unwrap_or_else(PoisonError::into_inner).push_back(p),
             Err(e) => {

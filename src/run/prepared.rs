@@ -47,7 +47,7 @@ pub(super) struct Prepared {
 impl Prepared {
     /// Prepares a sandbox in `slot` with tmpfs `sizes`. PID 1 goes on setting itself up
     /// after this returns; [`Prepared::wait_ready`] waits for it.
-    pub(super) fn new(runner: &Inner, slot: Slot, sizes: &TmpfsSizes) -> Result<Self, RunError> {
+    pub(super) fn new(runner: &Inner, slot: Slot, sizes: &TmpfsSizes, root: usize) -> Result<Self, RunError> {
         // descriptors first: failing here leaves nothing to undo
         let (chan, chan_child) = Channel::pair().map_err(sys("socketpair"))?;
         let (starter, start_child) = Starter::pair().map_err(sys("socketpair"))?;
@@ -64,7 +64,7 @@ impl Prepared {
             .map_err(RunError::from)
             .and_then(|placement| {
                 let spawn = SpawnRequest {
-                    root: 0,
+                    root,
                     hostname: "sandbox".into(),
                     program_id: super::PROGRAM_ID,
                     sizes: *sizes,

@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+pub mod daemon;
+
 /// Gate for tests that need root. Without `CODEEXEC_PRIVILEGED_TESTS` the test prints why
 /// it is skipped and passes; with it set (as `scripts/test` and CI always do) a missing
 /// privilege is a failure, so a suite can never pass CI by skipping.
