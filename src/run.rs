@@ -196,7 +196,8 @@ pub struct RunnerInfo {
 pub struct Runner {
     // Fields drop in this order: the pool's sandboxes, then every used one (the cleaner
     // joins), and only then the zygote and our parent cgroups (in `Inner`).
-    pool: Option<pool::Pool>,
+    /// One pool of warm sandboxes per root (none when `warm` is 0).
+    pools: Vec<pool::Pool>,
     cleaner: pool::Cleaner,
     inner: Arc<Inner>,
 }
@@ -238,8 +239,10 @@ impl Runner {
         let warm = config.warm;
         let inner = Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions });
         let cleaner = pool::Cleaner::start()?;
-        let pool = (warm > 0).then(|| pool::Pool::start(Arc::clone(&inner), warm)).transpose()?;
-        Ok(Runner { pool, cleaner, inner })
+        let roots = if warm > 0 { inner.config.extra_roots.len() + 1 } else { 0 };
+        let pools =
+            (0..roots).map(|root| pool::Pool::start(Arc::clone(&inner), warm, root)).collect::<Result<_, _>>()?;
+        Ok(Runner { pools, cleaner, inner })
     }
 
     /// The cgroup hierarchy in use.
@@ -269,8 +272,7 @@ impl Runner {
             )));
         }
         let (start, files) = plan::start_request(req)?;
-        // the warm pool holds sandboxes of the first root only
-        let warm = if req.root == 0 { self.pool.as_ref().and_then(pool::Pool::take) } else { None };
+        let warm = self.pools.get(req.root).and_then(pool::Pool::take);
         let mut sandbox = match warm {
             Some(s) => s,
             None => match self.inner.prepare(&start.sizes, req.root).and_then(|s| s.wait_ready().map(|()| s)) {

@@ -69,12 +69,13 @@ struct Shared {
 }
 
 impl Pool {
-    pub(super) fn start(inner: Arc<Inner>, target: usize) -> Result<Pool, RunError> {
+    /// Keeps `target` sandboxes on `root` prepared.
+    pub(super) fn start(inner: Arc<Inner>, target: usize, root: usize) -> Result<Pool, RunError> {
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
         let refill = std::thread::Builder::new()
             .name("codeexec-warm".into())
-            .spawn(move || refill(&inner, &s, target))
+            .spawn(move || refill(&inner, &s, target, root))
             .map_err(RunError::Thread)?;
         Ok(Pool { shared, refill: Some(refill) })
     }
@@ -87,7 +88,7 @@ impl Pool {
     }
 }
 
-fn refill(inner: &Inner, shared: &Shared, target: usize) {
+fn refill(inner: &Inner, shared: &Shared, target: usize, root: usize) {
     loop {
         {
             let ready = shared.ready.lock().unwrap_or_else(PoisonError::into_inner);
@@ -100,7 +101,7 @@ fn refill(inner: &Inner, shared: &Shared, target: usize) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let made = inner.prepare(&default_sizes(), 0).and_then(|p| p.wait_ready().map(|()| p));
+        let made = inner.prepare(&default_sizes(), root).and_then(|p| p.wait_ready().map(|()| p));
         match made {
             Ok(p) => shared.ready.lock().unwrap_or_else(PoisonError::into_inner).push_back(p),
             Err(e) => {
