@@ -282,17 +282,9 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
-    if let Err(e) = sandbox::catch_interrupts() {
-        return fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}"));
-    }
-    let (rootfs, _lease) = match root_of(args) {
+    let (runner, _lease) = match local_runner(args) {
         Ok(r) => r,
-        Err(e) => return fail(EXIT_USAGE, &e),
-    };
-    let runner = match Runner::start(config(&args.common, rootfs.as_deref())) {
-        Ok(r) => r,
-        Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
-        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+        Err(code) => return code,
     };
     let outcome = match runner.run(&req) {
         Ok(o) => o,
@@ -323,17 +315,9 @@ fn run_language(args: &RunArgs, name: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
-    if let Err(e) = sandbox::catch_interrupts() {
-        return fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}"));
-    }
-    let (rootfs, _lease) = match root_of(args) {
+    let (runner, _lease) = match local_runner(args) {
         Ok(r) => r,
-        Err(e) => return fail(EXIT_USAGE, &e),
-    };
-    let runner = match Runner::start(config(&args.common, rootfs.as_deref())) {
-        Ok(r) => r,
-        Err(e @ RunError::Rootfs { .. }) => return fail(EXIT_USAGE, &e.into()),
-        Err(e) => return fail(EXIT_INTERNAL, &e.into()),
+        Err(code) => return code,
     };
     let outcome = match pipeline::execute(&runner, &lang, program) {
         Ok(o) => o,
@@ -372,6 +356,19 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
     };
     let program = Program { source, stdin: read_stdin(args)?, args: rest.to_vec(), limits, cancel: None };
     Ok((lang, program))
+}
+
+/// The runner of a local run, with interrupts caught and the lease of its `--image`.
+fn local_runner(args: &RunArgs) -> Result<(Runner, Option<codeexec::image::Lease>), ExitCode> {
+    if let Err(e) = sandbox::catch_interrupts() {
+        return Err(fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}")));
+    }
+    let (rootfs, lease) = root_of(args).map_err(|e| fail(EXIT_USAGE, &e))?;
+    match Runner::start(config(&args.common, rootfs.as_deref())) {
+        Ok(r) => Ok((r, lease)),
+        Err(e @ RunError::Rootfs { .. }) => Err(fail(EXIT_USAGE, &e.into())),
+        Err(e) => Err(fail(EXIT_INTERNAL, &e.into())),
+    }
 }
 
 /// The root filesystem of a local run: `--rootfs`, or `--image` from the store with a
