@@ -364,7 +364,9 @@ fn local_runner(args: &RunArgs) -> Result<(Runner, Option<codeexec::image::Lease
         return Err(fail(EXIT_INTERNAL, &anyhow::anyhow!("installing signal handlers: {e}")));
     }
     let (rootfs, lease) = root_of(args).map_err(|e| fail(EXIT_USAGE, &e))?;
-    match Runner::start(config(&args.common, rootfs.as_deref())) {
+    let mut cfg = config(&args.common, rootfs.as_deref());
+    cfg.rootfs_is_image = lease.is_some();
+    match Runner::start(cfg) {
         Ok(r) => Ok((r, lease)),
         Err(e @ RunError::Rootfs { .. }) => Err(fail(EXIT_USAGE, &e.into())),
         Err(e) => Err(fail(EXIT_INTERNAL, &e.into())),

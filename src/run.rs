@@ -45,8 +45,11 @@ pub struct RunnerConfig {
     pub slots: u32,
     /// A directory to use as the root instead of the host's own.
     pub rootfs: Option<PathBuf>,
+    /// `rootfs` is an image's unpacked tree (see `extra_roots`).
+    pub rootfs_is_image: bool,
     /// More roots a request may ask for (`RunRequest::root` 1, 2, …): images' unpacked
-    /// trees. The zygote prepares each once; every run on one shares it, read-only.
+    /// trees. The zygote prepares each once; every run on one shares it, read-only, its
+    /// directories idmapped per sandbox so that the image's files are root's inside.
     pub extra_roots: Vec<PathBuf>,
     /// The seccomp profile (a `seccomp/<name>.json` compiled in).
     pub seccomp_profile: String,
@@ -65,6 +68,7 @@ impl Default for RunnerConfig {
             uid_base: 2_000_000_000,
             slots: 1024,
             rootfs: None,
+            rootfs_is_image: false,
             extra_roots: Vec::new(),
             seccomp_profile: "default".into(),
             warm: 0,
@@ -221,9 +225,9 @@ impl Runner {
     /// tears used sandboxes down and, with `warm` > 0, the one that keeps some prepared.
     pub fn start(config: RunnerConfig) -> Result<Self, RunError> {
         check_privileges()?;
-        let mut roots = vec![plan::root_spec(config.rootfs.as_deref())?];
+        let mut roots = vec![plan::root_spec(config.rootfs.as_deref(), config.rootfs_is_image)?];
         for r in &config.extra_roots {
-            roots.push(plan::root_spec(Some(r))?);
+            roots.push(plan::root_spec(Some(r), true)?);
         }
         let state = |source| RunError::State { path: config.state_dir.clone(), source };
         std::fs::create_dir_all(&config.state_dir).map_err(state)?;

@@ -53,14 +53,24 @@ fn an_image_built_by_the_script_is_imported_and_runs_programs() {
     // inside, the root is the image: Debian's python3, and none of the host's gcc
     assert!(std::path::Path::new("/usr/bin/gcc").exists(), "the host has gcc (the proof below needs it)");
     let probe = "import os, sys; print(sys.version_info[0], os.path.exists('/usr/bin/gcc'), os.getcwd(), \
-                 open('/etc/os-release').read().count('bookworm') > 0)";
+                 open('/etc/os-release').read().count('bookworm') > 0, os.stat('/usr/bin/python3').st_uid, \
+                 os.stat('/etc').st_gid, os.getuid())";
     let out = common::codeexec(
         &["run", "--json", "--image", "py:archive", "--store", s, "--", "/usr/bin/python3", "-c", probe],
         b"",
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "ok", "{v:#}");
-    assert_eq!(v["stdout"], "3 False /sandbox True\n", "{v:#}");
+    // the image's files are root's inside (idmapped), the program is not root
+    assert_eq!(v["stdout"], "3 False /sandbox True 0 0 1000\n", "{v:#}");
+    // and still read-only
+    let out = common::codeexec(
+        &["run", "--json", "--image", "py:archive", "--store", s, "--", "/bin/sh", "-c", "touch /usr/x; touch /etc/x"],
+        b"",
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "runtime_error", "{v:#}");
+    assert_eq!(v["stderr"].as_str().unwrap().matches("Read-only file system").count(), 2, "{v:#}");
 
     let ls = common::codeexec(&["image", "ls", "--json", "--store", s], b"");
     let list: Value = serde_json::from_slice(&ls.stdout).unwrap();
@@ -187,10 +197,10 @@ fn the_daemon_runs_a_language_on_its_image_and_holds_it() {
     assert!(rb["reason"].as_str().unwrap().contains("missing/ruby:1"), "{rb:#}");
 
     // from inside: the image's root, not the host's (the host has gcc)
-    let probe =
-        "import os; print(os.path.exists('/usr/bin/gcc'), open('/etc/os-release').read().count('bookworm') > 0)";
+    let probe = "import os; print(os.path.exists('/usr/bin/gcc'), open('/etc/os-release').read().count('bookworm') > 0, \
+                 os.stat('/usr/lib').st_uid)";
     let r = rt.block_on(post(&d.unix(), None, &serde_json::json!({"language": "python", "code": probe}))).json();
-    assert_eq!((r["status"].as_str(), r["stdout"].as_str()), (Some("ok"), Some("False True\n")), "{r:#}");
+    assert_eq!((r["status"].as_str(), r["stdout"].as_str()), (Some("ok"), Some("False True 0\n")), "{r:#}");
     let r = rt
         .block_on(post(
             &d.unix(),

@@ -148,7 +148,9 @@ fn host_root() -> Result<HostRoot, RunError> {
 }
 
 /// The root to prepare: a directory given, or the host's own (`rootfs/host.toml`).
-pub(super) fn root_spec(rootfs: Option<&Path>) -> Result<RootSpec, RunError> {
+/// The root of `rootfs` (the host's when `None`); `image`: it is an image's unpacked tree
+/// (root's files, shown as root's inside through idmapped mounts).
+pub(super) fn root_spec(rootfs: Option<&Path>, image: bool) -> Result<RootSpec, RunError> {
     if let Some(dir) = rootfs {
         let bad = |why: &str| RunError::Rootfs { path: dir.to_owned(), why: why.into() };
         let meta = std::fs::metadata(dir).map_err(|e| bad(&e.to_string()))?;
@@ -156,7 +158,7 @@ pub(super) fn root_spec(rootfs: Option<&Path>) -> Result<RootSpec, RunError> {
             return Err(bad("not a directory"));
         }
         let dir = dir.canonicalize().map_err(|e| bad(&e.to_string()))?;
-        return Ok(RootSpec::Dir(dir));
+        return Ok(if image { RootSpec::Image(dir) } else { RootSpec::Dir(dir) });
     }
     let host = host_root()?;
     let mut etc_binds = host.etc_binds;

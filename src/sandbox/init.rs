@@ -39,6 +39,7 @@ use super::channel::{self, Command, ExitStatus, Received, Report};
 use super::collect::{self, CollectSpec};
 use super::spec::SpawnRequest;
 use super::sys::{self, Forked};
+use super::zygote::Release;
 use super::{StepError, close_all_but, exec, mounts};
 
 /// The descriptors a sandbox is born with, passed by the runner through the zygote.
@@ -145,19 +146,29 @@ pub(super) fn run(
 }
 
 fn prepare(req: &SpawnRequest, root: &std::path::Path, released: OwnedFd) -> Result<(), Failure> {
-    let mut byte = [0u8; 1];
     let got = loop {
-        match read(&released, &mut byte) {
+        match channel::recv::<Release>(released.as_fd(), false) {
             Err(Errno::EINTR) => continue,
             other => break other.map_err(step("wait for the zygote"))?,
         }
     };
-    if got != 1 {
+    let Received::Message(release, trees) = got else {
         // the zygote could not place us; it has killed us already, or is about to
         return Err(StepError::new("wait for the zygote", Some(Errno::EPIPE), "not released".into()).into());
-    }
+    };
     drop(released);
     become_root().map_err(step("become root of the user namespace"))?;
+    if release.idmapped.len() != trees.len() {
+        return Err(StepError::new("idmapped image", None, "names and trees differ".into()).into());
+    }
+    // the image's directories, root's inside: each covers the plain bind of its name
+    for (name, tree) in release.idmapped.iter().zip(&trees) {
+        super::check_relative_path(name).map_err(|why| StepError::new("idmapped image", None, why))?;
+        let target = root.join(name);
+        sys::move_mount_onto(tree.as_fd(), &target)
+            .map_err(|e| StepError::new("attach an idmapped image directory", Some(e), target.display().to_string()))?;
+    }
+    drop(trees);
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("unshare the cgroup namespace"))?;
     mounts::enter_root(root, req)?;

@@ -48,6 +48,24 @@ fn io(step: &'static str, detail: &Path) -> impl FnOnce(std::io::Error) -> StepE
     move |e| StepError::new(step, e.raw_os_error().map(Errno::from_raw), format!("{detail}: {e}"))
 }
 
+/// The top-level directories of an image root that each sandbox gets idmapped (by name);
+/// none for other roots.
+pub(super) fn idmapped_dirs(spec: &RootSpec) -> Result<Vec<String>> {
+    let RootSpec::Image(src) = spec else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for e in fs::read_dir(src).map_err(io("read rootfs", src))? {
+        let e = e.map_err(io("read rootfs", src))?;
+        let Ok(name) = e.file_name().into_string() else { continue };
+        // not following a symlink: only real directories, as prepare_root bound them
+        let is_dir = fs::symlink_metadata(e.path()).map_err(io("stat", &e.path()))?.is_dir();
+        if is_dir && !OWN_DIRS.contains(&name.as_str()) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Builds the read-only root `dir` from `spec` (zygote, private mount namespace, real root).
 pub(super) fn prepare_root(dir: &Path, spec: &RootSpec) -> Result<()> {
     fs::DirBuilder::new().mode(0o755).create(dir).map_err(io("mkdir root", dir))?;
@@ -62,7 +80,7 @@ pub(super) fn prepare_root(dir: &Path, spec: &RootSpec) -> Result<()> {
             }
             prepare_etc(&dir.join("etc"), etc_files, etc_binds)?;
         }
-        RootSpec::Dir(src) => {
+        RootSpec::Dir(src) | RootSpec::Image(src) => {
             let entries = fs::read_dir(src).map_err(io("read rootfs", src))?;
             for e in entries {
                 let e = e.map_err(io("read rootfs", src))?;

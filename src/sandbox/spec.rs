@@ -21,6 +21,10 @@ pub enum RootSpec {
     },
     /// Any directory tree: each top-level entry bound read-only (symlinks recreated).
     Dir(PathBuf),
+    /// An image's unpacked tree (root's files on the host): bound as `Dir`, and in each
+    /// sandbox its top-level directories are covered by idmapped copies, so that its files
+    /// are root's inside too, not `nobody`'s.
+    Image(PathBuf),
 }
 
 /// A resource limit set on the program (soft = hard).

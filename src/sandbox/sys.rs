@@ -243,3 +243,69 @@ pub(super) fn adopt_received_fd(fd: RawFd) -> OwnedFd {
     // owns it, and it is open until this OwnedFd closes it.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+fn path_cstring(path: &std::path::Path) -> Result<std::ffi::CString, Errno> {
+    use std::os::unix::ffi::OsStrExt as _;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a detached copy of the mount at
+/// `path` (not its submounts), to be changed and attached elsewhere.
+pub(super) fn open_tree_clone(path: &std::path::Path) -> Result<OwnedFd, Errno> {
+    let c = path_cstring(path)?;
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call, and open_tree only
+    // reads it; the flags are the kernel's constants.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| Errno::EBADF)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes a detached tree read-only, nosuid, nodev and idmapped through `userns` (its
+/// owners as that namespace maps them): `mount_setattr(tree, "", AT_EMPTY_PATH, …)`.
+pub(super) fn idmap_read_only(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+    let userns_fd = u64::try_from(userns.as_raw_fd()).map_err(|_| Errno::EBADF)?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd,
+    };
+    // SAFETY: `tree` is an open descriptor for the call's length, the empty path is a
+    // static NUL-terminated string, and `attr` is a valid mount_attr whose size is passed;
+    // the kernel only reads both.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            std::ptr::addr_of!(attr),
+            size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Attaches a detached tree on top of `target`: `move_mount(tree, "", AT_FDCWD, target,
+/// MOVE_MOUNT_F_EMPTY_PATH)`.
+pub(super) fn move_mount_onto(tree: BorrowedFd<'_>, target: &std::path::Path) -> Result<(), Errno> {
+    let c = path_cstring(target)?;
+    // SAFETY: `tree` is open for the call's length; both paths are NUL-terminated strings
+    // that outlive the call and are only read.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 { Err(Errno::last()) } else { Ok(()) }
+}

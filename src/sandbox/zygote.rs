@@ -197,7 +197,7 @@ fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
 
 /// Detach from the runner's session and descriptors, take a private mount namespace, and
 /// build every root under a tmpfs over the state dir.
-fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepError> {
+fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<Prepared>, StepError> {
     let step = |name: &'static str| move |e: Errno| StepError::new(name, Some(e), String::new());
     nix::unistd::setsid().map_err(step("setsid"))?;
     // the runner's handlers (e.g. the CLI's SIGINT flag) mean nothing here or in PID 1
@@ -225,10 +225,25 @@ fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<PathBuf>, StepEr
     for (i, spec) in config.roots.iter().enumerate() {
         let name = format!("root-{i}");
         mounts::prepare_root(&state.join(&name), spec)?;
-        dirs.push(Path::new("/").join(name));
+        dirs.push(Prepared { path: Path::new("/").join(name), idmapped: mounts::idmapped_dirs(spec)? });
     }
     mounts::shrink_to(state)?;
     Ok(dirs)
+}
+
+/// A root as the zygote prepared it.
+struct Prepared {
+    /// Where it is (in the zygote's mount namespace, which every sandbox starts from).
+    path: PathBuf,
+    /// Its top-level directories each sandbox gets idmapped (an image's).
+    idmapped: Vec<String>,
+}
+
+/// What the zygote sends PID 1 to let it go on: the names of the idmapped trees that come
+/// with the message, in order (each goes on top of the root's entry of that name).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Release {
+    pub(super) idmapped: Vec<String>,
 }
 
 /// A spawn that went wrong after the clone: the child exists (and is killed); the runner,
@@ -245,10 +260,11 @@ struct Broken {
 fn spawn(
     req: &SpawnRequest,
     fds: Vec<OwnedFd>,
-    roots: &[PathBuf],
+    roots: &[Prepared],
     filter: &BpfProgram,
 ) -> Result<sys::Cloned, Result<Broken, String>> {
-    let root: &Path = roots.get(req.root).ok_or_else(|| Err(format!("no root {}", req.root)))?;
+    let prepared = roots.get(req.root).ok_or_else(|| Err(format!("no root {}", req.root)))?;
+    let root: &Path = &prepared.path;
     let want = 5 + usize::from(req.into_cgroup) + req.cgroup_procs;
     if fds.len() != want {
         return Err(Err(format!("a spawn request carries {want} descriptors, not {}", fds.len())));
@@ -258,7 +274,13 @@ fn spawn(
     let pid1_fds = Fds { control: next()?, stdin: next()?, stdout: next()?, stderr: next()?, start: next()? };
     let cgroup_dir = if req.into_cgroup { Some(next()?) } else { None };
     let procs: Vec<OwnedFd> = fds.collect();
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Err(format!("pipe: {e}")))?;
+    let (go_r, go_w) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Err(format!("socketpair: {e}")))?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
@@ -276,7 +298,7 @@ fn spawn(
         Err(e) => return Err(Err(format!("clone3 into new namespaces: {e}"))),
     };
     drop((pid1_fds, go_r));
-    match place(&child, req, &procs).and_then(|()| release(&go_w)) {
+    match place(&child, req, &procs).and_then(|()| release(&child, prepared, &go_w)) {
         Ok(()) => Ok(child),
         Err(message) => {
             let _ = super::kill(child.pidfd.as_fd());
@@ -296,7 +318,28 @@ fn place(child: &sys::Cloned, req: &SpawnRequest, procs: &[OwnedFd]) -> Result<(
     Ok(())
 }
 
-/// One byte on the pipe PID 1 waits on.
-fn release(go: &OwnedFd) -> Result<(), String> {
-    nix::unistd::write(go, &[1]).map(drop).map_err(|e| format!("releasing PID 1: {e}"))
+/// Lets PID 1 go on: a message on the socket it waits on, with the idmapped copies of
+/// its image's directories, made here (an idmapped mount needs the initial user
+/// namespace's privileges) through PID 1's user namespace, whose maps are written by now.
+fn release(child: &sys::Cloned, root: &Prepared, go: &OwnedFd) -> Result<(), String> {
+    let idmapped = &root.idmapped;
+    let mut trees = Vec::with_capacity(idmapped.len());
+    if !idmapped.is_empty() {
+        let ns = format!("/proc/{}/ns/user", child.pid);
+        let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+        let userns = nix::fcntl::open(ns.as_str(), flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| format!("opening {ns}: {e}"))?;
+        for name in idmapped {
+            // a copy of the root's read-only bind of it (the image's own path is not in
+            // the zygote's mount namespace)
+            let src = root.path.join(name);
+            let tree = sys::open_tree_clone(&src).map_err(|e| format!("open_tree {}: {e}", src.display()))?;
+            sys::idmap_read_only(tree.as_fd(), userns.as_fd())
+                .map_err(|e| format!("idmapping {}: {e}", src.display()))?;
+            trees.push(tree);
+        }
+    }
+    let msg = Release { idmapped: idmapped.clone() };
+    let fds: Vec<RawFd> = trees.iter().map(AsRawFd::as_raw_fd).collect();
+    channel::send(go.as_fd(), &msg, &fds).map_err(|e| format!("releasing PID 1: {e}"))
 }
