@@ -49,6 +49,10 @@ pub struct Language {
     /// Debian packages its image needs (for building images).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Debian packages an image of it may add on request (`scripts/build-rootfs --extras`):
+    /// libraries programs commonly import, such as numpy.
+    #[serde(default)]
+    pub extras: Vec<String>,
     /// The file `code` is written to, and the entry of a multi-file program when present.
     pub main_file: String,
     /// How the entry file is found (`java_class`: the class with `main`).
