@@ -14,11 +14,15 @@
 //!   typed settings.
 //! - [`report`]: how an outcome is printed (summary line, JSON) and the exit codes.
 //! - [`bench`]: the latency and throughput measurement behind `scripts/bench`.
+//! - [`cache`]: the compile cache: compiler outputs kept by the SHA-256 of their inputs,
+//!   written atomically, bounded, least recently used out first.
 //! - [`leak`]: finds cgroups, processes, mounts and state a run left behind.
 //! - [`diagnostics`]: compiler diagnostics and runtime errors parsed from each toolchain's
 //!   output.
 //! - [`image`]: root filesystem images: OCI layouts imported into a content-addressed
 //!   store, unpacked safely once.
+//! - [`judge`]: judge mode: compile once, run many tests (in parallel within the run slots
+//!   given), compare each output with a checker, per-test verdicts.
 //! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
 //! - [`pipeline`]: one request for a language through its stages (syntax check, compile,
 //!   run), each in its own sandbox, with diagnostics and the uncaught error parsed.
@@ -35,12 +39,14 @@
 
 pub mod api;
 pub mod bench;
+pub mod cache;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod diagnostics;
 pub mod image;
+pub mod judge;
 pub mod lang;
 pub mod leak;
 pub mod limit;

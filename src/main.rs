@@ -354,7 +354,15 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
         files.extend(extra.into_iter().map(|(path, contents, executable)| InputFile { path, contents, executable }));
         Source::Files(files)
     };
-    let program = Program { source, stdin: read_stdin(args)?, args: rest.to_vec(), limits, cancel: None };
+    let program = Program {
+        source,
+        stdin: read_stdin(args)?,
+        args: rest.to_vec(),
+        limits,
+        cancel: None,
+        collect_files: false,
+        cache: None,
+    };
     Ok((lang, program))
 }
 

@@ -10,6 +10,7 @@
 //! every good program a second interpreter start. A compiler's own messages tell its syntax
 //! errors from its other errors (`diagnostics`).
 
+use crate::cache::{Artifact, CompileCache, Key};
 use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
@@ -50,6 +51,10 @@ pub struct Program {
     pub limits: Limits,
     /// Kills whichever stage is running.
     pub cancel: Option<Cancel>,
+    /// Return what the program's `/sandbox` holds at the end.
+    pub collect_files: bool,
+    /// The compile cache to use, if any.
+    pub cache: Option<CacheRef>,
 }
 
 /// How a request ended, across its stages.
@@ -125,10 +130,126 @@ struct Resolved {
     main_class: Option<String>,
 }
 
+/// The compile cache a request may use, and what tells its toolchain apart (version and
+/// image), part of every key.
+#[derive(Debug, Clone)]
+pub struct CacheRef {
+    /// The cache.
+    pub cache: std::sync::Arc<CompileCache>,
+    /// The toolchain's version and the root it runs on.
+    pub toolchain: String,
+}
+
+/// Whether the compile was found in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// It was: the compiler did not run.
+    Hit,
+    /// It was not: the compiler ran (and its output was kept if it succeeded).
+    Miss,
+}
+
+impl CacheUse {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+        }
+    }
+}
+
+/// A program ready to run as often as asked: its syntax check (when it comes first) and
+/// its compile are done.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    resolved: Resolved,
+    /// What the program's `/sandbox` starts with.
+    run_files: Vec<InputFile>,
+    /// The least disk the program's `/sandbox` needs for those.
+    disk_floor: u64,
+    /// The stages so far (syntax, compile, their diagnostics); its verdict is `ok`.
+    pub outcome: Outcome,
+    /// Whether the compile came from the cache (None: no compile, or no cache).
+    pub cache: Option<CacheUse>,
+}
+
+/// Where preparing a program ended.
+#[derive(Debug, Clone)]
+pub enum Prepare {
+    /// It can run.
+    Ready(Prepared),
+    /// The syntax check or the compiler refused it (or failed): the outcome says how.
+    Refused(Outcome),
+}
+
+/// One run of a prepared program.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// Its stdin.
+    pub stdin: Vec<u8>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Kills it.
+    pub cancel: Option<Cancel>,
+    /// Return what `/sandbox` holds at the end.
+    pub collect_files: bool,
+}
+
+/// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
+/// the memory limit it is.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The run.
+    pub run: RunOutcome,
+    /// Its uncaught error.
+    pub error: Option<RuntimeError>,
+}
+
 /// Runs `program` in `lang` through its stages. `Err` only when nothing could be attempted
 /// (a request the runner refuses); a stage that fails is part of the outcome.
 pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result<Outcome, RunError> {
-    let r = resolve(lang, program.source)?;
+    let cancel = program.cancel;
+    let prepared = match prepare(exec, lang, program.source, cancel.clone(), program.cache.as_ref())? {
+        Prepare::Ready(p) => p,
+        Prepare::Refused(out) => return Ok(out),
+    };
+    let invocation = Invocation {
+        stdin: program.stdin,
+        args: program.args,
+        limits: program.limits,
+        cancel: cancel.clone(),
+        collect_files: program.collect_files,
+    };
+    let ran = run(exec, lang, &prepared, invocation)?;
+    let mut out = prepared.outcome.clone();
+    out.verdict = Verdict::Run(ran.run.status);
+    out.message.clone_from(&ran.run.message);
+    out.error = ran.error;
+    out.run = Some(ran.run);
+    if out.verdict == Verdict::Run(Status::RuntimeError) {
+        if let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)? {
+            if c.refused {
+                return Ok(refused_after_failure(out, c));
+            }
+            out.syntax = Some(c.check);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves the files, then runs the syntax check (when it comes first) and the compiler,
+/// or takes the compile from the cache.
+pub fn prepare(
+    exec: &dyn Executor,
+    lang: &Language,
+    source: Source,
+    cancel: Option<Cancel>,
+    cache: Option<&CacheRef>,
+) -> Result<Prepare, RunError> {
+    let r = resolve(lang, source)?;
     let mut out = Outcome {
         verdict: Verdict::Run(Status::Ok),
         message: None,
@@ -138,7 +259,6 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         diagnostics: Vec::new(),
         error: None,
     };
-    let cancel = program.cancel;
     if let Some(s) = lang.syntax.as_ref().filter(|s| s.when == When::Always) {
         let limits = s.limits.over(&lang::syntax_defaults());
         let o = exec.execute(&stage_request(
@@ -158,116 +278,189 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         let internal = o.status == Status::InternalError;
         out.syntax = Some(o);
         if internal {
-            return Ok(internal_outcome(out, "syntax"));
+            return Ok(Prepare::Refused(internal_outcome(out, "syntax")));
         }
         if failed {
-            return Ok(syntax_error(out));
+            return Ok(Prepare::Refused(syntax_error(out)));
         }
     }
-    let mut run_files = r.files.clone();
-    let mut run_limits = program.limits;
-    if let Some(c) = &lang.compile {
-        let limits = c.limits.over(&lang::compile_defaults());
-        let mut o = exec.execute(&stage_request(
-            lang,
-            &c.command,
-            &c.env,
-            &r,
-            &r.files,
-            limits,
-            &[],
-            &[],
-            cancel.clone(),
-            true,
-        ))?;
-        out.diagnostics.extend(parse(c.diagnostics, &o, &r.files));
-        if let Some(text) = diagnostics::human_output(c.diagnostics, &String::from_utf8_lossy(&o.stderr)) {
-            o.stderr = text.into_bytes();
-        }
-        let status = o.status;
-        let outputs = std::mem::take(&mut o.files);
-        let truncated = o.files_truncated;
-        out.compile = Some(o);
-        match status {
-            Status::Ok => {}
-            Status::InternalError => return Ok(internal_outcome(out, "compile")),
-            _ => {
-                let syntax = out.diagnostics.iter().any(|d| d.syntax && d.severity == Severity::Error);
-                out.verdict = if syntax { Verdict::SyntaxError } else { Verdict::CompileError };
-                out.message = Some(failure_message(&out, "the compiler", status));
-                return Ok(out);
-            }
-        }
-        if truncated {
-            // a partial tree would fail later in a way nobody could explain
-            out.verdict = Verdict::CompileError;
-            out.message = Some(format!(
-                "the compiler left more in /sandbox than can be carried to the run (at most {} files, {} MiB)",
-                crate::run::MAX_OUTPUT_FILES,
-                crate::run::MAX_OUTPUT_BYTES >> 20
-            ));
-            return Ok(out);
-        }
-        // symlinks the compiler made are not carried: a program needs none
-        run_files = outputs
-            .into_iter()
-            .filter_map(|f| match f.content {
-                FileContent::File { bytes, executable } => {
-                    Some(InputFile { path: f.path, contents: bytes, executable })
+    let Some(c) = &lang.compile else {
+        let disk_floor = 0;
+        return Ok(Prepare::Ready(Prepared {
+            run_files: r.files.clone(),
+            resolved: r,
+            disk_floor,
+            outcome: out,
+            cache: None,
+        }));
+    };
+    let limits = c.limits.over(&lang::compile_defaults());
+    let request = stage_request(lang, &c.command, &c.env, &r, &r.files, limits, &[], &[], cancel, true);
+    let key = cache.map(|cr| cache_key(lang, cr, &request));
+    let hit = cache.zip(key.as_ref()).and_then(|(cr, k)| cr.cache.get(k));
+    let (mut o, outputs, truncated, used) = match hit {
+        Some(a) => (cached_outcome(&a), a.files, false, Some(CacheUse::Hit)),
+        None => {
+            let mut o = exec.execute(&request)?;
+            let outputs: Vec<InputFile> = std::mem::take(&mut o.files)
+                .into_iter()
+                .filter_map(|f| match f.content {
+                    // symlinks the compiler made are not carried: a program needs none
+                    FileContent::File { bytes, executable } => {
+                        Some(InputFile { path: f.path, contents: bytes, executable })
+                    }
+                    FileContent::Symlink(_) => None,
+                })
+                .collect();
+            let truncated = o.files_truncated;
+            if let (Some(cr), Some(k)) = (cache, &key) {
+                if o.status == Status::Ok && !truncated {
+                    let a = Artifact { files: outputs.clone(), stdout: o.stdout.clone(), stderr: o.stderr.clone() };
+                    if let Err(e) = cr.cache.put(k, &a) {
+                        tracing::warn!(error = %e, "could not keep a compile in the cache");
+                    }
                 }
-                FileContent::Symlink(_) => None,
-            })
-            .collect();
-        // the program's /sandbox must hold what the compiler left
-        let total: u64 = run_files.iter().map(|f| f.contents.len() as u64).sum();
-        run_limits.disk_bytes = run_limits.disk_bytes.max(total.saturating_add(total / 4).saturating_add(8 << 20));
+            }
+            (o, outputs, truncated, cache.map(|_| CacheUse::Miss))
+        }
+    };
+    out.diagnostics.extend(parse(c.diagnostics, &o, &r.files));
+    if let Some(text) = diagnostics::human_output(c.diagnostics, &String::from_utf8_lossy(&o.stderr)) {
+        o.stderr = text.into_bytes();
     }
-    let run = exec.execute(&stage_request(
+    let status = o.status;
+    out.compile = Some(o);
+    match status {
+        Status::Ok => {}
+        Status::InternalError => return Ok(Prepare::Refused(internal_outcome(out, "compile"))),
+        _ => {
+            let syntax = out.diagnostics.iter().any(|d| d.syntax && d.severity == Severity::Error);
+            out.verdict = if syntax { Verdict::SyntaxError } else { Verdict::CompileError };
+            out.message = Some(failure_message(&out, "the compiler", status));
+            return Ok(Prepare::Refused(out));
+        }
+    }
+    if truncated {
+        // a partial tree would fail later in a way nobody could explain
+        out.verdict = Verdict::CompileError;
+        out.message = Some(format!(
+            "the compiler left more in /sandbox than can be carried to the run (at most {} files, {} MiB)",
+            crate::run::MAX_OUTPUT_FILES,
+            crate::run::MAX_OUTPUT_BYTES >> 20
+        ));
+        return Ok(Prepare::Refused(out));
+    }
+    // the program's /sandbox must hold what the compiler left
+    let total: u64 = outputs.iter().map(|f| f.contents.len() as u64).sum();
+    let disk_floor = total.saturating_add(total / 4).saturating_add(8 << 20);
+    Ok(Prepare::Ready(Prepared { resolved: r, run_files: outputs, disk_floor, outcome: out, cache: used }))
+}
+
+/// The key of a compile: the language, its toolchain, and everything the compiler gets.
+fn cache_key(lang: &Language, cr: &CacheRef, req: &RunRequest) -> Key {
+    let mut parts: Vec<Vec<u8>> = vec![lang.id.clone().into_bytes(), cr.toolchain.clone().into_bytes()];
+    parts.push(req.argv.join("\0").into_bytes());
+    let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.push(env.join("\0").into_bytes());
+    let limits = &req.limits;
+    parts.push(format!("{}:{}", limits.memory_bytes, limits.disk_bytes).into_bytes());
+    let mut files: Vec<&InputFile> = req.files.iter().collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    for f in files {
+        parts.push(f.path.clone().into_bytes());
+        parts.push(vec![u8::from(f.executable)]);
+        parts.push(f.contents.clone());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Key::new(&refs)
+}
+
+/// A compile taken from the cache, as if it had just run, in no time.
+fn cached_outcome(a: &Artifact) -> RunOutcome {
+    RunOutcome {
+        status: Status::Ok,
+        exceeded: None,
+        exit_code: Some(0),
+        signal: None,
+        message: None,
+        stdout: a.stdout.clone(),
+        stderr: a.stderr.clone(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        cpu_time: std::time::Duration::ZERO,
+        wall_time: std::time::Duration::ZERO,
+        memory_peak_bytes: 0,
+        files: Vec::new(),
+        files_truncated: false,
+    }
+}
+
+/// Runs a prepared program once.
+pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) -> Result<Ran, RunError> {
+    let mut limits = inv.limits;
+    limits.disk_bytes = limits.disk_bytes.max(p.disk_floor);
+    let mut run = exec.execute(&stage_request(
         lang,
         &lang.run.command,
         &lang.run.env,
-        &r,
-        &run_files,
-        run_limits,
-        &program.args,
-        &program.stdin,
-        cancel.clone(),
-        false,
+        &p.resolved,
+        &p.run_files,
+        limits,
+        &inv.args,
+        &inv.stdin,
+        inv.cancel,
+        inv.collect_files,
     ))?;
-    let run_status = run.status;
-    out.verdict = Verdict::Run(run_status);
-    out.message.clone_from(&run.message);
-    if let Some(format) = lang.run.errors.filter(|_| matches!(run_status, Status::RuntimeError | Status::Signaled)) {
-        out.error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
+    let mut error = None;
+    if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
+        error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
     }
-    out.run = Some(run);
-    if run_status == Status::RuntimeError {
-        if let Some(s) = lang.syntax.as_ref().filter(|s| s.when == When::OnFailure) {
-            // did the program fail because it never parsed? then nothing of it ran
-            let limits = s.limits.over(&lang::syntax_defaults());
-            let o =
-                exec.execute(&stage_request(lang, &s.command, &s.env, &r, &r.files, limits, &[], &[], cancel, false))?;
-            let refused = o.status == Status::RuntimeError;
-            if refused {
-                out.diagnostics = parse(s.diagnostics, &o, &r.files);
-                out.error = None;
-                out.syntax = Some(o);
-                return Ok(syntax_error(out));
-            }
-            out.syntax = Some(o);
-        }
-        if let Some(e) = out.error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind)) {
-            let message = format!("the program ran out of memory ({}: {})", e.kind, e.message);
-            out.verdict = Verdict::Run(Status::MemoryLimit);
-            if let Some(run) = &mut out.run {
-                run.status = Status::MemoryLimit;
-                run.exceeded = Some(Exceeded::Memory);
-                run.message = Some(message.clone());
-            }
-            out.message = Some(message);
+    if run.status == Status::RuntimeError {
+        if let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind)) {
+            run.status = Status::MemoryLimit;
+            run.exceeded = Some(Exceeded::Memory);
+            run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
         }
     }
-    Ok(out)
+    Ok(Ran { run, error })
+}
+
+/// The syntax check run after a failed run.
+#[derive(Debug, Clone)]
+pub struct SyntaxCheck {
+    /// The check.
+    pub check: RunOutcome,
+    /// It refused the program: the program never parsed, so nothing of it ran.
+    pub refused: bool,
+    /// Its diagnostics.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// For a language that checks syntax only after a failed run: the check (None for other
+/// languages).
+pub fn syntax_after_failure(
+    exec: &dyn Executor,
+    lang: &Language,
+    p: &Prepared,
+    cancel: Option<Cancel>,
+) -> Result<Option<SyntaxCheck>, RunError> {
+    let Some(s) = lang.syntax.as_ref().filter(|s| s.when == When::OnFailure) else {
+        return Ok(None);
+    };
+    let r = &p.resolved;
+    let limits = s.limits.over(&lang::syntax_defaults());
+    let o = exec.execute(&stage_request(lang, &s.command, &s.env, r, &r.files, limits, &[], &[], cancel, false))?;
+    let refused = o.status == Status::RuntimeError;
+    let diagnostics = if refused { parse(s.diagnostics, &o, &r.files) } else { Vec::new() };
+    Ok(Some(SyntaxCheck { check: o, refused, diagnostics }))
+}
+
+/// The outcome of a program whose syntax check refused it after a failed run.
+pub fn refused_after_failure(mut out: Outcome, c: SyntaxCheck) -> Outcome {
+    out.diagnostics = c.diagnostics;
+    out.error = None;
+    out.syntax = Some(c.check);
+    syntax_error(out)
 }
 
 /// A stage's diagnostics, with columns the toolchain left out taken from the sources.

@@ -280,7 +280,15 @@ fn plan(api: &Api, dto: ExecuteRequest) -> Result<(Program, &Language, String), 
     }
     let defaults = language_defaults(lang, &api.policy.default_limits, &api.policy.max_limits);
     let limits = limits(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default())?;
-    let program = Program { source, stdin: dto.stdin.unwrap_or_default().into_bytes(), args, limits, cancel: None };
+    let program = Program {
+        source,
+        stdin: dto.stdin.unwrap_or_default().into_bytes(),
+        args,
+        limits,
+        cancel: None,
+        collect_files: false,
+        cache: None,
+    };
     Ok((program, lang, version))
 }
 

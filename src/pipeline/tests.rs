@@ -60,6 +60,8 @@ fn program(code: &str) -> Program {
         args: vec!["a".into()],
         limits: Limits::default(),
         cancel: None,
+        collect_files: false,
+        cache: None,
     }
 }
 
@@ -236,4 +238,45 @@ fn verdicts_have_wire_names() {
         assert_eq!(Verdict::parse(v.as_str()), Some(v));
     }
     assert_eq!(Verdict::parse("nope"), None);
+}
+
+#[test]
+fn an_identical_compile_comes_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = std::sync::Arc::new(CompileCache::open(dir.path(), 1 << 20).unwrap());
+    let cr = |toolchain: &str| Some(CacheRef { cache: std::sync::Arc::clone(&cache), toolchain: toolchain.into() });
+    let mut compiled = outcome(Status::Ok, Some(0), "main.c:1:5: warning: unused variable 'x' [-Wunused-variable]\n");
+    compiled.files =
+        vec![OutputFile { path: "main".into(), content: FileContent::File { bytes: vec![1; 8], executable: true } }];
+    let f = fake(vec![("gcc", compiled)]);
+    let with = |code: &str, toolchain: &str| Program { cache: cr(toolchain), ..program(code) };
+    let first = prepare(&f, &lang("c"), Source::Code("int main(){}".into()), None, with("", "gcc 12").cache.as_ref());
+    let Prepare::Ready(first) = first.unwrap() else { panic!("refused") };
+    assert_eq!(first.cache, Some(CacheUse::Miss));
+    let out = execute(&f, &lang("c"), with("int main(){}", "gcc 12")).unwrap();
+    assert_eq!(out.verdict, Verdict::Run(Status::Ok));
+    let seen: Vec<String> = f.seen.lock().unwrap().iter().map(|r| r.argv[0].clone()).collect();
+    assert_eq!(seen, ["gcc", "./main"], "the second compile did not run");
+    let run = f.seen.lock().unwrap()[1].clone();
+    assert_eq!(run.files[0].path, "main");
+    assert!(run.files[0].executable);
+    assert_eq!(out.diagnostics.len(), 1, "a hit keeps the compiler's warnings");
+    assert_eq!(out.compile.as_ref().unwrap().wall_time, Duration::ZERO);
+
+    // another source, another toolchain: misses
+    for (code, toolchain) in [("int main(){ }", "gcc 12"), ("int main(){}", "gcc 13")] {
+        let Prepare::Ready(p) =
+            prepare(&f, &lang("c"), Source::Code(code.into()), None, cr(toolchain).as_ref()).unwrap()
+        else {
+            panic!("refused")
+        };
+        assert_eq!(p.cache, Some(CacheUse::Miss), "{code} {toolchain}");
+    }
+    // a failed compile is not kept
+    let f = fake(vec![("gcc", outcome(Status::RuntimeError, Some(1), "main.c:1:1: error: nope\n"))]);
+    for _ in 0..2 {
+        let p = prepare(&f, &lang("c"), Source::Code("bad".into()), None, cr("gcc 12").as_ref()).unwrap();
+        assert!(matches!(p, Prepare::Refused(ref o) if o.verdict == Verdict::CompileError));
+    }
+    assert_eq!(f.seen.lock().unwrap().len(), 2);
 }

@@ -1,0 +1,311 @@
+//! Judge mode: one program, checked and compiled once, then run against many tests, each
+//! in a fresh sandbox with its own stdin, arguments and limits, its output compared with
+//! the expected one by a [`Checker`]. Tests may run in parallel (as many at once as the
+//! caller has run slots for); results keep the tests' order.
+//!
+//! A program refused before it runs (syntax or compile error) marks every test with that
+//! verdict. So does a program of an interpreted language whose failed test turns out to
+//! be a syntax error: it never parsed, so no test really ran.
+
+pub mod checker;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::Value;
+
+pub use checker::Checker;
+
+use crate::diagnostics::RuntimeError;
+use crate::lang::Language;
+use crate::limit::Limits;
+use crate::pipeline::{self, CacheRef, CacheUse, Executor, Invocation, Outcome, Prepare, Prepared, Source, Verdict};
+use crate::run::{Cancel, RunError, RunOutcome, Status};
+
+/// What a test expects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expected {
+    /// Nothing: the test passes when the program ends well (`ok`).
+    Nothing,
+    /// This output.
+    Output(Vec<u8>),
+    /// This value returned by the function (function harness).
+    Value(Value),
+}
+
+/// One test.
+#[derive(Debug, Clone)]
+pub struct Test {
+    /// The program's stdin (for the function harness: the arguments, as the harness encodes
+    /// them).
+    pub stdin: Vec<u8>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its limits.
+    pub limits: Limits,
+    /// What it should print or return.
+    pub expected: Expected,
+}
+
+/// Splits a harness run's stdout into the user's own output and the returned value (see
+/// `harness::split_output`): the judge is handed it so it does not depend on the harness.
+pub type SplitOutput = fn(&[u8]) -> (Vec<u8>, Option<Result<Value, String>>);
+
+/// A judge request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The program.
+    pub source: Source,
+    /// The tests, in order.
+    pub tests: Vec<Test>,
+    /// How outputs are compared.
+    pub checker: Checker,
+    /// Stop at the first test that does not pass (the rest are `skipped`).
+    pub stop_on_failure: bool,
+    /// Output or function harness (with the harness's output splitter).
+    pub function: Option<SplitOutput>,
+    /// Kills whatever runs.
+    pub cancel: Option<Cancel>,
+    /// The compile cache.
+    pub cache: Option<CacheRef>,
+    /// Return what each test's `/sandbox` holds at its end.
+    pub collect_files: bool,
+}
+
+/// A test's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestVerdict {
+    /// It ended well and its output matched.
+    Accepted,
+    /// It ended well, and its output did not match.
+    WrongAnswer,
+    /// It ended well and expected nothing.
+    Ok,
+    /// It did not end well: how (never `Status::Ok`).
+    Run(Status),
+    /// The program never parsed.
+    SyntaxError,
+    /// The program did not compile.
+    CompileError,
+    /// Not run: an earlier test failed and the request stops at the first failure.
+    Skipped,
+}
+
+impl TestVerdict {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestVerdict::Accepted => "accepted",
+            TestVerdict::WrongAnswer => "wrong_answer",
+            TestVerdict::Ok => "ok",
+            TestVerdict::Run(s) => s.as_str(),
+            TestVerdict::SyntaxError => "syntax_error",
+            TestVerdict::CompileError => "compile_error",
+            TestVerdict::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the test passed.
+    pub fn passed(self) -> bool {
+        matches!(self, TestVerdict::Accepted | TestVerdict::Ok)
+    }
+}
+
+/// One test's result.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// The verdict.
+    pub verdict: TestVerdict,
+    /// A sentence: how the output differs, or what the run hit.
+    pub message: Option<String>,
+    /// The run (None when it did not run). For the function harness its stdout is the
+    /// user's own output, without the harness's result line.
+    pub run: Option<RunOutcome>,
+    /// The uncaught error, when it died of one.
+    pub error: Option<RuntimeError>,
+    /// What the function returned (function harness).
+    pub returned: Option<Value>,
+}
+
+impl TestResult {
+    fn without_run(verdict: TestVerdict, message: Option<String>) -> Self {
+        TestResult { verdict, message, run: None, error: None, returned: None }
+    }
+}
+
+/// A judged program.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// The stages before the tests (syntax, compile, diagnostics); its verdict is the
+    /// program's when it was refused, else `ok`.
+    pub outcome: Outcome,
+    /// The tests' results, in the tests' order.
+    pub tests: Vec<TestResult>,
+    /// Whether the compile came from the cache.
+    pub cache: Option<CacheUse>,
+}
+
+impl Judged {
+    /// The overall verdict's wire name: `accepted` when every test passed, else the
+    /// first failed test's verdict (or the program's, when it never ran).
+    pub fn status(&self) -> &'static str {
+        if self.outcome.verdict != Verdict::Run(Status::Ok) {
+            return self.outcome.verdict.as_str();
+        }
+        match self.tests.iter().find(|t| !t.verdict.passed() && t.verdict != TestVerdict::Skipped) {
+            Some(t) => t.verdict.as_str(),
+            None => "accepted",
+        }
+    }
+
+    /// Tests that passed.
+    pub fn passed(&self) -> usize {
+        self.tests.iter().filter(|t| t.verdict.passed()).count()
+    }
+}
+
+/// Judges `req` in `lang`, running up to `workers` tests at once. `Err` only when nothing
+/// could be attempted.
+pub fn judge(exec: &dyn Executor, lang: &Language, req: Request, workers: usize) -> Result<Judged, RunError> {
+    let prepared = match pipeline::prepare(exec, lang, req.source.clone(), req.cancel.clone(), req.cache.as_ref())? {
+        Prepare::Ready(p) => p,
+        Prepare::Refused(outcome) => return Ok(refused(outcome, req.tests.len(), None)),
+    };
+    let cache = prepared.cache;
+    let tests = run_tests(exec, lang, &prepared, &req, workers)?;
+    if tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
+        if let Some(c) = pipeline::syntax_after_failure(exec, lang, &prepared, req.cancel.clone())? {
+            if c.refused {
+                let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
+                return Ok(refused(outcome, req.tests.len(), cache));
+            }
+        }
+    }
+    Ok(Judged { outcome: prepared.outcome.clone(), tests, cache })
+}
+
+/// Every test marked with the verdict of a program that never ran.
+fn refused(outcome: Outcome, n: usize, cache: Option<CacheUse>) -> Judged {
+    let verdict = match outcome.verdict {
+        Verdict::SyntaxError => TestVerdict::SyntaxError,
+        Verdict::CompileError => TestVerdict::CompileError,
+        Verdict::Run(s) => TestVerdict::Run(s),
+    };
+    let message = outcome.message.clone();
+    Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n], cache }
+}
+
+fn run_tests(
+    exec: &dyn Executor,
+    lang: &Language,
+    p: &Prepared,
+    req: &Request,
+    workers: usize,
+) -> Result<Vec<TestResult>, RunError> {
+    let n = req.tests.len();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<TestResult, RunError>>>> = Mutex::new((0..n).map(|_| None).collect());
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= n {
+                break;
+            }
+            let result = if stop.load(Ordering::SeqCst) {
+                Ok(TestResult::without_run(
+                    TestVerdict::Skipped,
+                    Some("not run: an earlier test failed (stop_on_first_failure)".into()),
+                ))
+            } else {
+                one(exec, lang, p, req, &req.tests[i])
+            };
+            let failed = result.as_ref().map_or(true, |r| !r.verdict.passed());
+            if failed && (req.stop_on_failure || result.is_err()) {
+                stop.store(true, Ordering::SeqCst);
+            }
+            results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers.clamp(1, n.max(1)) {
+            s.spawn(work);
+        }
+        work();
+    });
+    let mut out = Vec::with_capacity(n);
+    for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        match r {
+            Some(Ok(t)) => out.push(t),
+            // an error that stopped the others is the answer, not the tests it made skip
+            Some(Err(e)) => return Err(e),
+            None => out.push(never_ran()),
+        }
+    }
+    Ok(out)
+}
+
+fn never_ran() -> TestResult {
+    TestResult::without_run(TestVerdict::Run(Status::InternalError), Some("the test was never run".into()))
+}
+
+/// Runs one test and checks its output.
+fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Test) -> Result<TestResult, RunError> {
+    let inv = Invocation {
+        stdin: t.stdin.clone(),
+        args: t.args.clone(),
+        limits: t.limits.clone(),
+        cancel: req.cancel.clone(),
+        collect_files: req.collect_files,
+    };
+    let ran = pipeline::run(exec, lang, p, inv)?;
+    let mut run = ran.run;
+    let mut result =
+        TestResult { verdict: TestVerdict::Ok, message: None, run: None, error: ran.error, returned: None };
+    let answer = match req.function {
+        Some(split) => {
+            let (own, value) = split(&run.stdout);
+            run.stdout = own;
+            Some(value)
+        }
+        None => None,
+    };
+    if run.status != Status::Ok {
+        result.verdict = TestVerdict::Run(run.status);
+        result.message.clone_from(&run.message);
+        result.run = Some(run);
+        return Ok(result);
+    }
+    let checked = match (&t.expected, answer) {
+        (_, Some(None)) => Err((
+            TestVerdict::Run(Status::RuntimeError),
+            "the program ended before the function returned (did it exit?)".to_owned(),
+        )),
+        (_, Some(Some(Err(e)))) => Err((TestVerdict::WrongAnswer, format!("the result is not JSON: {e}"))),
+        (Expected::Value(want), Some(Some(Ok(got)))) => {
+            let r = req.checker.check_json(want, &got).map_err(|m| (TestVerdict::WrongAnswer, m));
+            result.returned = Some(got);
+            r
+        }
+        (Expected::Output(want), None) => {
+            req.checker.check(want, &run.stdout).map_err(|m| (TestVerdict::WrongAnswer, m))
+        }
+        (Expected::Nothing, _) => Ok(()),
+        (Expected::Value(_), None) | (Expected::Output(_), Some(_)) => {
+            return Err(RunError::Invalid("a test's expected output does not fit the request's mode".into()));
+        }
+    };
+    result.verdict = match (&t.expected, checked) {
+        (_, Err((v, m))) => {
+            result.message = Some(m);
+            v
+        }
+        (Expected::Nothing, Ok(())) => TestVerdict::Ok,
+        (_, Ok(())) => TestVerdict::Accepted,
+    };
+    result.run = Some(run);
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests;
