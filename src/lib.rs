@@ -13,6 +13,8 @@
 //! - [`config`]: the daemon's TOML configuration and environment overrides, validated into
 //!   typed settings.
 //! - [`report`]: how an outcome is printed (summary line, JSON) and the exit codes.
+//! - [`callback`]: webhook callbacks of async jobs: callback URL checks against
+//!   server-side request forgery, signed delivery with retries.
 //! - [`bench`]: the latency and throughput measurement behind `scripts/bench`.
 //! - [`leak`]: finds cgroups, processes, mounts and state a run left behind.
 //! - [`diagnostics`]: compiler diagnostics and runtime errors parsed from each toolchain's
@@ -35,6 +37,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod callback;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
