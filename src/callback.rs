@@ -1,8 +1,16 @@
 //! Webhook callbacks: an async job's result POSTed to the URL its client gave. This module
-//! checks callback URLs against server-side request forgery. It owns no job state and no
-//! configuration file: the caller hands it a [`Policy`].
+//! checks callback URLs against server-side request forgery and signs callbacks. It owns no
+//! job state and no configuration file: the caller hands it a [`Policy`].
 //!
 //! # For the README: callbacks
+//!
+//! **Signature.** With `callbacks.secret` set, a callback carries `X-Codeexec-Timestamp`
+//! (Unix seconds) and `X-Codeexec-Signature`: `sha256=` + hex HMAC-SHA256(secret,
+//! `TIMESTAMP` + `.` + body). A receiver recomputes it over the raw body bytes (before any
+//! JSON parsing), compares in constant time, and rejects timestamps more than a few minutes
+//! from its own clock (a replay). [`verify`] does the first two steps. Without a secret
+//! nothing is signed and a receiver cannot tell a forged callback from a real one:
+//! operators should set one.
 //!
 //! **What is refused** (server-side request forgery, Judge0's CVE-2024-29021): URLs other
 //! than `http://host[:port][/path][?query]` (no user info, no fragment, at most 2 KiB,
@@ -22,6 +30,10 @@ mod tests;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 pub use network::{Network, NetworkError};
 pub use target::{MAX_URL_LEN, Target};
@@ -191,4 +203,30 @@ async fn resolve(target: &Target, policy: &Policy) -> Result<Vec<SocketAddr>> {
         policy.vet(a.ip()).map_err(|r| CallbackError::Refused(Refusal { name: name.cloned(), ..r }))?;
     }
     Ok(addrs)
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The `X-Codeexec-Signature` value: `sha256=` and the lower-case hex HMAC-SHA256 of
+/// `timestamp`, `.` and `body` under `secret`.
+pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+}
+
+/// Whether `header` (an `X-Codeexec-Signature` value) signs `timestamp` and `body` under
+/// `secret`, compared in constant time. A receiver should also refuse old timestamps.
+pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
+    let Some(given) = header.trim().strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()) else {
+        return false;
+    };
+    let expected = mac(secret, timestamp, body).finalize().into_bytes();
+    bool::from(expected.as_slice().ct_eq(&given))
 }

@@ -1,4 +1,4 @@
-//! Callback URL checks: the address table, network parsing, URL syntax. Nothing here
+//! Callback URL checks: the address table, network parsing, URL syntax and signatures. Nothing here
 //! sends traffic: literal addresses are not looked up and `localhost` resolves locally.
 
 use std::net::IpAddr;
@@ -190,4 +190,23 @@ fn the_forbidden_table() {
     ] {
         assert_eq!(why(public), None, "{public}");
     }
+}
+
+#[test]
+fn signatures() {
+    // RFC 4231 test case 7, its data split at its ". " into timestamp and body
+    let key = [0xaa_u8; 131];
+    let ts = "This is a test using a larger than block-size key and a larger than block-size data";
+    let body = b" The key needs to be hashed before being used by the HMAC algorithm.";
+    let sig = sign(&key, ts, body);
+    assert_eq!(sig, "sha256=9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+    assert!(verify(&key, ts, body, &sig));
+    assert!(verify(&key, ts, body, &sig.to_uppercase().replace("SHA256=", "sha256=")));
+    assert!(!verify(&key, ts, b" The key needs to be hashed before being used by the HMAC algorithm!", &sig));
+    assert!(!verify(&key, "1", body, &sig));
+    assert!(!verify(b"other", ts, body, &sig));
+    assert!(!verify(&key, ts, body, sig.trim_start_matches("sha256=")));
+    assert!(!verify(&key, ts, body, &sig[..sig.len() - 2]));
+    assert!(!verify(&key, ts, body, "sha256=zz"));
+    assert!(!verify(&key, ts, body, ""));
 }
