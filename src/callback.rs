@@ -1,16 +1,33 @@
 //! Webhook callbacks: an async job's result POSTed to the URL its client gave. This module
-//! checks callback URLs against server-side request forgery and signs callbacks. It owns no
-//! job state and no configuration file: the caller hands it a [`Policy`].
+//! checks callback URLs, delivers with retries and signs what it sends. It owns no job
+//! state and no configuration file: the caller hands it a [`Policy`] and a body.
 //!
 //! # For the README: callbacks
 //!
-//! **Signature.** With `callbacks.secret` set, a callback carries `X-Codeexec-Timestamp`
-//! (Unix seconds) and `X-Codeexec-Signature`: `sha256=` + hex HMAC-SHA256(secret,
-//! `TIMESTAMP` + `.` + body). A receiver recomputes it over the raw body bytes (before any
-//! JSON parsing), compares in constant time, and rejects timestamps more than a few minutes
-//! from its own clock (a replay). [`verify`] does the first two steps. Without a secret
-//! nothing is signed and a receiver cannot tell a forged callback from a real one:
-//! operators should set one.
+//! **What is sent.** One `POST` of the job's JSON result to the callback URL, with:
+//!
+//! | header | value |
+//! | --- | --- |
+//! | `Content-Type` | `application/json` |
+//! | `User-Agent` | `codeexec/VERSION` |
+//! | `X-Codeexec-Job` | the job id: deliveries are at least once, so deduplicate on it |
+//! | `X-Codeexec-Delivery` | the attempt number, from 1 |
+//! | `X-Codeexec-Timestamp` | Unix seconds when this attempt was signed |
+//! | `X-Codeexec-Signature` | `sha256=` + hex HMAC-SHA256(secret, `TIMESTAMP` + `.` + body), when a secret is set |
+//!
+//! **Verifying.** A receiver recomputes the HMAC-SHA256 of the timestamp header, a `.` and
+//! the raw body bytes (before any JSON parsing) with the shared secret, compares it with
+//! the signature header in constant time, and rejects timestamps more than a few minutes
+//! from its own clock (a replay). [`verify`] does the first two steps. Without
+//! `callbacks.secret` nothing is signed and a receiver cannot tell a forged callback from a
+//! real one: operators should set one.
+//!
+//! **Retries.** A 2xx answer ends the delivery. A redirect is never followed and, like
+//! any other 4xx than 408 and 429, is final. 5xx, 408, 429, timeouts, connection and DNS
+//! errors are retried, `attempts` times in all, after `backoff`, doubling each time up to
+//! `max_backoff`, with jitter; a `Retry-After` in seconds replaces the wait (capped the
+//! same). Each attempt (DNS, connect, answer headers) has `timeout`. The answer's body is
+//! never read.
 //!
 //! **What is refused** (server-side request forgery, Judge0's CVE-2024-29021): URLs other
 //! than `http://host[:port][/path][?query]` (no user info, no fragment, at most 2 KiB,
@@ -19,9 +36,13 @@
 //! addresses 169.254.169.254 and fd00:ec2::254), multicast, broadcast, reserved,
 //! documentation or benchmarking, including IPv4 addresses inside IPv6 ones (mapped,
 //! compatible, NAT64, 6to4). The check runs when the job is submitted (an error there is a
-//! 422). Operators who do want callbacks inside their network list it in
-//! `callbacks.allow_networks` (`["10.0.0.0/8", "127.0.0.1/32"]`). Only `http://` for now.
+//! 422) and again at every attempt, on a fresh DNS answer; the connection goes to the very
+//! address checked, so a DNS answer cannot change in between. Operators who do want
+//! callbacks inside their network list it in `callbacks.allow_networks`
+//! (`["10.0.0.0/8", "127.0.0.1/32"]`). Only `http://` for now: the result travels in the
+//! clear, so send it to a receiver on a trusted path.
 
+mod delivery;
 mod network;
 mod target;
 #[cfg(test)]
@@ -35,6 +56,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+pub use delivery::{Delivery, Outcome, deliver};
 pub use network::{Network, NetworkError};
 pub use target::{MAX_URL_LEN, Target};
 
