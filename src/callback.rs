@@ -23,14 +23,14 @@
 //! real one: operators should set one.
 //!
 //! **Retries.** A 2xx answer ends the delivery. A redirect is never followed and, like
-//! any other 4xx than 408 and 429, is final. 5xx, 408, 429, timeouts, connection and DNS
-//! errors are retried, `attempts` times in all, after `backoff`, doubling each time up to
-//! `max_backoff`, with jitter; a `Retry-After` in seconds replaces the wait (capped the
-//! same). Each attempt (DNS, connect, answer headers) has `timeout`. The answer's body is
-//! never read.
+//! any other 4xx than 408 and 429, is final. 5xx, 408, 429, timeouts, DNS, connection and
+//! TLS errors are retried, `attempts` times in all, after `backoff`, doubling each time up
+//! to `max_backoff`, with jitter; a `Retry-After` in seconds replaces the wait (capped the
+//! same). Each attempt (DNS, connect, TLS, answer headers) has `timeout`. The answer's
+//! body is never read.
 //!
 //! **What is refused** (server-side request forgery, Judge0's CVE-2024-29021): URLs other
-//! than `http://host[:port][/path][?query]` (no user info, no fragment, at most 2 KiB,
+//! than `http[s]://host[:port][/path][?query]` (no user info, no fragment, at most 2 KiB,
 //! port 1 to 65535), and hosts that resolve to any address that is unspecified, loopback,
 //! private (RFC 1918, fc00::/7), carrier-grade NAT, link-local (with the cloud metadata
 //! addresses 169.254.169.254 and fd00:ec2::254), multicast, broadcast, reserved,
@@ -39,14 +39,19 @@
 //! 422) and again at every attempt, on a fresh DNS answer; the connection goes to the very
 //! address checked, so a DNS answer cannot change in between. Operators who do want
 //! callbacks inside their network list it in `callbacks.allow_networks`
-//! (`["10.0.0.0/8", "127.0.0.1/32"]`). Only `http://` for now: the result travels in the
-//! clear, so send it to a receiver on a trusted path.
+//! (`["10.0.0.0/8", "127.0.0.1/32"]`).
+//!
+//! **HTTPS.** An `https://` URL's certificate must chain to Mozilla's roots (built in,
+//! from `webpki-roots`) or to a CA certificate the operator adds (PEM, e.g. an internal
+//! CA), and be valid for the URL's host name or IP address. A certificate error counts as
+//! a connection error (retried). The address checks are the same as for `http://`.
 
 mod delivery;
 mod network;
 mod target;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -59,6 +64,7 @@ use subtle::ConstantTimeEq;
 pub use delivery::{Delivery, Outcome, deliver};
 pub use network::{Network, NetworkError};
 pub use target::{MAX_URL_LEN, Target};
+pub use tls::{TlsError, parse_pem_certificates};
 
 use target::Host;
 
@@ -82,6 +88,9 @@ pub struct Policy {
     pub timeout: Duration,
     /// The largest body sent; the caller truncates a result to fit first.
     pub max_body: usize,
+    /// CA certificates (DER) trusted for `https://` callbacks besides Mozilla's roots, such
+    /// as an internal CA ([`parse_pem_certificates`] reads them from PEM).
+    pub extra_roots: Vec<Vec<u8>>,
 }
 
 impl Default for Policy {
@@ -94,6 +103,7 @@ impl Default for Policy {
             max_backoff: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
             max_body: 1024 * 1024,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -108,6 +118,7 @@ impl fmt::Debug for Policy {
             .field("max_backoff", &self.max_backoff)
             .field("timeout", &self.timeout)
             .field("max_body", &self.max_body)
+            .field("extra_roots", &self.extra_roots.len())
             .finish()
     }
 }

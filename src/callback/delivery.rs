@@ -1,5 +1,6 @@
 //! One delivery: attempts, each resolving and checking the target again and connecting to
-//! a checked address itself (no library resolves anything), and the waits between them.
+//! a checked address itself (no library resolves anything), TLS for https, and the waits
+//! between them.
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -15,8 +16,9 @@ use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, US
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
-use super::{CallbackError, Policy, Target, resolve, sign};
+use super::{CallbackError, Policy, Target, resolve, sign, tls};
 use crate::error_chain;
 
 /// How a delivery ended.
@@ -28,7 +30,8 @@ pub enum Outcome {
     /// 408 and 429.
     Rejected,
     /// Not sent, or not sent again: the target resolved to an address the policy refuses,
-    /// the body is over `max_body`, or the job id is not a valid header value.
+    /// the body is over `max_body`, the job id is not a valid header value, or TLS cannot
+    /// be set up with the policy's `extra_roots`.
     Refused,
     /// Every attempt failed in a way worth retrying (5xx, 408, 429, timeout, connection or
     /// DNS error), and none is left.
@@ -75,10 +78,19 @@ pub(super) async fn deliver_via(
         d.error = Some(why);
         return d;
     }
+    let tls = match target.is_https().then(|| tls::connector(&policy.extra_roots)).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            d.error = Some(error_chain(&e));
+            tracing::error!(job = %job_id, error = d.error, "callback not sent: TLS cannot be set up");
+            return d;
+        }
+    };
+    let via = Via { connect, tls: tls.as_ref() };
     let attempts = policy.attempts.max(1);
     for n in 1..=attempts {
         d.attempts = n;
-        let tried = tokio::time::timeout(policy.timeout, attempt(target, job_id, &body, n, policy, connect)).await;
+        let tried = tokio::time::timeout(policy.timeout, attempt(target, job_id, &body, n, policy, &via)).await;
         let tried = tried.unwrap_or_else(|_| Attempt::Failed(format!("no answer within {:?}", policy.timeout)));
         let (status, step) = next_step(&tried);
         d.status = status.map(|s| s.as_u16());
@@ -166,8 +178,14 @@ pub(super) fn next_step(a: &Attempt) -> (Option<StatusCode>, Step) {
     }
 }
 
+/// How attempts reach a checked address: TCP, then TLS for https.
+struct Via<'a> {
+    connect: &'a Connect,
+    tls: Option<&'a TlsConnector>,
+}
+
 /// Resolve and check, connect to a checked address, send, read the answer's head.
-async fn attempt(target: &Target, job_id: &str, body: &Bytes, n: u32, policy: &Policy, connect: &Connect) -> Attempt {
+async fn attempt(target: &Target, job_id: &str, body: &Bytes, n: u32, policy: &Policy, via: &Via<'_>) -> Attempt {
     let addrs = match resolve(target, policy).await {
         Ok(addrs) => addrs,
         Err(e @ CallbackError::Refused(_)) => return Attempt::Refused(e.to_string()),
@@ -179,10 +197,18 @@ async fn attempt(target: &Target, job_id: &str, body: &Bytes, n: u32, policy: &P
     };
     let mut last = None;
     for addr in addrs {
-        match connect(addr).await {
-            Ok(stream) => return exchange(stream, request).await,
-            Err(e) => last = Some(format!("connecting to {addr}: {e}")),
-        }
+        let stream = match (via.connect)(addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                last = Some(format!("connecting to {addr}: {e}"));
+                continue;
+            }
+        };
+        let Some(tls) = via.tls else { return exchange(stream, request).await };
+        return match tls::handshake(tls, &target.host(), stream).await {
+            Ok(stream) => exchange(stream, request).await,
+            Err(e) => Attempt::Failed(format!("TLS with {addr}: {}", error_chain(&e))),
+        };
     }
     Attempt::Failed(last.unwrap_or_else(|| "no address to connect to".into()))
 }
@@ -214,7 +240,10 @@ fn request(
 
 /// HTTP/1 over the connected stream, driving the connection in this task so that a timeout
 /// drops (and closes) it with the attempt.
-async fn exchange(stream: TcpStream, req: Request<Full<Bytes>>) -> Attempt {
+async fn exchange<S>(stream: S, req: Request<Full<Bytes>>) -> Attempt
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, conn) = match http1::handshake(TokioIo::new(stream)).await {
         Ok(pair) => pair,
         Err(e) => return Attempt::Failed(format!("HTTP: {}", error_chain(&e))),

@@ -1,5 +1,5 @@
-//! The syntax of a callback URL: `http://HOST[:PORT][/PATH][?QUERY]`, parsed strictly and
-//! by hand (no URL library's leniency to reason about), before any address is looked at.
+//! The syntax of a callback URL: `http[s]://HOST[:PORT][/PATH][?QUERY]`, parsed strictly
+//! and by hand (no URL library's leniency to reason about), before any address is looked at.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -17,6 +17,7 @@ pub const MAX_URL_LEN: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     url: String,
+    https: bool,
     host: Host,
     port: u16,
     authority: String,
@@ -43,7 +44,12 @@ impl Target {
         self.host.to_string()
     }
 
-    /// The port (80 when the URL names none).
+    /// Whether the URL is `https://`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The port (80, or 443 for https, when the URL names none).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -76,13 +82,13 @@ impl Target {
             return Err(syntax("it has a fragment (#…), which is never sent to a server".into()));
         }
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(syntax("it does not start with http://".into()));
+            return Err(syntax("it does not start with http:// or https://".into()));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" => {}
-            "https" => return Err(syntax("https:// is not supported yet; use http://".into())),
-            _ => return Err(syntax(format!("the scheme {scheme:?} is not supported; use http://"))),
-        }
+        let https = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(syntax(format!("the scheme {scheme:?} is not supported; use http:// or https://"))),
+        };
         let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         if authority.contains('@') {
             return Err(syntax("it has user information (user@host); credentials are not allowed in it".into()));
@@ -100,7 +106,8 @@ impl Target {
             (h, Some(p)) => format!("{h}:{p}"),
             (h, None) => h.to_string(),
         };
-        Ok(Target { url: url.to_owned(), host, port: port.unwrap_or(80), authority, path })
+        let port = port.unwrap_or(if https { 443 } else { 80 });
+        Ok(Target { url: url.to_owned(), https, host, port, authority, path })
     }
 }
 

@@ -15,7 +15,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::PrivateKeyDer;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use super::delivery::{Attempt, Step, backoff, deliver_via, next_step, retry_after};
 use super::network::forbidden;
@@ -65,11 +67,27 @@ impl Drop for Server {
 
 impl Server {
     async fn start(answer: impl Fn(usize) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Server {
+        Server::start_with(None, Arc::new(answer)).await
+    }
+
+    /// The same over TLS with `certified`'s certificate.
+    async fn start_tls(certified: &rcgen::CertifiedKey<rcgen::KeyPair>, answer: Answer) -> Server {
+        let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        Server::start_with(Some(TlsAcceptor::from(Arc::new(config))), answer).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>, answer: Answer) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let answer: Answer = Arc::new(answer);
-        let task = tokio::spawn(accept_loop(listener, seen.clone(), answer));
+        let task = tokio::spawn(accept_loop(listener, tls, seen.clone(), answer));
         Server { addr, seen, task }
     }
 
@@ -82,28 +100,42 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, seen: Arc<Mutex<Vec<Seen>>>, answer: Answer) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, seen: Arc<Mutex<Vec<Seen>>>, answer: Answer) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
-        let (seen, answer) = (seen.clone(), answer.clone());
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (seen, answer) = (seen.clone(), answer.clone());
-            async move {
-                let (parts, body) = req.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                let n = {
-                    let mut seen = seen.lock().unwrap();
-                    seen.push(Seen { path, headers: parts.headers, body });
-                    seen.len() - 1
-                };
-                Ok::<_, Infallible>(answer(n))
+        let (seen, answer, tls) = (seen.clone(), answer.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve_one(stream, seen, answer).await,
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_one(stream, seen, answer).await;
+                    }
+                }
             }
         });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
     }
+}
+
+async fn serve_one<S>(stream: S, seen: Arc<Mutex<Vec<Seen>>>, answer: Answer)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (seen, answer) = (seen.clone(), answer.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(Seen { path, headers: parts.headers, body });
+                seen.len() - 1
+            };
+            Ok::<_, Infallible>(answer(n))
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
 }
 
 fn status(code: u16) -> Response<Full<Bytes>> {
@@ -376,8 +408,7 @@ async fn public_and_allowed_literals_pass_without_any_traffic() {
 fn url_syntax_errors() {
     let long = format!("http://example.com/{}", "a".repeat(MAX_URL_LEN));
     let cases: &[(&str, &str)] = &[
-        ("ftp://example.com/", "scheme"),
-        ("https://example.com/", "https:// is not supported"),
+        ("ftp://example.com/", "scheme \"ftp\" is not supported"),
         ("example.com/hook", "does not start with http://"),
         ("http://user:pw@example.com/", "user information"),
         ("http://example.com@10.0.0.1/", "user information"),
@@ -417,6 +448,9 @@ fn url_parts() {
         (t.host(), t.port(), t.authority(), t.path().as_str()),
         ("hooks.example.com".into(), 8080, "hooks.example.com:8080", "/a/b?c=d")
     );
+    let t = Target::parse("https://example.com/x").unwrap();
+    assert!(t.is_https() && !Target::parse("http://example.com/x").unwrap().is_https());
+    assert_eq!((t.port(), t.authority()), (443, "example.com"));
     let t = Target::parse("http://example.com?x=1").unwrap();
     assert_eq!((t.authority(), t.path().as_str()), ("example.com", "/?x=1"));
     let t = Target::parse("http://[::1]:81").unwrap();
@@ -571,4 +605,60 @@ fn backoff_doubles_with_jitter_and_a_cap() {
         let w = backoff(&policy, n, "job");
         assert!(w >= Duration::from_secs(30) && w <= Duration::from_secs(60), "attempt {n}: {w:?}");
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 and what trusting it takes.
+fn self_signed(names: &[&str]) -> (rcgen::CertifiedKey<rcgen::KeyPair>, Vec<Vec<u8>>) {
+    let certified =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let roots = parse_pem_certificates(certified.cert.pem().as_bytes()).unwrap();
+    assert_eq!(roots, [certified.cert.der().to_vec()]);
+    (certified, roots)
+}
+
+#[tokio::test]
+async fn https_to_a_trusted_certificate() {
+    let (certified, roots) = self_signed(&["127.0.0.1"]);
+    let server = Server::start_tls(&certified, Arc::new(|_| status(200))).await;
+    let policy = Policy { extra_roots: roots, ..local_policy() };
+    let target = check(&format!("https://{}/tls?x=1", server.addr), &policy).await.unwrap();
+    let body = Bytes::from_static(br#"{"secure":true}"#);
+    let d = deliver(&target, "jt", body.clone(), &policy).await;
+    assert_eq!((d.outcome, d.attempts, d.status), (Outcome::Delivered, 1, Some(200)), "{:?}", d.error);
+    let seen = server.seen.lock().unwrap();
+    let h = &seen[0].headers;
+    assert_eq!((seen[0].path.as_str(), &seen[0].body), ("/tls?x=1", &body));
+    assert_eq!(header(h, "host"), server.addr.to_string());
+    assert!(verify(SECRET, header(h, "x-codeexec-timestamp"), &body, header(h, "x-codeexec-signature")));
+}
+
+#[tokio::test]
+async fn https_refuses_untrusted_or_mismatched_certificates() {
+    let (certified, _) = self_signed(&["127.0.0.1"]);
+    let server = Server::start_tls(&certified, Arc::new(|_| status(200))).await;
+    let policy = Policy { attempts: 2, ..local_policy() };
+    let target = check(&format!("https://{}/", server.addr), &policy).await.unwrap();
+    let d = deliver(&target, "ju", Bytes::from_static(b"{}"), &policy).await;
+    assert_eq!((d.outcome, d.attempts, d.status), (Outcome::Exhausted, 2, None));
+    assert!(d.error.as_deref().unwrap().contains("TLS with 127.0.0.1"), "{:?}", d.error);
+
+    // trusted, but issued to another name than the URL's host
+    let (certified, roots) = self_signed(&["callbacks.example.test"]);
+    let server = Server::start_tls(&certified, Arc::new(|_| status(200))).await;
+    let policy = Policy { attempts: 1, extra_roots: roots, ..local_policy() };
+    let target = check(&format!("https://{}/", server.addr), &policy).await.unwrap();
+    let d = deliver(&target, "jm", Bytes::from_static(b"{}"), &policy).await;
+    assert_eq!((d.outcome, d.attempts), (Outcome::Exhausted, 1));
+    assert!(d.error.as_deref().unwrap().contains("certificate"), "{:?}", d.error);
+    assert_eq!(server.count(), 0);
+}
+
+#[test]
+fn pem_certificates() {
+    assert!(matches!(parse_pem_certificates(b""), Err(TlsError::NoCertificate)));
+    assert!(matches!(parse_pem_certificates(b"not a certificate"), Err(TlsError::NoCertificate)));
+    let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    assert!(matches!(parse_pem_certificates(broken), Err(TlsError::Pem(_))));
+    let junk = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    assert!(matches!(parse_pem_certificates(junk), Err(TlsError::Certificate { index: 0, .. })));
 }
