@@ -13,6 +13,8 @@
 //! - [`config`]: the daemon's TOML configuration and environment overrides, validated into
 //!   typed settings.
 //! - [`report`]: how an outcome is printed (summary line, JSON) and the exit codes.
+//! - [`callback`]: webhook callbacks of async jobs: callback URL checks against
+//!   server-side request forgery, signed delivery with retries.
 //! - [`bench`]: the latency and throughput measurement behind `scripts/bench`.
 //! - [`cache`]: the compile cache: compiler outputs kept by the SHA-256 of their inputs,
 //!   written atomically, bounded, least recently used out first.
@@ -40,6 +42,7 @@
 pub mod api;
 pub mod bench;
 pub mod cache;
+pub mod callback;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
