@@ -28,6 +28,9 @@
 //! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
 //! - [`pipeline`]: one request for a language through its stages (syntax check, compile,
 //!   run), each in its own sandbox, with diagnostics and the uncaught error parsed.
+//! - [`harness`]: the function harness of a judge: a driver program per language that
+//!   decodes JSON arguments, calls one function of the user's code and prints its result as
+//!   JSON; the output taken apart again. A leaf: files in, files out.
 //! - [`limit`]: the resource limits of one run, with their units, parsing and valid ranges.
 //! - [`run`]: orchestration of one run: slot (host ids and cgroup name), cgroup, spawn
 //!   through the zygote, supervision (pipes, timers, limits), and the verdict.
@@ -48,6 +51,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod diagnostics;
+pub mod harness;
 pub mod image;
 pub mod judge;
 pub mod lang;
