@@ -8,7 +8,9 @@
 //! `error.rs`, backpressure in `limiter.rs`, listeners and shutdown in `server.rs`.
 
 mod error;
+mod jobs;
 mod limiter;
+mod plan;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -28,6 +30,7 @@ use serde::Serialize;
 
 pub use server::{Listeners, ServeError, bind, serve};
 
+use crate::cache::CompileCache;
 use crate::config::{LimitTable, Settings};
 use crate::lang::Registry;
 use crate::pipeline::Executor;
@@ -80,6 +83,14 @@ pub struct Policy {
     pub concurrency: usize,
     /// Requests that may wait.
     pub queue: usize,
+    /// How long finished jobs are kept.
+    pub job_retention: Duration,
+    /// Jobs queued or running at once.
+    pub max_pending_jobs: usize,
+    /// Finished jobs kept at once.
+    pub max_finished_jobs: usize,
+    /// How callbacks are checked, signed and retried.
+    pub callbacks: crate::callback::Policy,
 }
 
 impl From<&Settings> for Policy {
@@ -91,6 +102,10 @@ impl From<&Settings> for Policy {
             api_keys: s.api_keys.clone(),
             concurrency: s.concurrency,
             queue: s.queue,
+            job_retention: s.job_retention,
+            max_pending_jobs: s.max_pending_jobs,
+            max_finished_jobs: s.max_finished_jobs,
+            callbacks: s.callbacks.clone(),
         }
     }
 }
@@ -109,6 +124,10 @@ pub struct Api {
     languages: Registry,
     policy: Policy,
     limiter: limiter::Limiter,
+    /// Compiles kept for identical requests.
+    compile_cache: Option<Arc<CompileCache>>,
+    /// Async jobs.
+    jobs: jobs::Jobs,
     /// Runs in progress, to cancel when a shutdown's grace period is over.
     inflight: Mutex<Inflight>,
     next_run: AtomicU64,
@@ -123,15 +142,24 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     /// The API over `executor` (described by `description`), offering `languages`,
-    /// checking requests against `policy`.
-    pub fn new(executor: Arc<dyn Executor>, description: Description, languages: Registry, policy: Policy) -> Arc<Api> {
+    /// checking requests against `policy`, reusing compiles from `compile_cache`.
+    pub fn new(
+        executor: Arc<dyn Executor>,
+        description: Description,
+        languages: Registry,
+        policy: Policy,
+        compile_cache: Option<Arc<CompileCache>>,
+    ) -> Arc<Api> {
         let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
+        let jobs = jobs::Jobs::new(policy.job_retention, policy.max_pending_jobs, policy.max_finished_jobs);
         Arc::new(Api {
             executor,
             description,
             languages,
             policy,
             limiter,
+            compile_cache,
+            jobs,
             inflight: Mutex::new(Inflight::default()),
             next_run: AtomicU64::new(0),
             started: Instant::now(),
@@ -146,6 +174,8 @@ impl Api {
         for c in inflight.runs.values() {
             c.cancel();
         }
+        drop(inflight);
+        self.jobs.cancel_all();
     }
 
     fn uptime(&self) -> Duration {
@@ -156,7 +186,7 @@ impl Api {
 /// An outcome as `POST /v1/execute` answers it (`codeexec run -l --json` prints this).
 pub fn response_json(outcome: &crate::pipeline::Outcome, language: &str, version: &str) -> serde_json::Value {
     let lang = types::LanguageRef { id: language.to_owned(), version: version.to_owned() };
-    serde_json::to_value(types::ExecuteResponse::new("local", outcome.clone(), lang)).unwrap_or_default()
+    serde_json::to_value(types::ExecuteResponse::new("local", outcome.clone(), lang, None)).unwrap_or_default()
 }
 
 /// A JSON response.

@@ -61,6 +61,80 @@ pub struct Config {
     pub limits: LimitTables,
     /// Root filesystem images.
     pub images: Images,
+    /// The compile cache.
+    pub compile_cache: CompileCacheConfig,
+    /// Async jobs.
+    pub jobs: Jobs,
+    /// Async jobs' callbacks.
+    pub callbacks: Callbacks,
+}
+
+/// `[compile_cache]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompileCacheConfig {
+    /// Keep compiles and reuse identical ones.
+    pub enabled: bool,
+    /// Where (created 0700).
+    pub dir: String,
+    /// Its bound, MiB; least recently used entries go first.
+    pub max_mb: u64,
+}
+
+impl Default for CompileCacheConfig {
+    fn default() -> Self {
+        Self { enabled: true, dir: "/var/lib/codeexec/compile-cache".into(), max_mb: 1024 }
+    }
+}
+
+/// `[jobs]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// How long a finished job's result is kept, seconds.
+    pub retention_s: u64,
+    /// Jobs queued or running at once; more get 429.
+    pub max_pending: u64,
+    /// Finished jobs kept at once; beyond, the oldest are forgotten first.
+    pub max_finished: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self { retention_s: 3600, max_pending: 1000, max_finished: 10_000 }
+    }
+}
+
+/// `[callbacks]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Callbacks {
+    /// The HMAC-SHA256 key signing callbacks; empty: unsigned (warned at start).
+    pub secret: String,
+    /// Networks callbacks may reach although they are loopback, private, link-local…
+    /// (`["10.0.0.0/8", "127.0.0.1/32"]`).
+    pub allow_networks: Vec<String>,
+    /// Tries in all.
+    pub attempts: u32,
+    /// The wait before the first retry, ms (it doubles for each later one).
+    pub backoff_ms: u64,
+    /// One try's time limit, ms.
+    pub timeout_ms: u64,
+    /// A PEM file of CA certificates trusted for https callbacks besides the built-in roots.
+    pub ca_file: String,
+}
+
+impl Default for Callbacks {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            allow_networks: Vec::new(),
+            attempts: 5,
+            backoff_ms: 1000,
+            timeout_ms: 10_000,
+            ca_file: String::new(),
+        }
+    }
 }
 
 /// `[images]`.
@@ -273,6 +347,16 @@ pub struct Settings {
     pub default_limits: LimitTable,
     /// The most a request may ask for.
     pub max_limits: LimitTable,
+    /// The compile cache's directory and bound, when enabled.
+    pub compile_cache: Option<(PathBuf, u64)>,
+    /// How long finished jobs are kept.
+    pub job_retention: Duration,
+    /// Jobs queued or running at once.
+    pub max_pending_jobs: usize,
+    /// Finished jobs kept at once.
+    pub max_finished_jobs: usize,
+    /// How callbacks are checked, signed and retried.
+    pub callbacks: crate::callback::Policy,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
 }
@@ -344,7 +428,24 @@ impl Config {
         if concurrency > 1024 {
             return invalid(format!("runs.concurrency {concurrency}: at most 1024"));
         }
+        let compile_cache = self
+            .compile_cache
+            .enabled
+            .then(|| (PathBuf::from(&self.compile_cache.dir), self.compile_cache.max_mb.saturating_mul(1 << 20)));
+        if self.compile_cache.enabled && (self.compile_cache.max_mb < 16 || self.compile_cache.dir.is_empty()) {
+            return invalid("compile_cache: dir must be set and max_mb at least 16 (or enabled = false)".into());
+        }
+        let j = &self.jobs;
+        if j.retention_s == 0 || j.max_pending == 0 || j.max_finished == 0 {
+            return invalid("jobs.retention_s, jobs.max_pending and jobs.max_finished must be positive".into());
+        }
+        let callbacks = self.callback_policy(&mut warnings)?;
         Ok(Settings {
+            compile_cache,
+            job_retention: Duration::from_secs(j.retention_s),
+            max_pending_jobs: usize::try_from(j.max_pending).unwrap_or(usize::MAX),
+            max_finished_jobs: usize::try_from(j.max_finished).unwrap_or(usize::MAX),
+            callbacks,
             unix_socket,
             socket_mode: s.socket_mode,
             tcp,
@@ -365,6 +466,47 @@ impl Config {
             default_limits: self.limits.default,
             max_limits: self.limits.max,
             warnings,
+        })
+    }
+
+    /// `[callbacks]` checked: networks parsed, the CA file read.
+    fn callback_policy(&self, warnings: &mut Vec<String>) -> Result<crate::callback::Policy> {
+        let c = &self.callbacks;
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let mut allow_networks = Vec::with_capacity(c.allow_networks.len());
+        for n in &c.allow_networks {
+            allow_networks.push(n.parse().map_err(|e| invalid(format!("callbacks.allow_networks {n:?}: {e}")))?);
+        }
+        if !(1..=20).contains(&c.attempts) {
+            return Err(invalid(format!("callbacks.attempts {}: 1 to 20", c.attempts)));
+        }
+        if !(1..=600_000).contains(&c.timeout_ms) || c.backoff_ms > 600_000 {
+            return Err(invalid("callbacks.timeout_ms: 1 to 600000; callbacks.backoff_ms: at most 600000".into()));
+        }
+        let extra_roots = if c.ca_file.is_empty() {
+            Vec::new()
+        } else {
+            let pem =
+                std::fs::read(&c.ca_file).map_err(|e| invalid(format!("callbacks.ca_file {:?}: {e}", c.ca_file)))?;
+            crate::callback::parse_pem_certificates(&pem)
+                .map_err(|e| invalid(format!("callbacks.ca_file {:?}: {e}", c.ca_file)))?
+        };
+        let secret = if c.secret.is_empty() {
+            warnings.push("callbacks.secret is not set: job callbacks go unsigned".into());
+            None
+        } else if c.secret.len() < 16 {
+            return Err(invalid("callbacks.secret: at least 16 characters".into()));
+        } else {
+            Some(c.secret.clone().into_bytes())
+        };
+        Ok(crate::callback::Policy {
+            secret,
+            allow_networks,
+            attempts: c.attempts,
+            backoff: Duration::from_millis(c.backoff_ms),
+            timeout: Duration::from_millis(c.timeout_ms),
+            extra_roots,
+            ..crate::callback::Policy::default()
         })
     }
 
@@ -506,6 +648,29 @@ mod tests {
     }
 
     #[test]
+    fn callbacks_are_checked_at_start() {
+        let mut c = Config::default();
+        let s = c.validate().unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("unsigned")));
+        assert!(s.callbacks.secret.is_none());
+        c.callbacks.secret = "0123456789abcdef".into();
+        c.callbacks.allow_networks = vec!["10.0.0.0/8".into()];
+        let s = c.validate().unwrap();
+        assert_eq!(s.callbacks.secret.as_deref(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(s.callbacks.allow_networks.len(), 1);
+        for (field, bad) in [("allow_networks", "10.0.0.1/8"), ("secret", "short"), ("ca_file", "/nonexistent.pem")] {
+            let mut c = c.clone();
+            match field {
+                "allow_networks" => c.callbacks.allow_networks = vec![bad.into()],
+                "secret" => c.callbacks.secret = bad.into(),
+                _ => c.callbacks.ca_file = bad.into(),
+            }
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("callbacks.{field}")), "{e}");
+        }
+    }
+
+    #[test]
     fn the_example_file_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("codeexec.example.toml");
         // every key is in the file (not merely defaulted), with its default value
@@ -574,7 +739,7 @@ mod tests {
         assert!(s.warnings[0].contains("ANYONE"));
         c.server.allow_public_without_keys = false;
         c.server.api_keys = vec!["0123456789abcdef".into()];
-        assert!(c.validate().unwrap().warnings.is_empty());
+        assert!(!c.validate().unwrap().warnings.iter().any(|w| w.contains("ANYONE")));
         c.server.api_keys = vec!["short".into()];
         assert!(c.validate().unwrap_err().to_string().contains("16 or more"));
     }

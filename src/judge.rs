@@ -19,7 +19,7 @@ pub use checker::Checker;
 use crate::diagnostics::RuntimeError;
 use crate::lang::Language;
 use crate::limit::Limits;
-use crate::pipeline::{self, CacheRef, CacheUse, Executor, Invocation, Outcome, Prepare, Prepared, Source, Verdict};
+use crate::pipeline::{self, CacheRef, Executor, Invocation, Outcome, Prepare, Prepared, Source, Verdict};
 use crate::run::{Cancel, RunError, RunOutcome, Status};
 
 /// What a test expects.
@@ -141,8 +141,6 @@ pub struct Judged {
     pub outcome: Outcome,
     /// The tests' results, in the tests' order.
     pub tests: Vec<TestResult>,
-    /// Whether the compile came from the cache.
-    pub cache: Option<CacheUse>,
 }
 
 impl Judged {
@@ -169,30 +167,29 @@ impl Judged {
 pub fn judge(exec: &dyn Executor, lang: &Language, req: Request, workers: usize) -> Result<Judged, RunError> {
     let prepared = match pipeline::prepare(exec, lang, req.source.clone(), req.cancel.clone(), req.cache.as_ref())? {
         Prepare::Ready(p) => p,
-        Prepare::Refused(outcome) => return Ok(refused(outcome, req.tests.len(), None)),
+        Prepare::Refused(outcome) => return Ok(refused(outcome, req.tests.len())),
     };
-    let cache = prepared.cache;
     let tests = run_tests(exec, lang, &prepared, &req, workers)?;
     if tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
         if let Some(c) = pipeline::syntax_after_failure(exec, lang, &prepared, req.cancel.clone())? {
             if c.refused {
                 let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
-                return Ok(refused(outcome, req.tests.len(), cache));
+                return Ok(refused(outcome, req.tests.len()));
             }
         }
     }
-    Ok(Judged { outcome: prepared.outcome.clone(), tests, cache })
+    Ok(Judged { outcome: prepared.outcome.clone(), tests })
 }
 
 /// Every test marked with the verdict of a program that never ran.
-fn refused(outcome: Outcome, n: usize, cache: Option<CacheUse>) -> Judged {
+fn refused(outcome: Outcome, n: usize) -> Judged {
     let verdict = match outcome.verdict {
         Verdict::SyntaxError => TestVerdict::SyntaxError,
         Verdict::CompileError => TestVerdict::CompileError,
         Verdict::Run(s) => TestVerdict::Run(s),
     };
     let message = outcome.message.clone();
-    Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n], cache }
+    Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n] }
 }
 
 fn run_tests(

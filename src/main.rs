@@ -105,7 +105,16 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
     };
     let languages = Registry::probe(&runner, definitions);
     let description = Description::of(&runner);
-    let api = Api::new(Arc::new(runner), description, languages, Policy::from(&settings));
+    let compile_cache = match &settings.compile_cache {
+        Some((dir, max)) => match codeexec::cache::CompileCache::open(dir, *max) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                return fail(EXIT_USAGE, &anyhow::anyhow!("compile_cache.dir {}: {e}", dir.display()));
+            }
+        },
+        None => None,
+    };
+    let api = Api::new(Arc::new(runner), description, languages, Policy::from(&settings), compile_cache);
     // every run holds a blocking thread: there must be one for each run slot
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -105,6 +105,8 @@ pub struct Outcome {
     pub diagnostics: Vec<Diagnostic>,
     /// The program's uncaught error, when it died of one.
     pub error: Option<RuntimeError>,
+    /// Whether the compile came from the cache (None: no compile, or no cache).
+    pub compile_cache: Option<CacheUse>,
 }
 
 impl Outcome {
@@ -168,10 +170,9 @@ pub struct Prepared {
     run_files: Vec<InputFile>,
     /// The least disk the program's `/sandbox` needs for those.
     disk_floor: u64,
-    /// The stages so far (syntax, compile, their diagnostics); its verdict is `ok`.
+    /// The stages so far (syntax, compile, their diagnostics, the cache's use); its
+    /// verdict is `ok`.
     pub outcome: Outcome,
-    /// Whether the compile came from the cache (None: no compile, or no cache).
-    pub cache: Option<CacheUse>,
 }
 
 /// Where preparing a program ended.
@@ -258,6 +259,7 @@ pub fn prepare(
         run: None,
         diagnostics: Vec::new(),
         error: None,
+        compile_cache: None,
     };
     if let Some(s) = lang.syntax.as_ref().filter(|s| s.when == When::Always) {
         let limits = s.limits.over(&lang::syntax_defaults());
@@ -286,13 +288,7 @@ pub fn prepare(
     }
     let Some(c) = &lang.compile else {
         let disk_floor = 0;
-        return Ok(Prepare::Ready(Prepared {
-            run_files: r.files.clone(),
-            resolved: r,
-            disk_floor,
-            outcome: out,
-            cache: None,
-        }));
+        return Ok(Prepare::Ready(Prepared { run_files: r.files.clone(), resolved: r, disk_floor, outcome: out }));
     };
     let limits = c.limits.over(&lang::compile_defaults());
     let request = stage_request(lang, &c.command, &c.env, &r, &r.files, limits, &[], &[], cancel, true);
@@ -330,6 +326,7 @@ pub fn prepare(
     }
     let status = o.status;
     out.compile = Some(o);
+    out.compile_cache = used;
     match status {
         Status::Ok => {}
         Status::InternalError => return Ok(Prepare::Refused(internal_outcome(out, "compile"))),
@@ -353,7 +350,7 @@ pub fn prepare(
     // the program's /sandbox must hold what the compiler left
     let total: u64 = outputs.iter().map(|f| f.contents.len() as u64).sum();
     let disk_floor = total.saturating_add(total / 4).saturating_add(8 << 20);
-    Ok(Prepare::Ready(Prepared { resolved: r, run_files: outputs, disk_floor, outcome: out, cache: used }))
+    Ok(Prepare::Ready(Prepared { resolved: r, run_files: outputs, disk_floor, outcome: out }))
 }
 
 /// The key of a compile: the language, its toolchain, and everything the compiler gets.
@@ -411,6 +408,10 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
         inv.cancel,
         inv.collect_files,
     ))?;
+    if inv.collect_files {
+        // what the program created or changed, not what it was given
+        run.files.retain(|f| !given(&p.run_files, f));
+    }
     let mut error = None;
     if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
         error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
@@ -434,6 +435,14 @@ pub struct SyntaxCheck {
     pub refused: bool,
     /// Its diagnostics.
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Whether `f` is one of the files the program was given, unchanged.
+fn given(files: &[InputFile], f: &crate::run::OutputFile) -> bool {
+    files.iter().any(|g| {
+        g.path == f.path
+            && matches!(&f.content, FileContent::File { bytes, executable } if *bytes == g.contents && *executable == g.executable)
+    })
 }
 
 /// For a language that checks syntax only after a failed run: the check (None for other

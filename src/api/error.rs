@@ -18,10 +18,14 @@ pub(super) enum ApiError {
     Unauthorized,
     /// 404: no such path.
     NotFound,
+    /// 404: no such job (the message says how long jobs are kept).
+    NoSuchJob(String),
     /// 405: the path exists, the method does not.
     MethodNotAllowed(&'static [Method]),
     /// 408: the body did not arrive in time.
     BodyTimeout(std::time::Duration),
+    /// 409: the request does not fit the resource's state (cancelling an ended job).
+    Conflict(String),
     /// 413: the body is over the configured maximum.
     TooLarge(u64),
     /// 415: not JSON.
@@ -41,9 +45,10 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchJob(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -53,13 +58,14 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    pub(super) fn code(&self) -> &'static str {
         match self {
             ApiError::BadJson(_) => "bad_json",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::NoSuchJob(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_request",
@@ -69,9 +75,9 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    pub(super) fn message(&self) -> String {
         match self {
-            ApiError::BadJson(m) | ApiError::Invalid(m) => m.clone(),
+            ApiError::BadJson(m) | ApiError::Invalid(m) | ApiError::Conflict(m) | ApiError::NoSuchJob(m) => m.clone(),
             ApiError::Unauthorized => "unauthorized".into(),
             ApiError::NotFound => "no such path".into(),
             ApiError::MethodNotAllowed(m) => {
@@ -150,6 +156,7 @@ mod tests {
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::MethodNotAllowed(&[Method::GET]), 405, "method_not_allowed"),
             (ApiError::BodyTimeout(std::time::Duration::from_secs(60)), 408, "request_timeout"),
+            (ApiError::Conflict("x".into()), 409, "conflict"),
             (ApiError::TooLarge(10), 413, "payload_too_large"),
             (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
             (ApiError::Invalid("x".into()), 422, "invalid_request"),

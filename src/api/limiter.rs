@@ -36,7 +36,8 @@ impl Drop for Ticket {
 #[derive(Debug)]
 pub(super) struct Permit {
     _slot: OwnedSemaphorePermit,
-    _ticket: Ticket,
+    /// None for a job's run (jobs have their own bound) and for extra slots.
+    _ticket: Option<Ticket>,
     running: Arc<AtomicUsize>,
 }
 
@@ -73,7 +74,31 @@ impl Limiter {
             .await
             .map_err(|_| ApiError::Internal("the run limiter is closed".into()))?;
         self.running.fetch_add(1, Ordering::SeqCst);
-        Ok(Permit { _slot: slot, _ticket: ticket, running: Arc::clone(&self.running) })
+        Ok(Permit { _slot: slot, _ticket: Some(ticket), running: Arc::clone(&self.running) })
+    }
+
+    /// Waits for a run slot for an async job (in line with requests, first come, first
+    /// served; jobs are bounded by their own queue, not by `queue`).
+    pub(super) async fn job_slot(&self) -> Result<Permit, ApiError> {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("the run limiter is closed".into()))?;
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Ok(Permit { _slot: slot, _ticket: None, running: Arc::clone(&self.running) })
+    }
+
+    /// Up to `n` more slots for a request that already runs (a judge request's tests run in
+    /// parallel on them), taken only if free now: none is waited for, so a request never
+    /// holds some slots while waiting for others, and queued requests go first.
+    pub(super) fn extra(&self, n: usize) -> Vec<Permit> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else { break };
+            self.running.fetch_add(1, Ordering::SeqCst);
+            out.push(Permit { _slot: slot, _ticket: None, running: Arc::clone(&self.running) });
+        }
+        out
     }
 
     pub(super) fn running(&self) -> usize {
@@ -122,6 +147,25 @@ mod tests {
         // a ticket dropped before it waits (a bad body) gives its place back too
         drop(l.admit().unwrap());
         assert!(l.admit().is_ok());
+    }
+
+    #[tokio::test]
+    async fn extra_slots_are_only_the_free_ones_and_never_jump_the_queue() {
+        let l = Limiter::new(3, 2);
+        let first = l.slot(l.admit().unwrap()).await.unwrap();
+        let extra = l.extra(5);
+        assert_eq!(extra.len(), 2, "only what is free");
+        assert_eq!(l.running(), 3);
+        drop(extra);
+        let waiting = l.slot(l.admit().unwrap());
+        tokio::pin!(waiting);
+        let _second = l.slot(l.admit().unwrap()).await.unwrap();
+        let _third = l.job_slot().await.unwrap();
+        assert!(poll_once(waiting.as_mut()).await.is_none());
+        assert!(l.extra(1).is_empty(), "none free");
+        drop(first);
+        assert!(l.extra(1).is_empty(), "the waiting request gets the freed slot, not the extra");
+        assert!(poll_once(waiting.as_mut()).await.is_some());
     }
 
     /// Polls a future once: `Some` if it finished.

@@ -9,20 +9,24 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, from_json};
+use super::jobs;
+use super::limiter::Permit;
+use super::plan::{Planned, Work, language_defaults, plan};
 use super::types::{
-    CgroupInfo, ExecuteRequest, ExecuteResponse, HealthResponse, LanguageInfo, LanguageRef, LanguagesResponse,
-    LimitsIn, RunsInfo, SeccompInfo, VersionResponse,
+    CacheInfo, CgroupInfo, ExecuteRequest, ExecuteResponse, HealthResponse, JobsInfo, JudgeResponse, LanguageInfo,
+    LanguageRef, LanguagesResponse, RunsInfo, SeccompInfo, VersionResponse,
 };
 use super::{Api, json};
-use crate::config::LimitTable;
-use crate::lang::{Availability, Language, When};
-use crate::pipeline::{self, Program, Source};
-use crate::run::{Cancel, InputFile};
+use crate::callback;
+use crate::judge;
+use crate::lang::{Availability, When};
+use crate::pipeline;
+use crate::run::Cancel;
 
 /// Where a request came from: the Unix socket needs no key, TCP does when keys are set.
 #[derive(Debug, Clone, Copy)]
@@ -107,34 +111,65 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Execute,
+    SubmitJob,
+    GetJob,
+    CancelJob,
     Languages,
     Health,
     Version,
 }
 
-/// The route table: (method, path) and what each answers with.
-const ROUTES: [(Method, &str, Endpoint); 4] = [
+/// The route table: (method, path) and what each answers with; `{id}` matches one path
+/// segment.
+const ROUTES: [(Method, &str, Endpoint); 7] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
+    (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
+    (Method::GET, "/v1/jobs/{id}", Endpoint::GetJob),
+    (Method::DELETE, "/v1/jobs/{id}", Endpoint::CancelJob),
     (Method::GET, "/v1/languages", Endpoint::Languages),
     (Method::GET, "/health", Endpoint::Health),
     (Method::GET, "/version", Endpoint::Version),
 ];
 
-/// The endpoint for a method and path: 404 for an unknown path, 405 (with what is
-/// allowed) for a known path asked with another method.
-fn select(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
-    const GET: &[Method] = &[Method::GET];
-    const POST: &[Method] = &[Method::POST];
-    match ROUTES.iter().find(|(_, p, _)| *p == path) {
-        Some((m, _, e)) if m == method => Ok(*e),
-        Some((m, _, _)) => Err(ApiError::MethodNotAllowed(if *m == Method::POST { POST } else { GET })),
-        None => Err(ApiError::NotFound),
+/// Whether `path` matches `pattern`, and the `{id}` it holds.
+fn matches<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
+    match pattern.strip_suffix("{id}") {
+        Some(prefix) => path.strip_prefix(prefix).filter(|id| !id.is_empty() && !id.contains('/')),
+        None => (pattern == path).then_some(""),
     }
 }
 
-async fn route(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut RunLog) -> Result<Resp, ApiError> {
-    match select(req.method(), req.uri().path())? {
+/// The endpoint (and `{id}`) for a method and path: 404 for an unknown path, 405 (with
+/// what is allowed) for a known path asked with another method.
+fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), ApiError> {
+    const GET: &[Method] = &[Method::GET];
+    const POST: &[Method] = &[Method::POST];
+    const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+    let mut allowed = Vec::new();
+    for (m, pattern, e) in &ROUTES {
+        if let Some(id) = matches(pattern, path) {
+            if m == method {
+                return Ok((*e, id));
+            }
+            allowed.push(m.clone());
+        }
+    }
+    match allowed.as_slice() {
+        [] => Err(ApiError::NotFound),
+        [m] if *m == Method::POST => Err(ApiError::MethodNotAllowed(POST)),
+        [_] => Err(ApiError::MethodNotAllowed(GET)),
+        _ => Err(ApiError::MethodNotAllowed(GET_DELETE)),
+    }
+}
+
+async fn route(api: &Arc<Api>, req: Request<Incoming>, request_id: &str, log: &mut RunLog) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_owned();
+    let (endpoint, id) = select(req.method(), &path)?;
+    match endpoint {
         Endpoint::Execute => execute(api, req, request_id, log).await,
+        Endpoint::SubmitJob => submit_job(api, req, log).await,
+        Endpoint::GetJob => get_job(api, id),
+        Endpoint::CancelJob => cancel_job(api, id),
         Endpoint::Languages => Ok(languages(api)),
         Endpoint::Health => Ok(health(api)),
         Endpoint::Version => Ok(version()),
@@ -172,30 +207,161 @@ async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut 
     let ticket = api.limiter.admit()?;
     let body = read_json_body(api, req).await?;
     let dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
-    let (mut program, lang, version) = plan(api, dto)?;
-    log.language = Some(lang.id.clone());
+    if dto.callback_url.is_some() {
+        return Err(ApiError::Invalid("callback_url is for POST /v1/jobs".into()));
+    }
+    let planned = plan(api, dto)?;
+    log.language = Some(planned.lang.id.clone());
     let slot = api.limiter.slot(ticket).await?;
     let cancel = Cancel::new()?;
-    program.cancel = Some(cancel.clone());
+    let (body, status, took) = perform(api, planned, slot, cancel, request_id).await?;
+    log.run_ms = Some(took.as_secs_f64() * 1000.0);
+    log.status = Some(status);
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// Runs planned work on a blocking thread with `slot` (and, for tests, whatever extra slots
+/// are free), killed through `cancel` if this future is dropped. Returns the response body,
+/// the status for the log, and the time in the executor.
+async fn perform(
+    api: &Api,
+    planned: Planned,
+    slot: Permit,
+    cancel: Cancel,
+    request_id: &str,
+) -> Result<(serde_json::Value, &'static str, std::time::Duration), ApiError> {
     let id = api.next_run.fetch_add(1, Ordering::Relaxed);
     // Dropped when the client goes away (hyper drops this future) or the run ends: in the
     // first case the run is killed.
-    let _running = Running::new(api, id, cancel)?;
+    let _running = Running::new(api, id, cancel.clone())?;
+    let extra = api.limiter.extra(planned.runs().saturating_sub(1));
     let executor = Arc::clone(&api.executor);
+    let Planned { lang, version, work, files } = planned;
     let language = lang.clone();
-    let (outcome, took) = tokio::task::spawn_blocking(move || {
+    let (result, took) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let outcome = pipeline::execute(&*executor, &language, program);
+        let result = match work {
+            Work::Single(mut program) => {
+                program.cancel = Some(cancel);
+                pipeline::execute(&*executor, &language, program).map(Done::Single)
+            }
+            Work::Judge(mut request) => {
+                request.cancel = Some(cancel);
+                let workers = 1 + extra.len();
+                judge::judge(&*executor, &language, request, workers).map(Done::Judge)
+            }
+        };
+        drop(extra);
         drop(slot);
-        (outcome, started.elapsed())
+        (result, started.elapsed())
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))?;
-    log.run_ms = Some(took.as_secs_f64() * 1000.0);
-    let outcome = outcome?;
-    log.status = Some(outcome.verdict.as_str());
     let lang = LanguageRef { id: lang.id.clone(), version };
-    Ok(json(StatusCode::OK, &ExecuteResponse::new(request_id, outcome, lang)))
+    let (body, status) = match result? {
+        Done::Single(o) => {
+            let status = o.verdict.as_str();
+            (serde_json::to_value(ExecuteResponse::new(request_id, o, lang, files.as_ref())), status)
+        }
+        Done::Judge(j) => {
+            let status = j.status();
+            (serde_json::to_value(JudgeResponse::new(request_id, j, lang, files.as_ref())), status)
+        }
+    };
+    let body = body.map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))?;
+    Ok((body, status, took))
+}
+
+/// What a run produced.
+enum Done {
+    Single(pipeline::Outcome),
+    Judge(judge::Judged),
+}
+
+/// `POST /v1/jobs`: checked like `POST /v1/execute` (and its callback URL), then queued.
+async fn submit_job(api: &Arc<Api>, req: Request<Incoming>, log: &mut RunLog) -> Result<Resp, ApiError> {
+    // the place bounds the bodies read at once; the job then waits in the jobs' own queue
+    let ticket = api.limiter.admit()?;
+    let body = read_json_body(api, req).await?;
+    let mut dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
+    let callback_url = dto.callback_url.take();
+    let planned = plan(api, dto)?;
+    log.language = Some(planned.lang.id.clone());
+    let target = match callback_url {
+        Some(url) => Some(
+            callback::check(&url, &api.policy.callbacks)
+                .await
+                .map_err(|e| ApiError::Invalid(format!("callback_url: {e}")))?,
+        ),
+        None => None,
+    };
+    let accepted = api.jobs.accept(target.as_ref())?;
+    drop(ticket);
+    let view = api.jobs.get(&accepted.id).ok_or_else(|| ApiError::Internal("a job vanished".into()))?;
+    tokio::spawn(run_job(Arc::clone(api), accepted, planned, target));
+    let mut resp = json(StatusCode::ACCEPTED, &view);
+    if let Ok(v) = HeaderValue::from_str(&view.status_url) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// A job's life: wait for a slot (or a cancel), run, keep the result, call back.
+async fn run_job(api: Arc<Api>, job: jobs::Accepted, planned: Planned, target: Option<callback::Target>) {
+    let mut cancelled = job.cancelled;
+    let slot = tokio::select! {
+        s = api.limiter.job_slot() => s,
+        _ = cancelled.wait_for(|c| *c) => return,
+    };
+    let outcome = match slot {
+        Ok(slot) if api.jobs.start(&job.id) => {
+            perform(&api, planned, slot, job.cancel, &job.id).await.map(|(body, status, took)| {
+                tracing::info!(job = %job.id, status, run_ms = took.as_secs_f64() * 1000.0, "job done");
+                body
+            })
+        }
+        // cancelled between getting the slot and starting
+        Ok(_) => return,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!(job = %job.id, error = %e.message(), "job failed");
+    }
+    let Some(mut view) = api.jobs.finish(&job.id, outcome) else { return };
+    let Some(target) = target.filter(|_| view.status != jobs::State::Cancelled) else { return };
+    api.jobs.callback_state(&job.id, "delivering", None);
+    let policy = &api.policy.callbacks;
+    let mut body = serde_json::to_vec(&view).unwrap_or_default();
+    if body.len() > policy.max_body {
+        // too large to send: the receiver fetches it from status_url
+        view.result = None;
+        view.error = Some(jobs::ErrorView {
+            code: "result_too_large",
+            message: format!("the result is over {} bytes: GET {}", policy.max_body, view.status_url),
+        });
+        body = serde_json::to_vec(&view).unwrap_or_default();
+    }
+    let d = callback::deliver(&target, &job.id, Bytes::from(body), policy).await;
+    let delivered = d.outcome == callback::Outcome::Delivered;
+    tracing::info!(job = %job.id, host = %target.authority(), delivered, attempts = d.attempts, "job callback");
+    api.jobs.callback_state(&job.id, if delivered { "delivered" } else { "failed" }, Some(&d));
+}
+
+fn get_job(api: &Api, id: &str) -> Result<Resp, ApiError> {
+    let view = api.jobs.get(id).ok_or_else(|| unknown_job(api, id))?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+fn cancel_job(api: &Api, id: &str) -> Result<Resp, ApiError> {
+    let view = api.jobs.cancel(id, "cancelled by DELETE")?.ok_or_else(|| unknown_job(api, id))?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+fn unknown_job(api: &Api, id: &str) -> ApiError {
+    ApiError::NoSuchJob(format!(
+        "no job {id:?}: finished jobs are kept {} s, and a restart of the daemon forgets every job",
+        api.policy.job_retention.as_secs()
+    ))
 }
 
 /// A run in progress: registered for shutdown, cancelled if dropped before it ends.
@@ -249,80 +415,6 @@ async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiE
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(max)),
         Ok(Err(e)) => Err(ApiError::BadJson(format!("reading the body: {e}"))),
     }
-}
-
-/// Checks a request against the languages and the policy and turns it into a program.
-fn plan(api: &Api, dto: ExecuteRequest) -> Result<(Program, &Language, String), ApiError> {
-    let invalid = |m: String| ApiError::Invalid(m);
-    let (lang, availability) = api.languages.find(&dto.language).map_err(|e| invalid(e.to_string()))?;
-    let version = match availability {
-        Availability::Available { version } => version.clone(),
-        Availability::Unavailable { reason } => {
-            return Err(invalid(format!("language {} is not available here: {reason}", lang.id)));
-        }
-    };
-    let source = match (dto.code, dto.files) {
-        (Some(_), Some(_)) => return Err(invalid("give either code or files, not both".into())),
-        (Some(code), None) if !code.is_empty() => Source::Code(code),
-        (None, Some(files)) if !files.is_empty() => {
-            let mut out = Vec::with_capacity(files.len());
-            for f in &files {
-                crate::sandbox::check_relative_path(&f.name).map_err(|e| invalid(format!("file name: {e}")))?;
-                out.push(InputFile { path: f.name.clone(), contents: f.bytes().map_err(invalid)?, executable: false });
-            }
-            Source::Files(out)
-        }
-        _ => return Err(invalid("no code: give code (a non-empty string) or files".into())),
-    };
-    let args = dto.args.unwrap_or_default();
-    if args.iter().any(|a| a.contains('\0')) {
-        return Err(invalid("args must not contain NUL bytes".into()));
-    }
-    let defaults = language_defaults(lang, &api.policy.default_limits, &api.policy.max_limits);
-    let limits = limits(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default())?;
-    let program = Program {
-        source,
-        stdin: dto.stdin.unwrap_or_default().into_bytes(),
-        args,
-        limits,
-        cancel: None,
-        collect_files: false,
-        cache: None,
-    };
-    Ok((program, lang, version))
-}
-
-/// A language's run limits over the configured defaults, none above the maxima.
-pub(super) fn language_defaults(lang: &Language, default: &LimitTable, max: &LimitTable) -> LimitTable {
-    let t = lang.run.limits.over_table(default);
-    LimitTable {
-        cpu_time_ms: t.cpu_time_ms.min(max.cpu_time_ms),
-        wall_time_ms: t.wall_time_ms.min(max.wall_time_ms),
-        memory_mb: t.memory_mb.min(max.memory_mb),
-        processes: t.processes.min(max.processes),
-        output_kb: t.output_kb.min(max.output_kb),
-        file_size_kb: t.file_size_kb.min(max.file_size_kb),
-    }
-}
-
-/// The request's limits over the defaults, each checked against its maximum.
-fn limits(default: &LimitTable, max: &LimitTable, asked: LimitsIn) -> Result<crate::limit::Limits, ApiError> {
-    let pick = |name: &str, asked: Option<u64>, default: u64, max: u64| match asked {
-        None => Ok(default),
-        Some(v) if (1..=max).contains(&v) => Ok(v),
-        Some(v) => Err(ApiError::Invalid(format!("limits.{name} = {v}: must be 1 to {max}"))),
-    };
-    let table = LimitTable {
-        cpu_time_ms: pick("cpu_time_ms", asked.cpu_time_ms, default.cpu_time_ms, max.cpu_time_ms)?,
-        wall_time_ms: pick("wall_time_ms", asked.wall_time_ms, default.wall_time_ms, max.wall_time_ms)?,
-        memory_mb: pick("memory_mb", asked.memory_mb, default.memory_mb, max.memory_mb)?,
-        processes: pick("processes", asked.processes, default.processes, max.processes)?,
-        output_kb: pick("output_kb", asked.output_kb, default.output_kb, max.output_kb)?,
-        file_size_kb: pick("file_size_kb", asked.file_size_kb, default.file_size_kb, max.file_size_kb)?,
-    };
-    let limits = table.to_limits();
-    limits.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
-    Ok(limits)
 }
 
 fn languages(api: &Api) -> Resp {
@@ -381,6 +473,11 @@ fn health(api: &Api) -> Resp {
             running: api.limiter.running(),
             waiting: api.limiter.waiting(),
         },
+        jobs: JobsInfo { pending: api.jobs.pending(), max_pending: api.policy.max_pending_jobs },
+        compile_cache: api.compile_cache.as_ref().map(|c| {
+            let s = c.stats();
+            CacheInfo { entries: s.entries, bytes: s.bytes, max_bytes: s.max_bytes }
+        }),
     };
     json(StatusCode::OK, &body)
 }
@@ -392,14 +489,20 @@ fn version() -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn the_route_table_answers_404_and_405() {
         for (m, p, e) in &ROUTES {
-            assert_eq!(select(m, p).unwrap(), *e);
+            let path = p.replace("{id}", "abc");
+            assert_eq!(select(m, &path).unwrap(), (*e, if p.ends_with("{id}") { "abc" } else { "" }));
         }
         assert_eq!(select(&Method::GET, "/v1/execute").unwrap_err(), ApiError::MethodNotAllowed(&[Method::POST]));
+        assert_eq!(
+            select(&Method::POST, "/v1/jobs/x").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::GET, Method::DELETE])
+        );
+        assert_eq!(select(&Method::GET, "/v1/jobs/").unwrap_err(), ApiError::NotFound);
+        assert_eq!(select(&Method::GET, "/v1/jobs/a/b").unwrap_err(), ApiError::NotFound);
         assert_eq!(select(&Method::DELETE, "/health").unwrap_err(), ApiError::MethodNotAllowed(&[Method::GET]));
         assert_eq!(select(&Method::GET, "/v2/execute").unwrap_err(), ApiError::NotFound);
         assert_eq!(select(&Method::GET, "/health/").unwrap_err(), ApiError::NotFound);
@@ -411,23 +514,6 @@ mod tests {
         for (m, p, _) in &ROUTES {
             let line = format!("### `{} {p}`", m.as_str());
             assert!(readme.contains(&line), "README.md has no section {line:?}");
-        }
-    }
-
-    #[test]
-    fn limits_take_defaults_and_check_maxima() {
-        let c = Config::default();
-        let (d, m) = (&c.limits.default, &c.limits.max);
-        let l = limits(d, m, LimitsIn { memory_mb: Some(512), ..LimitsIn::default() }).unwrap();
-        assert_eq!(l.memory_bytes, 512 << 20);
-        assert_eq!(l.cpu_time, std::time::Duration::from_millis(d.cpu_time_ms));
-        for bad in [
-            LimitsIn { memory_mb: Some(0), ..LimitsIn::default() },
-            LimitsIn { memory_mb: Some(m.memory_mb + 1), ..LimitsIn::default() },
-            LimitsIn { cpu_time_ms: Some(u64::MAX), ..LimitsIn::default() },
-        ] {
-            let e = limits(d, m, bad).unwrap_err();
-            assert!(matches!(&e, ApiError::Invalid(msg) if msg.contains("must be 1 to")), "{e:?}");
         }
     }
 }

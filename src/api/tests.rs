@@ -106,7 +106,8 @@ impl Server {
             seccomp_profile: "default".into(),
             seccomp_instructions: 1,
         };
-        let api = Api::new(Arc::clone(&fake) as Arc<dyn Executor>, description, languages, Policy::from(&settings));
+        let api =
+            Api::new(Arc::clone(&fake) as Arc<dyn Executor>, description, languages, Policy::from(&settings), None);
         let listeners = bind(&settings).await.unwrap();
         let tcp = Endpoint::Tcp(listeners.tcp_addr().unwrap().to_string());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

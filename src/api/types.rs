@@ -1,8 +1,12 @@
 //! Wire types of the HTTP API: what requests carry and responses say. Domain types never
 //! appear on the wire; the conversions are here.
 
+pub(super) mod judge;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+
+pub(super) use judge::{CheckerIn, FileFilter, FileOut, JudgeResponse, ReturnFilesIn, TestIn};
 
 use crate::config::LimitTable;
 use crate::diagnostics::{Diagnostic, RuntimeError};
@@ -19,6 +23,18 @@ pub(super) struct ExecuteRequest {
     pub(super) stdin: Option<String>,
     pub(super) args: Option<Vec<String>>,
     pub(super) limits: Option<LimitsIn>,
+    /// Judge mode: the tests to run the program against.
+    pub(super) tests: Option<Vec<TestIn>>,
+    /// How test outputs are compared (default `trim`).
+    pub(super) checker: Option<CheckerIn>,
+    /// Stop at the first test that fails (default false: run all).
+    pub(super) stop_on_first_failure: Option<bool>,
+    /// The function harness: the function the tests call.
+    pub(super) function_name: Option<String>,
+    /// Return the files the program created or changed.
+    pub(super) return_files: Option<ReturnFilesIn>,
+    /// Only for `POST /v1/jobs`: where the result is POSTed.
+    pub(super) callback_url: Option<String>,
 }
 
 /// One file of a request.
@@ -90,6 +106,13 @@ pub(super) struct ExecuteResponse {
     pub(super) run: Option<StageInfo>,
     pub(super) diagnostics: Vec<Diagnostic>,
     pub(super) error: Option<RuntimeError>,
+    /// `hit` or `miss` (null: nothing compiled, or no cache).
+    pub(super) compile_cache: Option<&'static str>,
+    /// The files the program created or changed (with `return_files`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) files: Option<Vec<FileOut>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) files_truncated: Option<bool>,
 }
 
 /// One stage as it ran.
@@ -112,7 +135,7 @@ pub(super) struct StageInfo {
 }
 
 impl StageInfo {
-    fn new(o: &RunOutcome) -> Self {
+    pub(super) fn new(o: &RunOutcome) -> Self {
         let (stdout, stdout_encoding) = text(&o.stdout);
         let (stderr, stderr_encoding) = text(&o.stderr);
         StageInfo {
@@ -147,9 +170,17 @@ pub(super) struct LanguageRef {
 }
 
 impl ExecuteResponse {
-    pub(super) fn new(request_id: &str, o: Outcome, language: LanguageRef) -> Self {
+    pub(super) fn new(request_id: &str, o: Outcome, language: LanguageRef, filter: Option<&FileFilter>) -> Self {
         let (stage, last) = o.last();
         let top = StageInfo::new(last);
+        let (files, files_truncated) = match (filter, &o.run) {
+            (Some(f), Some(r)) => {
+                let (files, cut) = f.apply(&r.files, r.files_truncated);
+                (Some(files), Some(cut))
+            }
+            (Some(_), None) => (Some(Vec::new()), Some(false)),
+            (None, _) => (None, None),
+        };
         ExecuteResponse {
             request_id: request_id.to_owned(),
             status: o.verdict.as_str(),
@@ -171,14 +202,17 @@ impl ExecuteResponse {
             syntax: o.syntax.as_ref().map(StageInfo::new),
             compile: o.compile.as_ref().map(StageInfo::new),
             run: o.run.as_ref().map(StageInfo::new),
+            compile_cache: o.compile_cache.map(|c| c.as_str()),
             diagnostics: o.diagnostics,
             error: o.error,
+            files,
+            files_truncated,
         }
     }
 }
 
 /// Output as text when it is UTF-8, else base64.
-fn text(bytes: &[u8]) -> (String, &'static str) {
+pub(super) fn text(bytes: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_owned(), "utf8"),
         Err(_) => (base64::engine::general_purpose::STANDARD.encode(bytes), "base64"),
@@ -227,6 +261,23 @@ pub(super) struct HealthResponse {
     pub(super) rootfs: String,
     pub(super) seccomp: SeccompInfo,
     pub(super) runs: RunsInfo,
+    pub(super) jobs: JobsInfo,
+    /// Null when disabled.
+    pub(super) compile_cache: Option<CacheInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct JobsInfo {
+    /// Queued or running.
+    pub(super) pending: usize,
+    pub(super) max_pending: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct CacheInfo {
+    pub(super) entries: usize,
+    pub(super) bytes: u64,
+    pub(super) max_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]

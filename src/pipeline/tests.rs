@@ -252,7 +252,7 @@ fn an_identical_compile_comes_from_the_cache() {
     let with = |code: &str, toolchain: &str| Program { cache: cr(toolchain), ..program(code) };
     let first = prepare(&f, &lang("c"), Source::Code("int main(){}".into()), None, with("", "gcc 12").cache.as_ref());
     let Prepare::Ready(first) = first.unwrap() else { panic!("refused") };
-    assert_eq!(first.cache, Some(CacheUse::Miss));
+    assert_eq!(first.outcome.compile_cache, Some(CacheUse::Miss));
     let out = execute(&f, &lang("c"), with("int main(){}", "gcc 12")).unwrap();
     assert_eq!(out.verdict, Verdict::Run(Status::Ok));
     let seen: Vec<String> = f.seen.lock().unwrap().iter().map(|r| r.argv[0].clone()).collect();
@@ -262,6 +262,7 @@ fn an_identical_compile_comes_from_the_cache() {
     assert!(run.files[0].executable);
     assert_eq!(out.diagnostics.len(), 1, "a hit keeps the compiler's warnings");
     assert_eq!(out.compile.as_ref().unwrap().wall_time, Duration::ZERO);
+    assert_eq!(out.compile_cache, Some(CacheUse::Hit));
 
     // another source, another toolchain: misses
     for (code, toolchain) in [("int main(){ }", "gcc 12"), ("int main(){}", "gcc 13")] {
@@ -270,7 +271,7 @@ fn an_identical_compile_comes_from_the_cache() {
         else {
             panic!("refused")
         };
-        assert_eq!(p.cache, Some(CacheUse::Miss), "{code} {toolchain}");
+        assert_eq!(p.outcome.compile_cache, Some(CacheUse::Miss), "{code} {toolchain}");
     }
     // a failed compile is not kept
     let f = fake(vec![("gcc", outcome(Status::RuntimeError, Some(1), "main.c:1:1: error: nope\n"))]);

@@ -1,0 +1,328 @@
+//! Async jobs (`POST /v1/jobs`): a request accepted now and run when a slot is free, its
+//! state asked for with `GET /v1/jobs/{id}`, cancelled with `DELETE`, its result POSTed to
+//! a callback URL when it ends. Jobs live in memory: a restart forgets them (the README says
+//! so); while the daemon runs, a job is only ever dropped by its retention time or by the
+//! bound on finished jobs, oldest first, never while queued or running.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::error::ApiError;
+use crate::callback::{self, Target};
+use crate::run::Cancel;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum State {
+    /// Waiting for a run slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Ended with a result (whatever the program did).
+    Done,
+    /// Ended without one: the request could not be run (`error` says why).
+    Failed,
+    /// Cancelled by `DELETE` (or by the daemon stopping).
+    Cancelled,
+}
+
+impl State {
+    fn finished(self) -> bool {
+        matches!(self, State::Done | State::Failed | State::Cancelled)
+    }
+}
+
+/// What `GET /v1/jobs/{id}` answers.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct JobView {
+    pub(super) id: String,
+    pub(super) status: State,
+    pub(super) status_url: String,
+    /// Unix milliseconds.
+    pub(super) created_at: u64,
+    pub(super) started_at: Option<u64>,
+    pub(super) finished_at: Option<u64>,
+    /// The response `POST /v1/execute` would have given (state `done`).
+    pub(super) result: Option<serde_json::Value>,
+    /// Why it failed or was cancelled.
+    pub(super) error: Option<ErrorView>,
+    pub(super) callback: Option<CallbackView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct ErrorView {
+    pub(super) code: &'static str,
+    pub(super) message: String,
+}
+
+/// A callback's delivery, as far as it went.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct CallbackView {
+    /// The host it goes to (the path and query are not repeated: they may hold tokens).
+    pub(super) host: String,
+    /// `pending`, `delivering`, `delivered`, `failed` (every attempt failed or was refused).
+    pub(super) state: &'static str,
+    pub(super) attempts: u32,
+    pub(super) last_status: Option<u16>,
+    pub(super) last_error: Option<String>,
+}
+
+struct Job {
+    view: JobView,
+    cancel: Cancel,
+    /// Tells a queued job's task to give up waiting.
+    cancelled: watch::Sender<bool>,
+    finished: Option<Instant>,
+}
+
+/// The jobs the daemon knows.
+pub(super) struct Jobs {
+    inner: Mutex<Inner>,
+    retention: Duration,
+    max_pending: usize,
+    max_finished: usize,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").field("max_pending", &self.max_pending).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<String, Job>,
+    /// Finished jobs, oldest first.
+    finished: VecDeque<String>,
+    pending: usize,
+}
+
+/// A newly accepted job, for its task.
+pub(super) struct Accepted {
+    pub(super) id: String,
+    pub(super) cancel: Cancel,
+    pub(super) cancelled: watch::Receiver<bool>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Jobs {
+    pub(super) fn new(retention: Duration, max_pending: usize, max_finished: usize) -> Self {
+        Jobs { inner: Mutex::new(Inner::default()), retention, max_pending, max_finished }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Accepts a job (queued), or `Busy` when `max_pending` jobs are queued or running.
+    pub(super) fn accept(&self, callback: Option<&Target>) -> Result<Accepted, ApiError> {
+        let mut inner = self.lock();
+        self.expire(&mut inner);
+        if inner.pending >= self.max_pending {
+            return Err(ApiError::Busy);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let cancel = Cancel::new().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (tx, rx) = watch::channel(false);
+        let view = JobView {
+            id: id.clone(),
+            status: State::Queued,
+            status_url: format!("/v1/jobs/{id}"),
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+            callback: callback.map(|t| CallbackView {
+                host: t.authority().to_owned(),
+                state: "pending",
+                attempts: 0,
+                last_status: None,
+                last_error: None,
+            }),
+        };
+        inner.pending += 1;
+        inner.jobs.insert(id.clone(), Job { view, cancel: cancel.clone(), cancelled: tx, finished: None });
+        Ok(Accepted { id, cancel, cancelled: rx })
+    }
+
+    /// The job's state, if it is known.
+    pub(super) fn get(&self, id: &str) -> Option<JobView> {
+        let mut inner = self.lock();
+        self.expire(&mut inner);
+        inner.jobs.get(id).map(|j| j.view.clone())
+    }
+
+    /// Marks a queued job running; false if it was cancelled meanwhile.
+    pub(super) fn start(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.jobs.get_mut(id) {
+            Some(j) if j.view.status == State::Queued => {
+                j.view.status = State::Running;
+                j.view.started_at = Some(now_ms());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends a job with a result or an error (a cancelled job stays cancelled); returns its
+    /// final view.
+    pub(super) fn finish(&self, id: &str, outcome: Result<serde_json::Value, ApiError>) -> Option<JobView> {
+        let mut inner = self.lock();
+        let job = inner.jobs.get_mut(id)?;
+        if !job.view.status.finished() {
+            match outcome {
+                Ok(v) => {
+                    job.view.status = State::Done;
+                    job.view.result = Some(v);
+                }
+                Err(e) => {
+                    job.view.status = State::Failed;
+                    job.view.error = Some(ErrorView { code: e.code(), message: e.message() });
+                }
+            }
+            mark_finished(&mut inner, id);
+        }
+        let view = inner.jobs.get(id).map(|j| j.view.clone());
+        self.bound(&mut inner);
+        view
+    }
+
+    /// Cancels a queued or running job (its run is killed). `Ok(None)`: no such job;
+    /// `Err`: it had already ended.
+    pub(super) fn cancel(&self, id: &str, why: &str) -> Result<Option<JobView>, ApiError> {
+        let mut inner = self.lock();
+        self.expire(&mut inner);
+        let Some(job) = inner.jobs.get_mut(id) else { return Ok(None) };
+        if job.view.status.finished() {
+            return Err(ApiError::Conflict(format!("job {id} has already ended ({:?})", job.view.status)));
+        }
+        job.cancel.cancel();
+        let _ = job.cancelled.send(true);
+        job.view.status = State::Cancelled;
+        job.view.error = Some(ErrorView { code: "cancelled", message: why.to_owned() });
+        if let Some(c) = &mut job.view.callback {
+            c.state = "failed";
+            c.last_error = Some("not sent: the job was cancelled".into());
+        }
+        mark_finished(&mut inner, id);
+        let view = inner.jobs.get(id).map(|j| j.view.clone());
+        self.bound(&mut inner);
+        Ok(view)
+    }
+
+    /// Cancels every job not ended yet (the daemon is stopping).
+    pub(super) fn cancel_all(&self) {
+        let ids: Vec<String> =
+            self.lock().jobs.iter().filter(|(_, j)| !j.view.status.finished()).map(|(k, _)| k.clone()).collect();
+        for id in ids {
+            let _ = self.cancel(&id, "the daemon is stopping");
+        }
+    }
+
+    /// Records a callback's progress.
+    pub(super) fn callback_state(&self, id: &str, state: &'static str, d: Option<&callback::Delivery>) {
+        let mut inner = self.lock();
+        if let Some(c) = inner.jobs.get_mut(id).and_then(|j| j.view.callback.as_mut()) {
+            c.state = state;
+            if let Some(d) = d {
+                c.attempts = d.attempts;
+                c.last_status = d.status;
+                c.last_error.clone_from(&d.error);
+            }
+        }
+    }
+
+    /// Jobs queued or running.
+    pub(super) fn pending(&self) -> usize {
+        self.lock().pending
+    }
+
+    /// Forgets finished jobs older than the retention time.
+    fn expire(&self, inner: &mut Inner) {
+        while let Some(id) = inner.finished.front().cloned() {
+            let old = inner.jobs.get(&id).and_then(|j| j.finished).is_none_or(|t| t.elapsed() >= self.retention);
+            if !old {
+                break;
+            }
+            inner.finished.pop_front();
+            inner.jobs.remove(&id);
+        }
+    }
+
+    /// Forgets the oldest finished jobs beyond the bound.
+    fn bound(&self, inner: &mut Inner) {
+        while inner.finished.len() > self.max_finished {
+            if let Some(id) = inner.finished.pop_front() {
+                inner.jobs.remove(&id);
+            }
+        }
+    }
+}
+
+fn mark_finished(inner: &mut Inner, id: &str) {
+    if let Some(j) = inner.jobs.get_mut(id) {
+        j.view.finished_at = Some(now_ms());
+        j.finished = Some(Instant::now());
+    }
+    inner.pending = inner.pending.saturating_sub(1);
+    inner.finished.push_back(id.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_goes_from_queued_to_done_and_is_forgotten_after_its_retention() {
+        let jobs = Jobs::new(Duration::from_millis(50), 2, 10);
+        let a = jobs.accept(None).unwrap();
+        assert_eq!(jobs.get(&a.id).unwrap().status, State::Queued);
+        assert!(jobs.start(&a.id));
+        assert_eq!(jobs.get(&a.id).unwrap().status, State::Running);
+        let v = jobs.finish(&a.id, Ok(serde_json::json!({"status": "ok"}))).unwrap();
+        assert_eq!(v.status, State::Done);
+        assert_eq!(v.result.unwrap()["status"], "ok");
+        assert!(v.finished_at.unwrap() >= v.created_at);
+        assert_eq!(jobs.pending(), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(jobs.get(&a.id).is_none(), "gone after its retention");
+    }
+
+    #[test]
+    fn pending_jobs_are_bounded_and_finished_ones_too() {
+        let jobs = Jobs::new(Duration::from_secs(3600), 2, 1);
+        let a = jobs.accept(None).unwrap();
+        let _b = jobs.accept(None).unwrap();
+        assert_eq!(jobs.accept(None).err(), Some(ApiError::Busy));
+        jobs.finish(&a.id, Err(ApiError::Internal("x".into()))).unwrap();
+        let c = jobs.accept(None).unwrap();
+        assert_eq!(jobs.get(&a.id).unwrap().status, State::Failed);
+        jobs.cancel(&c.id, "asked").unwrap().unwrap();
+        assert!(jobs.get(&a.id).is_none(), "the oldest finished job went beyond the bound");
+    }
+
+    #[test]
+    fn cancelling_tells_the_task_and_an_ended_job_cannot_be_cancelled() {
+        let jobs = Jobs::new(Duration::from_secs(3600), 5, 5);
+        let a = jobs.accept(None).unwrap();
+        let v = jobs.cancel(&a.id, "asked").unwrap().unwrap();
+        assert_eq!(v.status, State::Cancelled);
+        assert!(*a.cancelled.borrow(), "a queued task stops waiting");
+        assert!(!jobs.start(&a.id), "a cancelled job never starts");
+        let v = jobs.finish(&a.id, Ok(serde_json::json!(1))).unwrap();
+        assert_eq!(v.status, State::Cancelled, "a late result does not undo the cancel");
+        assert!(matches!(jobs.cancel(&a.id, "again"), Err(ApiError::Conflict(_))));
+        assert!(jobs.cancel("nope", "x").unwrap().is_none());
+        assert_eq!(jobs.pending(), 0);
+    }
+}

@@ -1,0 +1,340 @@
+//! A request checked against the languages and the policy, and turned into the work it
+//! asks for: one run, or a judge run over tests. Everything a client can get wrong is
+//! found here (422), before any run slot is taken.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::Api;
+use super::error::ApiError;
+use super::types::{CheckerIn, ExecuteRequest, FileFilter, LimitsIn, ReturnFilesIn, TestIn};
+use crate::config::LimitTable;
+use crate::judge::{self, Checker, Expected, Test};
+use crate::lang::{Availability, Language};
+use crate::pipeline::{CacheRef, Program, Source};
+use crate::run::InputFile;
+
+/// The most tests one request may have.
+pub(super) const MAX_TESTS: usize = 1000;
+/// The most `return_files` patterns.
+const MAX_GLOBS: usize = 100;
+
+/// What a request asks for.
+#[derive(Debug)]
+pub(super) enum Work {
+    /// One run through the stages.
+    Single(Program),
+    /// Compile once, run every test.
+    Judge(judge::Request),
+}
+
+/// A checked request.
+#[derive(Debug)]
+pub(super) struct Planned {
+    pub(super) lang: Language,
+    pub(super) version: String,
+    pub(super) work: Work,
+    /// Which files go back (None: none).
+    pub(super) files: Option<FileFilter>,
+}
+
+impl Planned {
+    /// How many tests it runs (1 for a single run).
+    pub(super) fn runs(&self) -> usize {
+        match &self.work {
+            Work::Single(_) => 1,
+            Work::Judge(r) => r.tests.len(),
+        }
+    }
+}
+
+/// Checks `dto` and turns it into work.
+pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> {
+    let invalid = |m: String| ApiError::Invalid(m);
+    let (lang, availability) = api.languages.find(&dto.language).map_err(|e| invalid(e.to_string()))?;
+    let version = match availability {
+        Availability::Available { version } => version.clone(),
+        Availability::Unavailable { reason } => {
+            return Err(invalid(format!("language {} is not available here: {reason}", lang.id)));
+        }
+    };
+    let source = source(lang, dto.code, dto.files, dto.function_name.as_deref())?;
+    let args = dto.args.unwrap_or_default();
+    check_args(&args)?;
+    let defaults = language_defaults(lang, &api.policy.default_limits, &api.policy.max_limits);
+    let table = limit_table(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default(), "limits")?;
+    let limits = to_limits(&table)?;
+    let files = dto.return_files.map(file_filter).transpose()?.flatten();
+    let cache =
+        api.compile_cache.as_ref().map(|c| CacheRef { cache: Arc::clone(c), toolchain: toolchain(lang, &version) });
+    let judge_only = [
+        ("checker", dto.checker.is_some()),
+        ("stop_on_first_failure", dto.stop_on_first_failure.is_some()),
+        ("function_name", dto.function_name.is_some()),
+    ];
+    let work = match dto.tests {
+        None => {
+            if let Some((name, _)) = judge_only.iter().find(|(_, given)| *given) {
+                return Err(invalid(format!("{name} needs tests")));
+            }
+            Work::Single(Program {
+                source,
+                stdin: dto.stdin.unwrap_or_default().into_bytes(),
+                args,
+                limits,
+                cancel: None,
+                collect_files: files.is_some(),
+                cache,
+            })
+        }
+        Some(tests) => {
+            if dto.stdin.is_some() || !args.is_empty() {
+                return Err(invalid("with tests, stdin and args go in each test".into()));
+            }
+            if tests.is_empty() || tests.len() > MAX_TESTS {
+                return Err(invalid(format!("tests: 1 to {MAX_TESTS}, got {}", tests.len())));
+            }
+            let function = dto.function_name.is_some();
+            let mut out = Vec::with_capacity(tests.len());
+            for (i, t) in tests.into_iter().enumerate() {
+                out.push(test(i, t, function, &table, &api.policy.max_limits)?);
+            }
+            Work::Judge(judge::Request {
+                source,
+                tests: out,
+                checker: checker(dto.checker)?,
+                stop_on_failure: dto.stop_on_first_failure.unwrap_or(false),
+                function: function.then_some(crate::harness::split_output as judge::SplitOutput),
+                cancel: None,
+                cache,
+                collect_files: files.is_some(),
+            })
+        }
+    };
+    Ok(Planned { lang: lang.clone(), version, work, files })
+}
+
+/// What tells a toolchain apart in the compile cache: its version and the root it runs on.
+fn toolchain(lang: &Language, version: &str) -> String {
+    let root = lang.placement.image.as_ref().map_or("host", |i| i.digest.as_str());
+    format!("{version}\0{root}")
+}
+
+fn source(
+    lang: &Language,
+    code: Option<String>,
+    files: Option<Vec<super::types::FileIn>>,
+    function: Option<&str>,
+) -> Result<Source, ApiError> {
+    let invalid = |m: String| ApiError::Invalid(m);
+    let source = match (code, files) {
+        (Some(_), Some(_)) => return Err(invalid("give either code or files, not both".into())),
+        (Some(code), None) if !code.is_empty() => Source::Code(code),
+        (None, Some(files)) if !files.is_empty() => {
+            let mut out = Vec::with_capacity(files.len());
+            for f in &files {
+                crate::sandbox::check_relative_path(&f.name).map_err(|e| invalid(format!("file name: {e}")))?;
+                out.push(InputFile { path: f.name.clone(), contents: f.bytes().map_err(invalid)?, executable: false });
+            }
+            Source::Files(out)
+        }
+        _ => return Err(invalid("no code: give code (a non-empty string) or files".into())),
+    };
+    let Some(name) = function else { return Ok(source) };
+    let Source::Code(code) = source else {
+        return Err(invalid("function_name needs code (one file), not files".into()));
+    };
+    let files = crate::harness::wrap(&lang.id, name, &code).map_err(|e| invalid(e.to_string()))?;
+    Ok(Source::Files(files))
+}
+
+fn check_args(args: &[String]) -> Result<(), ApiError> {
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::Invalid("args must not contain NUL bytes".into()));
+    }
+    Ok(())
+}
+
+/// One test: its stdin (or the function's arguments), expectation, arguments and limits.
+fn test(i: usize, t: TestIn, function: bool, base: &LimitTable, max: &LimitTable) -> Result<Test, ApiError> {
+    let invalid = |m: String| ApiError::Invalid(format!("tests[{i}]: {m}"));
+    let args = t.args.unwrap_or_default();
+    check_args(&args).map_err(|_| invalid("args must not contain NUL bytes".into()))?;
+    let (stdin, expected) = if function {
+        if t.stdin.is_some() {
+            return Err(invalid("with function_name a test gives input (the arguments), not stdin".into()));
+        }
+        let input = match t.input {
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(invalid("input must be a JSON array of the function's arguments".into())),
+            None => return Err(invalid("input is missing (a JSON array of the function's arguments)".into())),
+        };
+        let expected = t.expected_output.map_or(Expected::Nothing, Expected::Value);
+        (crate::harness::input(&input), expected)
+    } else {
+        if t.input.is_some() {
+            return Err(invalid("input is for function_name; a program's test gives stdin".into()));
+        }
+        let expected = match t.expected_output {
+            None => Expected::Nothing,
+            Some(Value::String(s)) => Expected::Output(s.into_bytes()),
+            Some(_) => return Err(invalid("expected_output must be a string".into())),
+        };
+        (t.stdin.unwrap_or_default().into_bytes(), expected)
+    };
+    let table = limit_table(base, max, t.limits.unwrap_or_default(), &format!("tests[{i}].limits"))?;
+    Ok(Test { stdin, args, limits: to_limits(&table)?, expected })
+}
+
+fn checker(c: Option<CheckerIn>) -> Result<Checker, ApiError> {
+    let invalid = |m: String| ApiError::Invalid(m);
+    let (kind, absolute, relative) = match c {
+        None => return Ok(Checker::Trim),
+        Some(CheckerIn::Name(n)) => (n, None, None),
+        Some(CheckerIn::Spec(s)) => (s.kind, s.absolute, s.relative),
+    };
+    if kind != "float" && (absolute.is_some() || relative.is_some()) {
+        return Err(invalid(format!("checker {kind:?} takes no tolerance; only float does")));
+    }
+    let tolerance = |name: &str, v: Option<f64>| match v {
+        None => Ok(judge::checker::DEFAULT_TOLERANCE),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Some(v) => Err(invalid(format!("checker.{name} = {v}: a tolerance is a finite number, 0 or more"))),
+    };
+    match kind.as_str() {
+        "exact" => Ok(Checker::Exact),
+        "trim" => Ok(Checker::Trim),
+        "tokens" => Ok(Checker::Tokens),
+        "float" => Ok(Checker::Float {
+            absolute: tolerance("absolute", absolute)?,
+            relative: tolerance("relative", relative)?,
+        }),
+        other => Err(invalid(format!("checker {other:?}: one of exact, trim, tokens, float"))),
+    }
+}
+
+/// `return_files` as a filter (None for `false`).
+fn file_filter(r: ReturnFilesIn) -> Result<Option<FileFilter>, ApiError> {
+    match r {
+        ReturnFilesIn::All(false) => Ok(None),
+        ReturnFilesIn::All(true) => Ok(Some(FileFilter { globs: None })),
+        ReturnFilesIn::Globs(g) if g.is_empty() || g.len() > MAX_GLOBS => {
+            Err(ApiError::Invalid(format!("return_files: true, false, or 1 to {MAX_GLOBS} glob patterns")))
+        }
+        ReturnFilesIn::Globs(g) => {
+            let mut globs = Vec::with_capacity(g.len());
+            for p in g {
+                let pattern = glob::Pattern::new(&p)
+                    .map_err(|e| ApiError::Invalid(format!("return_files pattern {p:?}: {e}")))?;
+                globs.push(pattern);
+            }
+            Ok(Some(FileFilter { globs: Some(globs) }))
+        }
+    }
+}
+
+/// A language's run limits over the configured defaults, none above the maxima.
+pub(super) fn language_defaults(lang: &Language, default: &LimitTable, max: &LimitTable) -> LimitTable {
+    let t = lang.run.limits.over_table(default);
+    LimitTable {
+        cpu_time_ms: t.cpu_time_ms.min(max.cpu_time_ms),
+        wall_time_ms: t.wall_time_ms.min(max.wall_time_ms),
+        memory_mb: t.memory_mb.min(max.memory_mb),
+        processes: t.processes.min(max.processes),
+        output_kb: t.output_kb.min(max.output_kb),
+        file_size_kb: t.file_size_kb.min(max.file_size_kb),
+    }
+}
+
+/// The limits asked over `default`, each checked against its maximum (`what` names them in
+/// errors).
+fn limit_table(default: &LimitTable, max: &LimitTable, asked: LimitsIn, what: &str) -> Result<LimitTable, ApiError> {
+    let pick = |name: &str, asked: Option<u64>, default: u64, max: u64| match asked {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(v) => Err(ApiError::Invalid(format!("{what}.{name} = {v}: must be 1 to {max}"))),
+    };
+    Ok(LimitTable {
+        cpu_time_ms: pick("cpu_time_ms", asked.cpu_time_ms, default.cpu_time_ms, max.cpu_time_ms)?,
+        wall_time_ms: pick("wall_time_ms", asked.wall_time_ms, default.wall_time_ms, max.wall_time_ms)?,
+        memory_mb: pick("memory_mb", asked.memory_mb, default.memory_mb, max.memory_mb)?,
+        processes: pick("processes", asked.processes, default.processes, max.processes)?,
+        output_kb: pick("output_kb", asked.output_kb, default.output_kb, max.output_kb)?,
+        file_size_kb: pick("file_size_kb", asked.file_size_kb, default.file_size_kb, max.file_size_kb)?,
+    })
+}
+
+fn to_limits(table: &LimitTable) -> Result<crate::limit::Limits, ApiError> {
+    let limits = table.to_limits();
+    limits.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok(limits)
+}
+
+/// The request's limits over the defaults, each checked against its maximum.
+#[cfg(test)]
+pub(super) fn limits(
+    default: &LimitTable,
+    max: &LimitTable,
+    asked: LimitsIn,
+) -> Result<crate::limit::Limits, ApiError> {
+    to_limits(&limit_table(default, max, asked, "limits")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn limits_take_defaults_and_check_maxima() {
+        let c = Config::default();
+        let (d, m) = (&c.limits.default, &c.limits.max);
+        let l = limits(d, m, LimitsIn { memory_mb: Some(512), ..LimitsIn::default() }).unwrap();
+        assert_eq!(l.memory_bytes, 512 << 20);
+        assert_eq!(l.cpu_time, std::time::Duration::from_millis(d.cpu_time_ms));
+        for bad in [
+            LimitsIn { memory_mb: Some(0), ..LimitsIn::default() },
+            LimitsIn { memory_mb: Some(m.memory_mb + 1), ..LimitsIn::default() },
+            LimitsIn { cpu_time_ms: Some(u64::MAX), ..LimitsIn::default() },
+        ] {
+            let e = limits(d, m, bad).unwrap_err();
+            assert!(matches!(&e, ApiError::Invalid(msg) if msg.contains("must be 1 to")), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn checkers_and_file_patterns_are_checked() {
+        assert_eq!(checker(None).unwrap(), Checker::Trim);
+        assert_eq!(checker(Some(CheckerIn::Name("tokens".into()))).unwrap(), Checker::Tokens);
+        let spec = |kind: &str, absolute, relative| {
+            Some(CheckerIn::Spec(crate::api::types::judge::CheckerSpec { kind: kind.into(), absolute, relative }))
+        };
+        assert_eq!(checker(spec("float", Some(0.5), None)).unwrap(), Checker::Float { absolute: 0.5, relative: 1e-6 });
+        for bad in
+            [spec("float", Some(-1.0), None), spec("float", None, Some(f64::NAN)), spec("exact", Some(1.0), None)]
+        {
+            assert!(matches!(checker(bad), Err(ApiError::Invalid(_))));
+        }
+        let e = checker(Some(CheckerIn::Name("fuzzy".into()))).unwrap_err();
+        assert!(matches!(&e, ApiError::Invalid(m) if m.contains("exact, trim, tokens, float")), "{e:?}");
+        assert!(file_filter(ReturnFilesIn::All(false)).unwrap().is_none());
+        assert!(file_filter(ReturnFilesIn::Globs(vec!["[".into()])).is_err());
+        assert!(file_filter(ReturnFilesIn::Globs(vec![])).is_err());
+        let f = file_filter(ReturnFilesIn::Globs(vec!["*.txt".into(), "out/**/*.csv".into()])).unwrap().unwrap();
+        let files =
+            [("a.txt", true), ("dir/a.txt", false), ("out/x/y.csv", true), ("out/y.csv", true), ("b.bin", false)];
+        let output: Vec<crate::run::OutputFile> = files
+            .iter()
+            .map(|(p, _)| crate::run::OutputFile {
+                path: (*p).into(),
+                content: crate::run::FileContent::File { bytes: b"x".to_vec(), executable: false },
+            })
+            .collect();
+        let (got, truncated) = f.apply(&output, false);
+        let names: Vec<&str> = got.iter().map(|f| f.name.as_str()).collect();
+        let want: Vec<&str> = files.iter().filter(|(_, w)| *w).map(|(p, _)| *p).collect();
+        assert_eq!(names, want);
+        assert!(!truncated);
+    }
+}
