@@ -12,6 +12,8 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod jobs;
+
 use super::*;
 use crate::client::{Connection, Endpoint, Reply};
 use crate::config::Config;

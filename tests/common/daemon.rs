@@ -22,7 +22,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `codeexec serve` with these `CODEEXEC_*` overrides on top of a temp socket,
-    /// TCP on a free loopback port and JSON logs; waits until it listens.
+    /// TCP on a free loopback port, JSON logs and a compile cache of its own; waits until it
+    /// listens.
     pub fn start(env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("codeexec.sock");
@@ -33,6 +34,8 @@ impl Daemon {
             .env("CODEEXEC_SERVER_UNIX_SOCKET", &socket)
             .env("CODEEXEC_SERVER_TCP", "127.0.0.1:0")
             .env("CODEEXEC_SERVER_LOG_FORMAT", "json")
+            // each daemon its own compile cache, so hits and misses are the test's own
+            .env("CODEEXEC_COMPILE_CACHE_DIR", dir.path().join("compile-cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -125,4 +128,26 @@ pub async fn post(endpoint: &Endpoint, key: Option<&str>, body: &Value) -> Reply
 
 pub async fn get(endpoint: &Endpoint, key: Option<&str>, path: &str) -> Reply {
     Connection::open(endpoint, key).await.unwrap().get(path).await.unwrap()
+}
+
+pub async fn post_to(endpoint: &Endpoint, path: &str, body: &Value) -> Reply {
+    Connection::open(endpoint, None).await.unwrap().post_json(path, body).await.unwrap()
+}
+
+pub async fn delete(endpoint: &Endpoint, path: &str) -> Reply {
+    let mut c = Connection::open(endpoint, None).await.unwrap();
+    c.send(hyper::Method::DELETE, path, None, bytes::Bytes::new()).await.unwrap()
+}
+
+/// Polls `GET /v1/jobs/{id}` until the job has ended (or panics after `timeout`).
+pub async fn wait_job(endpoint: &Endpoint, id: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = get(endpoint, None, &format!("/v1/jobs/{id}")).await.json();
+        if matches!(v["status"].as_str(), Some("done" | "failed" | "cancelled")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not end: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
