@@ -185,6 +185,43 @@ async fn post(conn: &mut Connection, body: &serde_json::Value) -> Result<(), Str
     Ok(())
 }
 
+/// The C++ program of the compile cache benchmark; `{n}` makes each miss's source unique.
+const CACHE_PROGRAM: &str = "#include <iostream>\n// {n}\nint main() { std::cout << \"hello\" << std::endl; }\n";
+
+/// `POST /v1/execute` of a C++ hello world whose compile the cache has not seen (a
+/// comment makes each source new) beside the same program once it has: `misses` and
+/// `hits` requests. The rows and the ratio of the medians.
+pub async fn compile_cache_rows(endpoint: &Endpoint, misses: usize, hits: usize) -> Result<(Vec<Row>, f64), String> {
+    let mut conn = Connection::open(endpoint, None).await.map_err(|e| crate::error_chain(&e))?;
+    let tag = format!("{:?}", std::time::SystemTime::now());
+    let body = |n: &str| serde_json::json!({"language": "cpp", "code": CACHE_PROGRAM.replace("{n}", n)});
+    let mut timed = async |body: &serde_json::Value, want: &str| -> Result<Duration, String> {
+        let t = Instant::now();
+        let r = conn.post_json("/v1/execute", body).await.map_err(|e| crate::error_chain(&e))?;
+        let took = t.elapsed();
+        let v = r.json();
+        if v["status"] != "ok" || v["compile_cache"] != want {
+            return Err(format!("expected ok and compile_cache {want}, got {v}"));
+        }
+        Ok(took)
+    };
+    let mut miss = Vec::with_capacity(misses);
+    for i in 0..misses {
+        miss.push(timed(&body(&format!("{tag} {i}")), "miss").await?);
+    }
+    let same = body(&format!("{tag} 0"));
+    let mut hit = Vec::with_capacity(hits);
+    for _ in 0..hits {
+        hit.push(timed(&same, "hit").await?);
+    }
+    let (miss, hit) = (Series::of(miss), Series::of(hit));
+    let rows = vec![
+        Row { workload: "cpp hello, compile cache miss", mode: "API, unix socket", runs: misses, series: miss },
+        Row { workload: "cpp hello, compile cache hit", mode: "API, unix socket", runs: hits, series: hit },
+    ];
+    Ok((rows, miss.median / hit.median))
+}
+
 /// Runs per second of API workload `which` with `clients` connections, each sending its
 /// next request when the last is answered.
 pub async fn api_throughput(endpoint: &Endpoint, which: usize, clients: usize, seconds: u64) -> Result<f64, String> {

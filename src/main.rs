@@ -504,6 +504,13 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
                     api / bare
                 ));
             }
+            let (rows, speedup) = bench::compile_cache_rows(&endpoint, args.runs.clamp(3, 10), args.runs.max(5))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            out.push_str(&format!(
+                "\n{}compile cache: a hit answers {speedup:.1}x faster than a miss (medians)\n",
+                bench::table(&rows)
+            ));
             Ok(out)
         })
     };
