@@ -89,6 +89,8 @@ pub struct Policy {
     pub max_pending_jobs: usize,
     /// Finished jobs kept at once.
     pub max_finished_jobs: usize,
+    /// Bytes of jobs' requests and results held at once.
+    pub max_job_bytes: usize,
     /// How callbacks are checked, signed and retried.
     pub callbacks: crate::callback::Policy,
 }
@@ -105,6 +107,7 @@ impl From<&Settings> for Policy {
             job_retention: s.job_retention,
             max_pending_jobs: s.max_pending_jobs,
             max_finished_jobs: s.max_finished_jobs,
+            max_job_bytes: s.max_job_bytes,
             callbacks: s.callbacks.clone(),
         }
     }
@@ -151,7 +154,12 @@ impl Api {
         compile_cache: Option<Arc<CompileCache>>,
     ) -> Arc<Api> {
         let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
-        let jobs = jobs::Jobs::new(policy.job_retention, policy.max_pending_jobs, policy.max_finished_jobs);
+        let jobs = jobs::Jobs::new(
+            policy.job_retention,
+            policy.max_pending_jobs,
+            policy.max_finished_jobs,
+            policy.max_job_bytes,
+        );
         Arc::new(Api {
             executor,
             description,
@@ -175,7 +183,24 @@ impl Api {
             c.cancel();
         }
         drop(inflight);
-        self.jobs.cancel_all();
+        self.jobs.cancel_all(false);
+    }
+
+    /// The start of a shutdown: queued jobs are cancelled (running ones get the grace
+    /// period, as requests do).
+    pub fn cancel_queued_jobs(&self) {
+        self.jobs.cancel_all(true);
+    }
+
+    /// Waits until no run is in progress and no job is pending.
+    pub async fn idle(&self) {
+        loop {
+            let runs = self.inflight.lock().unwrap_or_else(PoisonError::into_inner).runs.len();
+            if runs == 0 && self.jobs.pending() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn uptime(&self) -> Duration {

@@ -139,25 +139,29 @@ impl CompileCache {
     }
 
     /// The artifact under `key`, if any (and it becomes the most recently used). An entry
-    /// that cannot be read is dropped.
+    /// that cannot be read is dropped. The entry is opened under the lock (so eviction
+    /// cannot unlink it in between) and read after, so hits do not wait for each other.
     pub fn get(&self, key: &Key) -> Option<Artifact> {
-        let mut index = self.lock();
-        index.entries.get(key)?;
         let path = self.entries.join(key.as_str());
-        match read_entry(&path) {
-            Ok(a) => {
-                index.clock += 1;
-                let clock = index.clock;
-                if let Some(e) = index.entries.get_mut(key) {
-                    e.used = clock;
-                }
-                // recency that survives a restart; a failure only costs that
-                let _ = File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
-                Some(a)
+        let opened = {
+            let mut index = self.lock();
+            index.entries.get(key)?;
+            index.clock += 1;
+            let clock = index.clock;
+            if let Some(e) = index.entries.get_mut(key) {
+                e.used = clock;
             }
+            File::options().read(true).write(true).open(&path)
+        };
+        match opened.and_then(|f| {
+            // recency that survives a restart; a failure only costs that
+            let _ = f.set_modified(SystemTime::now());
+            read_entry(f)
+        }) {
+            Ok(a) => Some(a),
             Err(e) => {
                 tracing::warn!(entry = %path.display(), error = %e, "dropping an unreadable compile cache entry");
-                self.remove(&mut index, key);
+                self.remove(&mut self.lock(), key);
                 None
             }
         }
@@ -243,10 +247,11 @@ fn write_entry(file: &File, a: &Artifact) -> io::Result<()> {
 }
 
 /// Reads an entry this cache wrote; anything else in it is an error.
-fn read_entry(path: &Path) -> io::Result<Artifact> {
+fn read_entry(file: File) -> io::Result<Artifact> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let len = file.metadata()?.len();
     let mut a = Artifact::default();
-    let mut tar = tar::Archive::new(io::BufReader::new(File::open(path)?));
+    let mut tar = tar::Archive::new(io::BufReader::new(file));
     for e in tar.entries()? {
         let mut e = e?;
         if e.header().entry_type() != tar::EntryType::Regular {
@@ -254,7 +259,8 @@ fn read_entry(path: &Path) -> io::Result<Artifact> {
         }
         let name = String::from_utf8(e.path_bytes().into_owned()).map_err(|_| bad("a name not UTF-8".into()))?;
         let executable = e.header().mode()? & 0o100 != 0;
-        let mut bytes = Vec::with_capacity(usize::try_from(e.size()).unwrap_or(0));
+        // a damaged header's size is not trusted beyond the file's
+        let mut bytes = Vec::with_capacity(usize::try_from(e.size().min(len)).unwrap_or(0));
         e.read_to_end(&mut bytes)?;
         match name.as_str() {
             "stdout" => a.stdout = bytes,

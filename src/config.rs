@@ -97,11 +97,14 @@ pub struct Jobs {
     pub max_pending: u64,
     /// Finished jobs kept at once; beyond, the oldest are forgotten first.
     pub max_finished: u64,
+    /// Memory for queued jobs' requests and finished jobs' results, MiB; beyond, the
+    /// oldest results are forgotten first, then new jobs get 429.
+    pub max_memory_mb: u64,
 }
 
 impl Default for Jobs {
     fn default() -> Self {
-        Self { retention_s: 3600, max_pending: 1000, max_finished: 10_000 }
+        Self { retention_s: 3600, max_pending: 1000, max_finished: 10_000, max_memory_mb: 1024 }
     }
 }
 
@@ -355,6 +358,8 @@ pub struct Settings {
     pub max_pending_jobs: usize,
     /// Finished jobs kept at once.
     pub max_finished_jobs: usize,
+    /// Bytes of jobs' requests and results held at once.
+    pub max_job_bytes: usize,
     /// How callbacks are checked, signed and retried.
     pub callbacks: crate::callback::Policy,
     /// Warnings to log at start (e.g. public TCP without keys).
@@ -436,8 +441,10 @@ impl Config {
             return invalid("compile_cache: dir must be set and max_mb at least 16 (or enabled = false)".into());
         }
         let j = &self.jobs;
-        if j.retention_s == 0 || j.max_pending == 0 || j.max_finished == 0 {
-            return invalid("jobs.retention_s, jobs.max_pending and jobs.max_finished must be positive".into());
+        if j.retention_s == 0 || j.max_pending == 0 || j.max_finished == 0 || j.max_memory_mb == 0 {
+            return invalid(
+                "jobs.retention_s, jobs.max_pending, jobs.max_finished and jobs.max_memory_mb must be positive".into(),
+            );
         }
         let callbacks = self.callback_policy(&mut warnings)?;
         Ok(Settings {
@@ -445,6 +452,7 @@ impl Config {
             job_retention: Duration::from_secs(j.retention_s),
             max_pending_jobs: usize::try_from(j.max_pending).unwrap_or(usize::MAX),
             max_finished_jobs: usize::try_from(j.max_finished).unwrap_or(usize::MAX),
+            max_job_bytes: usize::try_from(j.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             callbacks,
             unix_socket,
             socket_mode: s.socket_mode,

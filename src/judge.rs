@@ -68,8 +68,41 @@ pub struct Request {
     pub cancel: Option<Cancel>,
     /// The compile cache.
     pub cache: Option<CacheRef>,
-    /// Return what each test's `/sandbox` holds at its end.
-    pub collect_files: bool,
+    /// What each test's result keeps once it is checked.
+    pub keep: Keep,
+}
+
+/// What a test's result keeps once checked, so a request of many tests with large
+/// outputs holds no more than its response can show.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// Bytes of stdout, and of stderr, per test (the rest is dropped, `*_truncated` set).
+    pub output: usize,
+    /// The files out, when asked for.
+    pub files: Option<FileKeep>,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep { output: usize::MAX, files: None }
+    }
+}
+
+/// Which files a test keeps, and how many in all tests together (first come, first kept).
+#[derive(Clone)]
+pub struct FileKeep {
+    /// Whether a path (relative to `/sandbox`) is wanted.
+    pub wanted: std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Files kept, all tests together.
+    pub count: usize,
+    /// Bytes kept, all tests together.
+    pub bytes: u64,
+}
+
+impl std::fmt::Debug for FileKeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileKeep").field("count", &self.count).field("bytes", &self.bytes).finish_non_exhaustive()
+    }
 }
 
 /// A test's verdict.
@@ -170,7 +203,9 @@ pub fn judge(exec: &dyn Executor, lang: &Language, req: Request, workers: usize)
         Prepare::Refused(outcome) => return Ok(refused(outcome, req.tests.len())),
     };
     let tests = run_tests(exec, lang, &prepared, &req, workers)?;
-    if tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
+    // a program that never parsed fails every test: one that passed any did parse
+    let none_passed = !tests.iter().any(|t| t.verdict.passed());
+    if none_passed && tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
         if let Some(c) = pipeline::syntax_after_failure(exec, lang, &prepared, req.cancel.clone())? {
             if c.refused {
                 let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
@@ -200,6 +235,7 @@ fn run_tests(
     workers: usize,
 ) -> Result<Vec<TestResult>, RunError> {
     let n = req.tests.len();
+    let budget = Mutex::new(req.keep.files.as_ref().map_or((0, 0), |f| (f.count, f.bytes)));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<TestResult, RunError>>>> = Mutex::new((0..n).map(|_| None).collect());
@@ -209,13 +245,21 @@ fn run_tests(
             if i >= n {
                 break;
             }
-            let result = if stop.load(Ordering::SeqCst) {
+            let result = if req.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+                Ok(TestResult::without_run(
+                    TestVerdict::Run(Status::InternalError),
+                    Some("not run: the request was cancelled".into()),
+                ))
+            } else if stop.load(Ordering::SeqCst) {
                 Ok(TestResult::without_run(
                     TestVerdict::Skipped,
                     Some("not run: an earlier test failed (stop_on_first_failure)".into()),
                 ))
             } else {
-                one(exec, lang, p, req, &req.tests[i])
+                one(exec, lang, p, req, &req.tests[i]).map(|mut r| {
+                    keep(&mut r, &req.keep, &budget);
+                    r
+                })
             };
             let failed = result.as_ref().map_or(true, |r| !r.verdict.passed());
             if failed && (req.stop_on_failure || result.is_err()) {
@@ -246,6 +290,42 @@ fn never_ran() -> TestResult {
     TestResult::without_run(TestVerdict::Run(Status::InternalError), Some("the test was never run".into()))
 }
 
+/// Trims a checked test's result to what it keeps: `budget` is the files and bytes left for
+/// all tests.
+fn keep(r: &mut TestResult, keep: &Keep, budget: &Mutex<(usize, u64)>) {
+    let Some(run) = r.run.as_mut() else { return };
+    for (out, truncated) in [(&mut run.stdout, &mut run.stdout_truncated), (&mut run.stderr, &mut run.stderr_truncated)]
+    {
+        if out.len() > keep.output {
+            out.truncate(keep.output);
+            out.shrink_to_fit();
+            *truncated = true;
+        }
+    }
+    let Some(files) = &keep.files else { return };
+    let mut left = budget.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = run.files.len();
+    run.files.retain(|f| {
+        let size = match &f.content {
+            crate::run::FileContent::File { bytes, .. } => bytes.len() as u64,
+            crate::run::FileContent::Symlink(t) => t.len() as u64,
+        };
+        if !(files.wanted)(&f.path) {
+            return false;
+        }
+        if left.0 == 0 || size > left.1 {
+            run.files_truncated = true;
+            return false;
+        }
+        left.0 -= 1;
+        left.1 -= size;
+        true
+    });
+    if run.files.len() < before {
+        run.files.shrink_to_fit();
+    }
+}
+
 /// Runs one test and checks its output.
 fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Test) -> Result<TestResult, RunError> {
     let inv = Invocation {
@@ -253,7 +333,7 @@ fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Te
         args: t.args.clone(),
         limits: t.limits.clone(),
         cancel: req.cancel.clone(),
-        collect_files: req.collect_files,
+        collect_files: req.keep.files.is_some(),
     };
     let ran = pipeline::run(exec, lang, p, inv)?;
     let mut run = ran.run;
@@ -286,6 +366,10 @@ fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Te
         }
         (Expected::Output(want), None) => {
             req.checker.check(want, &run.stdout).map_err(|m| (TestVerdict::WrongAnswer, m))
+        }
+        (Expected::Nothing, Some(Some(Ok(got)))) => {
+            result.returned = Some(got);
+            Ok(())
         }
         (Expected::Nothing, _) => Ok(()),
         (Expected::Value(_), None) | (Expected::Output(_), Some(_)) => {

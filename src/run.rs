@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use outcome::{Exceeded, FileContent, OutputFile, RunOutcome, Status};
+pub use plan::check_files;
 pub use prepared::{MAX_OUTPUT_BYTES, MAX_OUTPUT_FILES};
 pub use verdict::signal_name;
 
@@ -92,6 +93,8 @@ pub struct InputFile {
 #[derive(Debug, Clone)]
 pub struct Cancel {
     fd: Arc<nix::sys::eventfd::EventFd>,
+    /// Set with the eventfd, so work between runs can ask without polling.
+    fired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Cancel {
@@ -100,12 +103,18 @@ impl Cancel {
         use nix::sys::eventfd::{EfdFlags, EventFd};
         let fd =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(sys("eventfd"))?;
-        Ok(Cancel { fd: Arc::new(fd) })
+        Ok(Cancel { fd: Arc::new(fd), fired: Arc::default() })
     }
 
     /// Fires the token; a run watching it is killed (its outcome: `internal_error`).
     pub fn cancel(&self) {
+        self.fired.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.fd.write(1);
+    }
+
+    /// Whether it has fired (then no new run should start).
+    pub fn is_cancelled(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {

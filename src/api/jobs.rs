@@ -74,6 +74,8 @@ pub(super) struct CallbackView {
 
 struct Job {
     view: JobView,
+    /// Bytes held for it: its request while pending, its result once finished.
+    bytes: usize,
     cancel: Cancel,
     /// Tells a queued job's task to give up waiting.
     cancelled: watch::Sender<bool>,
@@ -86,6 +88,8 @@ pub(super) struct Jobs {
     retention: Duration,
     max_pending: usize,
     max_finished: usize,
+    /// The most bytes of requests and results held at once.
+    max_bytes: usize,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -100,6 +104,8 @@ struct Inner {
     /// Finished jobs, oldest first.
     finished: VecDeque<String>,
     pending: usize,
+    /// Bytes held by every job.
+    bytes: usize,
 }
 
 /// A newly accepted job, for its task.
@@ -114,20 +120,27 @@ fn now_ms() -> u64 {
 }
 
 impl Jobs {
-    pub(super) fn new(retention: Duration, max_pending: usize, max_finished: usize) -> Self {
-        Jobs { inner: Mutex::new(Inner::default()), retention, max_pending, max_finished }
+    pub(super) fn new(retention: Duration, max_pending: usize, max_finished: usize, max_bytes: usize) -> Self {
+        Jobs { inner: Mutex::new(Inner::default()), retention, max_pending, max_finished, max_bytes }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Accepts a job (queued), or `Busy` when `max_pending` jobs are queued or running.
-    pub(super) fn accept(&self, callback: Option<&Target>) -> Result<Accepted, ApiError> {
+    /// Accepts a job whose request is `bytes` long (queued), or `Busy` when `max_pending`
+    /// jobs are queued or running, or their requests and the results kept would be over the
+    /// memory bound even with every finished job forgotten.
+    pub(super) fn accept(&self, callback: Option<&Target>, bytes: usize) -> Result<Accepted, ApiError> {
         let mut inner = self.lock();
         self.expire(&mut inner);
         if inner.pending >= self.max_pending {
             return Err(ApiError::Busy);
+        }
+        while inner.bytes + bytes > self.max_bytes {
+            if !forget_oldest(&mut inner) {
+                return Err(ApiError::Busy);
+            }
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let cancel = Cancel::new().map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -150,7 +163,8 @@ impl Jobs {
             }),
         };
         inner.pending += 1;
-        inner.jobs.insert(id.clone(), Job { view, cancel: cancel.clone(), cancelled: tx, finished: None });
+        inner.bytes += bytes;
+        inner.jobs.insert(id.clone(), Job { view, bytes, cancel: cancel.clone(), cancelled: tx, finished: None });
         Ok(Accepted { id, cancel, cancelled: rx })
     }
 
@@ -178,7 +192,15 @@ impl Jobs {
     /// final view.
     pub(super) fn finish(&self, id: &str, outcome: Result<serde_json::Value, ApiError>) -> Option<JobView> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let job = inner.jobs.get_mut(id)?;
+        // the request is done with: what is held now is the result, if it is kept
+        let kept = match (&outcome, job.view.status.finished()) {
+            (Ok(v), false) => serde_json::to_vec(v).map_or(0, |b| b.len()),
+            _ => 0,
+        };
+        inner.bytes = inner.bytes - job.bytes + kept;
+        job.bytes = kept;
         if !job.view.status.finished() {
             match outcome {
                 Ok(v) => {
@@ -190,10 +212,10 @@ impl Jobs {
                     job.view.error = Some(ErrorView { code: e.code(), message: e.message() });
                 }
             }
-            mark_finished(&mut inner, id);
+            mark_finished(inner, id);
         }
         let view = inner.jobs.get(id).map(|j| j.view.clone());
-        self.bound(&mut inner);
+        self.bound(inner);
         view
     }
 
@@ -220,10 +242,15 @@ impl Jobs {
         Ok(view)
     }
 
-    /// Cancels every job not ended yet (the daemon is stopping).
-    pub(super) fn cancel_all(&self) {
-        let ids: Vec<String> =
-            self.lock().jobs.iter().filter(|(_, j)| !j.view.status.finished()).map(|(k, _)| k.clone()).collect();
+    /// Cancels every job not ended yet (the daemon is stopping), or only the queued ones.
+    pub(super) fn cancel_all(&self, queued_only: bool) {
+        let ids: Vec<String> = self
+            .lock()
+            .jobs
+            .iter()
+            .filter(|(_, j)| if queued_only { j.view.status == State::Queued } else { !j.view.status.finished() })
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in ids {
             let _ = self.cancel(&id, "the daemon is stopping");
         }
@@ -254,19 +281,27 @@ impl Jobs {
             if !old {
                 break;
             }
-            inner.finished.pop_front();
-            inner.jobs.remove(&id);
+            forget_oldest(inner);
         }
     }
 
     /// Forgets the oldest finished jobs beyond the bound.
     fn bound(&self, inner: &mut Inner) {
-        while inner.finished.len() > self.max_finished {
-            if let Some(id) = inner.finished.pop_front() {
-                inner.jobs.remove(&id);
+        while inner.finished.len() > self.max_finished || inner.bytes > self.max_bytes {
+            if !forget_oldest(inner) {
+                break;
             }
         }
     }
+}
+
+/// Forgets the oldest finished job; false when there is none.
+fn forget_oldest(inner: &mut Inner) -> bool {
+    let Some(id) = inner.finished.pop_front() else { return false };
+    if let Some(j) = inner.jobs.remove(&id) {
+        inner.bytes -= j.bytes;
+    }
+    true
 }
 
 fn mark_finished(inner: &mut Inner, id: &str) {
@@ -284,8 +319,8 @@ mod tests {
 
     #[test]
     fn a_job_goes_from_queued_to_done_and_is_forgotten_after_its_retention() {
-        let jobs = Jobs::new(Duration::from_millis(50), 2, 10);
-        let a = jobs.accept(None).unwrap();
+        let jobs = Jobs::new(Duration::from_millis(50), 2, 10, 1 << 20);
+        let a = jobs.accept(None, 10).unwrap();
         assert_eq!(jobs.get(&a.id).unwrap().status, State::Queued);
         assert!(jobs.start(&a.id));
         assert_eq!(jobs.get(&a.id).unwrap().status, State::Running);
@@ -300,21 +335,35 @@ mod tests {
 
     #[test]
     fn pending_jobs_are_bounded_and_finished_ones_too() {
-        let jobs = Jobs::new(Duration::from_secs(3600), 2, 1);
-        let a = jobs.accept(None).unwrap();
-        let _b = jobs.accept(None).unwrap();
-        assert_eq!(jobs.accept(None).err(), Some(ApiError::Busy));
+        let jobs = Jobs::new(Duration::from_secs(3600), 2, 1, 1 << 20);
+        let a = jobs.accept(None, 10).unwrap();
+        let _b = jobs.accept(None, 10).unwrap();
+        assert_eq!(jobs.accept(None, 10).err(), Some(ApiError::Busy));
         jobs.finish(&a.id, Err(ApiError::Internal("x".into()))).unwrap();
-        let c = jobs.accept(None).unwrap();
+        let c = jobs.accept(None, 10).unwrap();
         assert_eq!(jobs.get(&a.id).unwrap().status, State::Failed);
         jobs.cancel(&c.id, "asked").unwrap().unwrap();
         assert!(jobs.get(&a.id).is_none(), "the oldest finished job went beyond the bound");
     }
 
     #[test]
+    fn requests_and_results_held_are_bounded_in_bytes() {
+        let jobs = Jobs::new(Duration::from_secs(3600), 10, 10, 1000);
+        let a = jobs.accept(None, 600).unwrap();
+        assert_eq!(jobs.accept(None, 600).err(), Some(ApiError::Busy), "two requests would be over");
+        let big = serde_json::json!({"out": "x".repeat(700)});
+        jobs.finish(&a.id, Ok(big)).unwrap();
+        // the result replaced the request; a new request needs its room, so the result goes
+        let b = jobs.accept(None, 600).unwrap();
+        assert!(jobs.get(&a.id).is_none(), "the oldest result was forgotten to make room");
+        jobs.finish(&b.id, Err(ApiError::Internal("x".into()))).unwrap();
+        assert_eq!(jobs.lock().bytes, 0, "a failed job holds nothing");
+    }
+
+    #[test]
     fn cancelling_tells_the_task_and_an_ended_job_cannot_be_cancelled() {
-        let jobs = Jobs::new(Duration::from_secs(3600), 5, 5);
-        let a = jobs.accept(None).unwrap();
+        let jobs = Jobs::new(Duration::from_secs(3600), 5, 5, 1 << 20);
+        let a = jobs.accept(None, 10).unwrap();
         let v = jobs.cancel(&a.id, "asked").unwrap().unwrap();
         assert_eq!(v.status, State::Cancelled);
         assert!(*a.cancelled.borrow(), "a queued task stops waiting");

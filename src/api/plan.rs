@@ -108,11 +108,24 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> 
                 function: function.then_some(crate::harness::split_output as judge::SplitOutput),
                 cancel: None,
                 cache,
-                collect_files: files.is_some(),
+                keep: keep(files.as_ref()),
             })
         }
     };
     Ok(Planned { lang: lang.clone(), version, work, files })
+}
+
+/// What each test keeps once checked: what the response can show.
+fn keep(files: Option<&FileFilter>) -> judge::Keep {
+    use crate::api::types::judge::{MAX_RETURN_BYTES, MAX_RETURN_FILES, TEST_OUTPUT_SHOWN};
+    judge::Keep {
+        output: TEST_OUTPUT_SHOWN,
+        files: files.cloned().map(|f| judge::FileKeep {
+            wanted: Arc::new(move |p: &str| f.wants(p)),
+            count: MAX_RETURN_FILES,
+            bytes: MAX_RETURN_BYTES,
+        }),
+    }
 }
 
 /// What tells a toolchain apart in the compile cache: its version and the root it runs on.
@@ -137,6 +150,10 @@ fn source(
                 crate::sandbox::check_relative_path(&f.name).map_err(|e| invalid(format!("file name: {e}")))?;
                 out.push(InputFile { path: f.name.clone(), contents: f.bytes().map_err(invalid)?, executable: false });
             }
+            crate::run::check_files(&out).map_err(|e| match e {
+                crate::run::RunError::Invalid(m) => invalid(format!("files: {m}")),
+                other => invalid(other.to_string()),
+            })?;
             Source::Files(out)
         }
         _ => return Err(invalid("no code: give code (a non-empty string) or files".into())),
@@ -304,6 +321,16 @@ mod tests {
     }
 
     #[test]
+    fn an_expected_null_is_expected() {
+        let t: TestIn = serde_json::from_str(r#"{"input": [], "expected_output": null}"#).unwrap();
+        let limits = Config::default().limits;
+        let t = test(0, t, true, &limits.default, &limits.max).unwrap();
+        assert_eq!(t.expected, Expected::Value(Value::Null));
+        let t: TestIn = serde_json::from_str(r#"{"input": []}"#).unwrap();
+        assert_eq!(test(0, t, true, &limits.default, &limits.max).unwrap().expected, Expected::Nothing);
+    }
+
+    #[test]
     fn checkers_and_file_patterns_are_checked() {
         assert_eq!(checker(None).unwrap(), Checker::Trim);
         assert_eq!(checker(Some(CheckerIn::Name("tokens".into()))).unwrap(), Checker::Tokens);
@@ -331,7 +358,7 @@ mod tests {
                 content: crate::run::FileContent::File { bytes: b"x".to_vec(), executable: false },
             })
             .collect();
-        let (got, truncated) = f.apply(&output, false);
+        let (got, truncated) = f.apply(&output, false, &mut crate::api::types::judge::Budget::default());
         let names: Vec<&str> = got.iter().map(|f| f.name.as_str()).collect();
         let want: Vec<&str> = files.iter().filter(|(_, w)| *w).map(|(p, _)| *p).collect();
         assert_eq!(names, want);

@@ -237,38 +237,44 @@ async fn perform(
     let extra = api.limiter.extra(planned.runs().saturating_sub(1));
     let executor = Arc::clone(&api.executor);
     let Planned { lang, version, work, files } = planned;
-    let language = lang.clone();
+    let request_id = request_id.to_owned();
+    // the response is built here too: encoding many tests' outputs and files is work
     let (result, took) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let result = match work {
+        let done = match work {
             Work::Single(mut program) => {
                 program.cancel = Some(cancel);
-                pipeline::execute(&*executor, &language, program).map(Done::Single)
+                pipeline::execute(&*executor, &lang, program).map(Done::Single)
             }
             Work::Judge(mut request) => {
                 request.cancel = Some(cancel);
                 let workers = 1 + extra.len();
-                judge::judge(&*executor, &language, request, workers).map(Done::Judge)
+                judge::judge(&*executor, &lang, request, workers).map(Done::Judge)
             }
         };
         drop(extra);
         drop(slot);
-        (result, started.elapsed())
+        let took = started.elapsed();
+        let lang = LanguageRef { id: lang.id.clone(), version };
+        let body = done.map_err(ApiError::from).and_then(|done| {
+            let (body, status) = match done {
+                Done::Single(o) => {
+                    let status = o.verdict.as_str();
+                    (serde_json::to_value(ExecuteResponse::new(&request_id, o, lang, files.as_ref())), status)
+                }
+                Done::Judge(j) => {
+                    let status = j.status();
+                    (serde_json::to_value(JudgeResponse::new(&request_id, j, lang, files.as_ref())), status)
+                }
+            };
+            let body = body.map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))?;
+            Ok((body, status))
+        });
+        (body, took)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))?;
-    let lang = LanguageRef { id: lang.id.clone(), version };
-    let (body, status) = match result? {
-        Done::Single(o) => {
-            let status = o.verdict.as_str();
-            (serde_json::to_value(ExecuteResponse::new(request_id, o, lang, files.as_ref())), status)
-        }
-        Done::Judge(j) => {
-            let status = j.status();
-            (serde_json::to_value(JudgeResponse::new(request_id, j, lang, files.as_ref())), status)
-        }
-    };
-    let body = body.map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))?;
+    let (body, status) = result?;
     Ok((body, status, took))
 }
 
@@ -295,7 +301,7 @@ async fn submit_job(api: &Arc<Api>, req: Request<Incoming>, log: &mut RunLog) ->
         ),
         None => None,
     };
-    let accepted = api.jobs.accept(target.as_ref())?;
+    let accepted = api.jobs.accept(target.as_ref(), body.len())?;
     drop(ticket);
     let view = api.jobs.get(&accepted.id).ok_or_else(|| ApiError::Internal("a job vanished".into()))?;
     tokio::spawn(run_job(Arc::clone(api), accepted, planned, target));

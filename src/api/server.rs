@@ -178,16 +178,24 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
         let _ = std::fs::remove_file(format!("{}.lock", path.display()));
     }
     drop((unix, tcp));
+    api.cancel_queued_jobs();
     let drained = graceful.shutdown();
-    tokio::pin!(drained);
+    // requests answered and running jobs ended (they hold no connection)
+    let idle = async {
+        drained.await;
+        api.idle().await;
+    };
+    tokio::pin!(idle);
     tokio::select! {
-        () = &mut drained => {}
+        () = &mut idle => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over: killing the runs still in progress");
             api.cancel_all();
-            let _ = tokio::time::timeout(AFTER_CANCEL, drained).await;
+            let _ = tokio::time::timeout(AFTER_CANCEL, idle).await;
         }
     }
+    // nothing starts after this
+    api.cancel_all();
     tracing::info!("stopped");
 }
 

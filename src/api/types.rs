@@ -175,7 +175,7 @@ impl ExecuteResponse {
         let top = StageInfo::new(last);
         let (files, files_truncated) = match (filter, &o.run) {
             (Some(f), Some(r)) => {
-                let (files, cut) = f.apply(&r.files, r.files_truncated);
+                let (files, cut) = f.apply(&r.files, r.files_truncated, &mut judge::Budget::default());
                 (Some(files), Some(cut))
             }
             (Some(_), None) => (Some(Vec::new()), Some(false)),

@@ -74,45 +74,68 @@ fn exact(expected: &[u8], actual: &[u8]) -> Result<(), String> {
     ))
 }
 
+/// Lines and tokens are compared as they are split, never collected: a 16 MiB output costs
+/// no more memory than itself.
 fn trim(expected: &[u8], actual: &[u8]) -> Result<(), String> {
-    let e = trimmed_lines(expected);
-    let a = trimmed_lines(actual);
-    for (i, (x, y)) in e.iter().zip(&a).enumerate() {
-        if x != y {
-            return Err(format!("line {} differs: expected {}, got {}", i + 1, quote_bytes(x), quote_bytes(y)));
+    let mut e = expected.split(|&b| b == b'\n').map(<[u8]>::trim_ascii_end);
+    let mut a = actual.split(|&b| b == b'\n').map(<[u8]>::trim_ascii_end);
+    let mut n = 0usize;
+    loop {
+        n += 1;
+        match (e.next(), a.next()) {
+            (Some(x), Some(y)) if x == y => {}
+            (None, None) => return Ok(()),
+            (x, y) => {
+                let x = x.unwrap_or_default();
+                let y = y.unwrap_or_default();
+                // a side with only empty lines left has ended there
+                let e_done = x.is_empty() && e.clone().all(<[u8]>::is_empty);
+                let a_done = y.is_empty() && a.clone().all(<[u8]>::is_empty);
+                match (e_done, a_done) {
+                    (true, true) => return Ok(()),
+                    (false, true) => {
+                        return Err(format!(
+                            "the output ends after {} lines; expected more (next: {})",
+                            n - 1,
+                            quote_bytes(x)
+                        ));
+                    }
+                    (true, false) => {
+                        return Err(format!("{} lines expected, got more (extra: {})", n - 1, quote_bytes(y)));
+                    }
+                    (false, false) => {}
+                }
+                return Err(format!("line {n} differs: expected {}, got {}", quote_bytes(x), quote_bytes(y)));
+            }
         }
     }
-    match e.len().cmp(&a.len()) {
-        std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(format!(
-            "the output ends after {} lines; expected {} (next: {})",
-            a.len(),
-            e.len(),
-            quote_bytes(e[a.len()])
-        )),
-        std::cmp::Ordering::Less => {
-            Err(format!("{} lines expected, got {} (extra: {})", e.len(), a.len(), quote_bytes(a[e.len()])))
-        }
-    }
-}
-
-/// The lines without their trailing whitespace, without the empty lines at the end.
-fn trimmed_lines(text: &[u8]) -> Vec<&[u8]> {
-    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').map(|l| l.trim_ascii_end()).collect();
-    while lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    lines
 }
 
 fn tokens(expected: &[u8], actual: &[u8], tolerance: Option<(f64, f64)>) -> Result<(), String> {
-    let e: Vec<&[u8]> = expected.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty()).collect();
-    let a: Vec<&[u8]> = actual.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty()).collect();
-    for (i, (x, y)) in e.iter().zip(&a).enumerate() {
+    let mut e = expected.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty());
+    let mut a = actual.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty());
+    let mut n = 0usize;
+    loop {
+        n += 1;
+        let (x, y) = match (e.next(), a.next()) {
+            (None, None) => return Ok(()),
+            (Some(x), None) => {
+                let total = n + e.count();
+                return Err(format!(
+                    "the output ends after {} tokens; expected {total} (next: {})",
+                    n - 1,
+                    quote_bytes(x)
+                ));
+            }
+            (None, Some(y)) => {
+                let total = n + a.count();
+                return Err(format!("{} tokens expected, got {total} (extra: {})", n - 1, quote_bytes(y)));
+            }
+            (Some(x), Some(y)) => (x, y),
+        };
         if x == y {
             continue;
         }
-        let n = i + 1;
         match tolerance.and_then(|t| Some((number(x)?, number(y)?, t))) {
             Some((x, y, (abs, rel))) => {
                 if !close(x, y, abs, rel) {
@@ -123,18 +146,6 @@ fn tokens(expected: &[u8], actual: &[u8], tolerance: Option<(f64, f64)>) -> Resu
                 }
             }
             None => return Err(format!("token {n} differs: expected {}, got {}", quote_bytes(x), quote_bytes(y))),
-        }
-    }
-    match e.len().cmp(&a.len()) {
-        std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(format!(
-            "the output ends after {} tokens; expected {} (next: {})",
-            a.len(),
-            e.len(),
-            quote_bytes(e[a.len()])
-        )),
-        std::cmp::Ordering::Less => {
-            Err(format!("{} tokens expected, got {} (extra: {})", e.len(), a.len(), quote_bytes(a[e.len()])))
         }
     }
 }

@@ -99,7 +99,7 @@ fn request(code: &str, tests: Vec<Test>) -> Request {
         function: None,
         cancel: None,
         cache: None,
-        collect_files: false,
+        keep: Keep::default(),
     }
 }
 
@@ -278,4 +278,49 @@ fn a_refused_request_is_an_error_not_a_verdict() {
     }
     let r = judge(&Refuses, &lang("c"), request("x", vec![test("", ""), test("", "")]), 2);
     assert!(matches!(r, Err(RunError::Busy(1))), "{r:?}");
+}
+
+#[test]
+fn a_cancelled_request_starts_no_more_tests() {
+    let f = fake(adder);
+    let mut r = request("x", vec![test("1 1", "2"), test("2 2", "4"), test("3 3", "6")]);
+    let cancel = Cancel::new().unwrap();
+    cancel.cancel();
+    r.cancel = Some(cancel);
+    let j = judge(&f, &lang("c"), r, 2).unwrap();
+    assert_eq!(verdicts(&j), ["internal_error", "internal_error", "internal_error"]);
+    assert!(j.tests[0].message.as_deref().unwrap().contains("cancelled"));
+    assert_eq!(f.seen.lock().unwrap().iter().filter(|r| r.argv[0] == "./main").count(), 0, "no test ran");
+}
+
+#[test]
+fn a_checked_test_keeps_only_what_the_response_shows() {
+    fn noisy(_: &str) -> RunOutcome {
+        let mut o = ended(Status::Ok, &"x".repeat(1000));
+        o.files = (0..3)
+            .map(|i| OutputFile {
+                path: format!("f{i}.txt"),
+                content: FileContent::File { bytes: vec![b'y'; 10], executable: false },
+            })
+            .chain(std::iter::once(OutputFile {
+                path: "skip.bin".into(),
+                content: FileContent::File { bytes: vec![1], executable: false },
+            }))
+            .collect();
+        o
+    }
+    let f = fake(noisy);
+    let mut r = request("x", vec![test("", &"x".repeat(1000)), test("", &"x".repeat(1000))]);
+    r.keep = Keep {
+        output: 100,
+        files: Some(FileKeep { wanted: std::sync::Arc::new(|p: &str| p.ends_with(".txt")), count: 4, bytes: 1000 }),
+    };
+    let j = judge(&f, &lang("c"), r, 1).unwrap();
+    assert_eq!(verdicts(&j), ["accepted", "accepted"], "the checker saw the whole output");
+    let run = j.tests[0].run.as_ref().unwrap();
+    assert_eq!((run.stdout.len(), run.stdout_truncated), (100, true));
+    let names = |i: usize| j.tests[i].run.as_ref().unwrap().files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+    assert_eq!(names(0), ["f0.txt", "f1.txt", "f2.txt"]);
+    assert_eq!(names(1), ["f0.txt"], "four files for all tests together");
+    assert!(j.tests[1].run.as_ref().unwrap().files_truncated);
 }

@@ -72,11 +72,9 @@ pub(super) fn tmpfs_sizes(l: &Limits) -> TmpfsSizes {
     }
 }
 
-/// All input files in one memfd, back to back, with their offsets.
-fn pack_files(files: &[InputFile], disk: u64) -> Result<(Vec<FileEntry>, Option<OwnedFd>), RunError> {
-    if files.is_empty() {
-        return Ok((Vec::new(), None));
-    }
+/// Whether `files` can go into `/sandbox`: at most 1000, clean relative names, none twice,
+/// no name both a file and another's directory.
+pub fn check_files(files: &[InputFile]) -> Result<(), RunError> {
     if files.len() > MAX_FILES {
         return Err(RunError::Invalid(format!("{} input files; at most {MAX_FILES}", files.len())));
     }
@@ -100,6 +98,15 @@ fn pack_files(files: &[InputFile], disk: u64) -> Result<(Vec<FileEntry>, Option<
             parent = dir;
         }
     }
+    Ok(())
+}
+
+/// All input files in one memfd, back to back, with their offsets.
+fn pack_files(files: &[InputFile], disk: u64) -> Result<(Vec<FileEntry>, Option<OwnedFd>), RunError> {
+    if files.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    check_files(files)?;
     let total: u64 = files.iter().map(|f| f.contents.len() as u64).sum();
     if total > disk {
         return Err(RunError::Invalid(format!(

@@ -239,6 +239,8 @@ async fn a_judge_request_answers_per_test_in_order() {
             "tests[0].limits.memory_mb = 0",
         ),
         (json!({"language": "bash", "code": "p", "return_files": ["["]}), "return_files pattern"),
+        (json!({"language": "bash", "code": "p", "return_files": 3}), "true, false, or a list of glob patterns"),
+        (json!({"language": "bash", "code": "p", "tests": [{}], "checker": 1}), "a checker name"),
     ] {
         let r = s.execute(body.clone()).await;
         expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", needle);

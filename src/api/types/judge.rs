@@ -17,8 +17,9 @@ pub(in crate::api) struct TestIn {
     pub(in crate::api) stdin: Option<String>,
     /// The function's arguments, a JSON array (only with `function_name`).
     pub(in crate::api) input: Option<Value>,
-    /// What it should print (a string), or return (any JSON value, with `function_name`);
-    /// absent: the test passes when the program ends well.
+    /// What it should print (a string), or return (any JSON value, `null` included, with
+    /// `function_name`); absent: the test passes when the program ends well.
+    #[serde(default, deserialize_with = "present")]
     pub(in crate::api) expected_output: Option<Value>,
     /// Arguments after the program.
     pub(in crate::api) args: Option<Vec<String>>,
@@ -26,9 +27,17 @@ pub(in crate::api) struct TestIn {
     pub(in crate::api) limits: Option<LimitsIn>,
 }
 
+/// A field that is there, even as `null` (serde's `Option` takes `null` for absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// `"checker": "trim"` or `{"type": "float", "absolute": 1e-6, "relative": 1e-6}`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a checker name (\"exact\", \"trim\", \"tokens\", \"float\") or {\"type\": \"float\", \"absolute\": …, \"relative\": …}"
+)]
 pub(in crate::api) enum CheckerIn {
     Name(String),
     Spec(CheckerSpec),
@@ -46,7 +55,7 @@ pub(in crate::api) struct CheckerSpec {
 /// `"return_files": true` (everything the program created or changed) or a list of glob
 /// patterns over paths relative to `/sandbox`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "true, false, or a list of glob patterns")]
 pub(in crate::api) enum ReturnFilesIn {
     All(bool),
     Globs(Vec<String>),
@@ -74,13 +83,28 @@ pub(in crate::api) struct FileFilter {
     pub(in crate::api) globs: Option<Vec<glob::Pattern>>,
 }
 
-/// The most files a response carries per run.
+/// The most files a response carries (all its tests together).
 pub(in crate::api) const MAX_RETURN_FILES: usize = 100;
-/// The most bytes of file content a response carries per run (before encoding).
+/// The most bytes of file content a response carries (all its tests together, before
+/// encoding).
 pub(in crate::api) const MAX_RETURN_BYTES: u64 = 4 << 20;
 
+/// What a response may still carry: files, their bytes, and tests' output.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::api) struct Budget {
+    files: usize,
+    file_bytes: u64,
+    output: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget { files: MAX_RETURN_FILES, file_bytes: MAX_RETURN_BYTES, output: RESPONSE_OUTPUT_SHOWN }
+    }
+}
+
 impl FileFilter {
-    fn wants(&self, path: &str) -> bool {
+    pub(in crate::api) fn wants(&self, path: &str) -> bool {
         let opts = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
@@ -89,21 +113,27 @@ impl FileFilter {
         self.globs.as_ref().is_none_or(|g| g.iter().any(|p| p.matches_with(path, opts)))
     }
 
-    /// The files that match, within the caps; `true` when some were left out.
-    pub(in crate::api) fn apply(&self, files: &[OutputFile], truncated: bool) -> (Vec<FileOut>, bool) {
+    /// The files that match, within what the response may still carry; `true` when some
+    /// were left out.
+    pub(in crate::api) fn apply(
+        &self,
+        files: &[OutputFile],
+        truncated: bool,
+        budget: &mut Budget,
+    ) -> (Vec<FileOut>, bool) {
         let mut out = Vec::new();
-        let mut bytes = 0u64;
         let mut left_out = truncated;
         for f in files.iter().filter(|f| self.wants(&f.path)) {
             let (kind, raw, executable): (&str, &[u8], bool) = match &f.content {
                 FileContent::File { bytes, executable } => ("file", bytes, *executable),
                 FileContent::Symlink(target) => ("symlink", target.as_bytes(), false),
             };
-            if out.len() == MAX_RETURN_FILES || bytes + raw.len() as u64 > MAX_RETURN_BYTES {
+            if budget.files == 0 || raw.len() as u64 > budget.file_bytes {
                 left_out = true;
                 continue;
             }
-            bytes += raw.len() as u64;
+            budget.files -= 1;
+            budget.file_bytes -= raw.len() as u64;
             let (content, encoding) = text(raw);
             out.push(FileOut { name: f.path.clone(), kind, size: raw.len() as u64, executable, content, encoding });
         }
@@ -168,6 +198,8 @@ pub(in crate::api) struct Summary {
 
 /// How much of each test's stdout and stderr a response shows (the checker saw it all).
 pub(in crate::api) const TEST_OUTPUT_SHOWN: usize = 64 * 1024;
+/// How much stdout and stderr a judge response shows in all, its tests together.
+pub(in crate::api) const RESPONSE_OUTPUT_SHOWN: usize = 16 << 20;
 
 impl JudgeResponse {
     pub(in crate::api) fn new(request_id: &str, j: Judged, language: LanguageRef, files: Option<&FileFilter>) -> Self {
@@ -199,16 +231,20 @@ impl JudgeResponse {
             syntax: j.outcome.syntax.as_ref().map(StageInfo::new),
             compile: j.outcome.compile.as_ref().map(StageInfo::new),
             diagnostics: j.outcome.diagnostics.clone(),
-            tests: j.tests.into_iter().enumerate().map(|(i, t)| TestOut::new(i, t, files)).collect(),
+            tests: {
+                let mut budget = Budget::default();
+                j.tests.into_iter().enumerate().map(|(i, t)| TestOut::new(i, t, files, &mut budget)).collect()
+            },
             summary,
         }
     }
 }
 
 impl TestOut {
-    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>) -> Self {
-        let shown = |b: &[u8], truncated: bool| {
-            let cut = b.len().min(TEST_OUTPUT_SHOWN);
+    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget) -> Self {
+        let mut shown = |b: &[u8], truncated: bool| {
+            let cut = b.len().min(TEST_OUTPUT_SHOWN).min(budget.output);
+            budget.output -= cut;
             let (s, enc) = text(&b[..cut]);
             (s, enc, truncated || cut < b.len())
         };
@@ -222,7 +258,7 @@ impl TestOut {
         };
         let (files, files_truncated) = match (filter, &t.run) {
             (Some(f), Some(r)) => {
-                let (files, cut) = f.apply(&r.files, r.files_truncated);
+                let (files, cut) = f.apply(&r.files, r.files_truncated, budget);
                 (Some(files), Some(cut))
             }
             (Some(_), None) => (Some(Vec::new()), Some(false)),
