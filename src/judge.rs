@@ -195,13 +195,20 @@ impl Judged {
     }
 }
 
-/// Judges `req` in `lang`, running up to `workers` tests at once. `Err` only when nothing
-/// could be attempted.
-pub fn judge(exec: &dyn Executor, lang: &Language, req: Request, workers: usize) -> Result<Judged, RunError> {
+/// Judges `req` in `lang`. Once the program is ready, `workers(n)` is asked how many tests
+/// may run at once (at most `n`, the tests there are); the caller takes its run slots then,
+/// not while the compiler runs. `Err` only when nothing could be attempted.
+pub fn judge(
+    exec: &dyn Executor,
+    lang: &Language,
+    req: Request,
+    workers: &mut dyn FnMut(usize) -> usize,
+) -> Result<Judged, RunError> {
     let prepared = match pipeline::prepare(exec, lang, req.source.clone(), req.cancel.clone(), req.cache.as_ref())? {
         Prepare::Ready(p) => p,
         Prepare::Refused(outcome) => return Ok(refused(outcome, req.tests.len())),
     };
+    let workers = workers(req.tests.len());
     let tests = run_tests(exec, lang, &prepared, &req, workers)?;
     // a program that never parsed fails every test: one that passed any did parse
     let none_passed = !tests.iter().any(|t| t.verdict.passed());

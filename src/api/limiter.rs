@@ -10,7 +10,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 
-#[derive(Debug)]
+/// Cheap to clone: the clones share the slots and counts.
+#[derive(Debug, Clone)]
 pub(super) struct Limiter {
     slots: Arc<Semaphore>,
     capacity: usize,

@@ -39,16 +39,6 @@ pub(super) struct Planned {
     pub(super) files: Option<FileFilter>,
 }
 
-impl Planned {
-    /// How many tests it runs (1 for a single run).
-    pub(super) fn runs(&self) -> usize {
-        match &self.work {
-            Work::Single(_) => 1,
-            Work::Judge(r) => r.tests.len(),
-        }
-    }
-}
-
 /// Checks `dto` and turns it into work.
 pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> {
     let invalid = |m: String| ApiError::Invalid(m);

@@ -234,7 +234,7 @@ async fn perform(
     // Dropped when the client goes away (hyper drops this future) or the run ends: in the
     // first case the run is killed.
     let _running = Running::new(api, id, cancel.clone())?;
-    let extra = api.limiter.extra(planned.runs().saturating_sub(1));
+    let limiter = api.limiter.clone();
     let executor = Arc::clone(&api.executor);
     let Planned { lang, version, work, files } = planned;
     let request_id = request_id.to_owned();
@@ -248,11 +248,15 @@ async fn perform(
             }
             Work::Judge(mut request) => {
                 request.cancel = Some(cancel);
-                let workers = 1 + extra.len();
-                judge::judge(&*executor, &lang, request, workers).map(Done::Judge)
+                // the tests' extra slots are taken once the compile is done
+                let mut extra = Vec::new();
+                let mut workers = |n: usize| {
+                    extra = limiter.extra(n.saturating_sub(1));
+                    1 + extra.len()
+                };
+                judge::judge(&*executor, &lang, request, &mut workers).map(Done::Judge)
             }
         };
-        drop(extra);
         drop(slot);
         let took = started.elapsed();
         let lang = LanguageRef { id: lang.id.clone(), version };

@@ -119,7 +119,7 @@ fn it_compiles_once_and_gives_each_test_its_verdict_in_order() {
             test("crash", "0"),
             test("20 22", "42\n"),
         ];
-        let j = judge(&f, &lang("c"), request("int main(){}", tests), workers).unwrap();
+        let j = judge(&f, &lang("c"), request("int main(){}", tests), &mut |_| workers).unwrap();
         assert_eq!(
             verdicts(&j),
             ["accepted", "wrong_answer", "time_limit", "memory_limit", "runtime_error", "accepted"],
@@ -141,7 +141,7 @@ fn it_compiles_once_and_gives_each_test_its_verdict_in_order() {
 #[test]
 fn all_passing_is_accepted() {
     let f = fake(adder);
-    let j = judge(&f, &lang("c"), request("x", vec![test("1 1", "2"), test("2 2", "4")]), 2).unwrap();
+    let j = judge(&f, &lang("c"), request("x", vec![test("1 1", "2"), test("2 2", "4")]), &mut |_| 2).unwrap();
     assert_eq!(j.status(), "accepted");
     assert_eq!(j.passed(), 2);
 }
@@ -149,7 +149,7 @@ fn all_passing_is_accepted() {
 #[test]
 fn a_compile_error_marks_every_test_and_is_said_once() {
     let f = fake(adder);
-    let j = judge(&f, &lang("c"), request("bad", vec![test("1 1", "2"), test("2 2", "4")]), 2).unwrap();
+    let j = judge(&f, &lang("c"), request("bad", vec![test("1 1", "2"), test("2 2", "4")]), &mut |_| 2).unwrap();
     assert_eq!(verdicts(&j), ["compile_error", "compile_error"]);
     assert_eq!(j.status(), "compile_error");
     assert_eq!(j.outcome.diagnostics.len(), 1);
@@ -162,7 +162,7 @@ fn it_can_stop_at_the_first_failure() {
     let f = fake(adder);
     let mut r = request("x", vec![test("1 1", "2"), test("crash", "0"), test("2 2", "4"), test("3 3", "6")]);
     r.stop_on_failure = true;
-    let j = judge(&f, &lang("c"), r, 1).unwrap();
+    let j = judge(&f, &lang("c"), r, &mut |_| 1).unwrap();
     assert_eq!(verdicts(&j), ["accepted", "runtime_error", "skipped", "skipped"]);
     assert_eq!(j.status(), "runtime_error");
     assert_eq!(f.seen.lock().unwrap().len(), 3, "compile and two runs");
@@ -174,7 +174,7 @@ fn each_test_has_its_own_stdin_args_and_limits() {
     let mut t = test("5 5", "10");
     t.args = vec!["--fast".into()];
     t.limits.memory_bytes = 64 << 20;
-    let j = judge(&f, &lang("c"), request("x", vec![t, test("1 1", "2")]), 1).unwrap();
+    let j = judge(&f, &lang("c"), request("x", vec![t, test("1 1", "2")]), &mut |_| 1).unwrap();
     assert_eq!(j.status(), "accepted");
     let seen = f.seen.lock().unwrap();
     assert_eq!(seen[1].argv, ["./main", "--fast"]);
@@ -196,7 +196,8 @@ fn a_program_that_never_parsed_is_a_syntax_error_for_every_test() {
             Ok(o)
         }
     }
-    let j = judge(&Unparsable, &lang("python"), request("print(", vec![test("", "1"), test("", "2")]), 2).unwrap();
+    let j =
+        judge(&Unparsable, &lang("python"), request("print(", vec![test("", "1"), test("", "2")]), &mut |_| 2).unwrap();
     assert_eq!(verdicts(&j), ["syntax_error", "syntax_error"]);
     assert_eq!(j.status(), "syntax_error");
     assert_eq!(j.outcome.diagnostics[0].line, Some(1));
@@ -209,7 +210,7 @@ fn tests_without_expected_output_only_need_to_end_well() {
     t.expected = Expected::Nothing;
     let mut crash = test("crash", "");
     crash.expected = Expected::Nothing;
-    let j = judge(&f, &lang("c"), request("x", vec![t, crash]), 1).unwrap();
+    let j = judge(&f, &lang("c"), request("x", vec![t, crash]), &mut |_| 1).unwrap();
     assert_eq!(verdicts(&j), ["ok", "runtime_error"]);
 }
 
@@ -252,7 +253,7 @@ fn the_function_harness_compares_values() {
     );
     r.function = Some(split);
     r.checker = Checker::Float { absolute: 1e-9, relative: 0.0 };
-    let j = judge(&f, &lang("c"), r, 2).unwrap();
+    let j = judge(&f, &lang("c"), r, &mut |_| 2).unwrap();
     assert_eq!(verdicts(&j), ["accepted", "wrong_answer", "accepted", "runtime_error", "wrong_answer"]);
     assert_eq!(j.tests[0].run.as_ref().unwrap().stdout, b"debug\n", "the user's own output, without the result");
     assert_eq!(j.tests[0].returned, Some(json!(3)));
@@ -276,7 +277,7 @@ fn a_refused_request_is_an_error_not_a_verdict() {
             Err(RunError::Busy(1))
         }
     }
-    let r = judge(&Refuses, &lang("c"), request("x", vec![test("", ""), test("", "")]), 2);
+    let r = judge(&Refuses, &lang("c"), request("x", vec![test("", ""), test("", "")]), &mut |_| 2);
     assert!(matches!(r, Err(RunError::Busy(1))), "{r:?}");
 }
 
@@ -287,7 +288,7 @@ fn a_cancelled_request_starts_no_more_tests() {
     let cancel = Cancel::new().unwrap();
     cancel.cancel();
     r.cancel = Some(cancel);
-    let j = judge(&f, &lang("c"), r, 2).unwrap();
+    let j = judge(&f, &lang("c"), r, &mut |_| 2).unwrap();
     assert_eq!(verdicts(&j), ["internal_error", "internal_error", "internal_error"]);
     assert!(j.tests[0].message.as_deref().unwrap().contains("cancelled"));
     assert_eq!(f.seen.lock().unwrap().iter().filter(|r| r.argv[0] == "./main").count(), 0, "no test ran");
@@ -315,7 +316,7 @@ fn a_checked_test_keeps_only_what_the_response_shows() {
         output: 100,
         files: Some(FileKeep { wanted: std::sync::Arc::new(|p: &str| p.ends_with(".txt")), count: 4, bytes: 1000 }),
     };
-    let j = judge(&f, &lang("c"), r, 1).unwrap();
+    let j = judge(&f, &lang("c"), r, &mut |_| 1).unwrap();
     assert_eq!(verdicts(&j), ["accepted", "accepted"], "the checker saw the whole output");
     let run = j.tests[0].run.as_ref().unwrap();
     assert_eq!((run.stdout.len(), run.stdout_truncated), (100, true));
