@@ -3,9 +3,12 @@
 //! an [`Executor`] on a blocking thread within the concurrency limit, and turns the outcome
 //! into JSON. It never runs sandbox code on the async runtime's threads.
 //!
-//! Routes (`routes.rs`): `POST /v1/execute`, `GET /v1/languages`, `GET /health`,
-//! `GET /version`. Wire types in `types.rs`, the one error-to-response mapping in
-//! `error.rs`, backpressure in `limiter.rs`, listeners and shutdown in `server.rs`.
+//! Routes (`routes.rs`): `POST /v1/execute` (one run, or a judge run over tests),
+//! `POST /v1/jobs`, `GET` and `DELETE /v1/jobs/{id}` (`routes/job_routes.rs`, the job
+//! store in `jobs.rs`), `GET /v1/languages`, `GET /health`, `GET /version`. Requests are
+//! checked and planned in `plan.rs`; wire types in `types.rs`, the one error-to-response
+//! mapping in `error.rs`, backpressure in `limiter.rs`, listeners and shutdown in
+//! `server.rs`.
 
 mod error;
 mod jobs;
