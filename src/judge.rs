@@ -114,7 +114,8 @@ pub enum TestVerdict {
     WrongAnswer,
     /// It ended well and expected nothing.
     Ok,
-    /// It did not end well: how (never `Status::Ok`).
+    /// It did not end well: how (never `Status::Ok`; a program killed by a signal no limit
+    /// explains is a `RuntimeError`, its signal in the run).
     Run(Status),
     /// The program never parsed.
     SyntaxError,
@@ -242,10 +243,13 @@ fn run_tests(
     workers: usize,
 ) -> Result<Vec<TestResult>, RunError> {
     let n = req.tests.len();
-    let budget = Mutex::new(req.keep.files.as_ref().map_or((0, 0), |f| (f.count, f.bytes)));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<TestResult, RunError>>>> = Mutex::new((0..n).map(|_| None).collect());
+    let done = Mutex::new(Finished {
+        results: (0..n).map(|_| None).collect(),
+        frontier: 0,
+        left: req.keep.files.as_ref().map_or((0, 0), |f| (f.count, f.bytes)),
+    });
     let work = || {
         loop {
             let i = next.fetch_add(1, Ordering::SeqCst);
@@ -264,7 +268,7 @@ fn run_tests(
                 ))
             } else {
                 one(exec, lang, p, req, &req.tests[i]).map(|mut r| {
-                    keep(&mut r, &req.keep, &budget);
+                    trim(&mut r, &req.keep);
                     r
                 })
             };
@@ -272,7 +276,7 @@ fn run_tests(
             if failed && (req.stop_on_failure || result.is_err()) {
                 stop.store(true, Ordering::SeqCst);
             }
-            results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
+            done.lock().unwrap_or_else(PoisonError::into_inner).store(i, result);
         }
     };
     std::thread::scope(|s| {
@@ -282,7 +286,7 @@ fn run_tests(
         work();
     });
     let mut out = Vec::with_capacity(n);
-    for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    for r in done.into_inner().unwrap_or_else(PoisonError::into_inner).results {
         match r {
             Some(Ok(t)) => out.push(t),
             // an error that stopped the others is the answer, not the tests it made skip
@@ -293,13 +297,32 @@ fn run_tests(
     Ok(out)
 }
 
-fn never_ran() -> TestResult {
-    TestResult::without_run(TestVerdict::Run(Status::InternalError), Some("the test was never run".into()))
+/// The tests' results as they come in, and the files they may still keep: those are
+/// spent in the tests' order (whichever finishes first), so the same request keeps the
+/// same files.
+struct Finished {
+    results: Vec<Option<Result<TestResult, RunError>>>,
+    /// Every test before it has finished and spent its share.
+    frontier: usize,
+    /// Files and bytes left for the tests from the frontier on.
+    left: (usize, u64),
 }
 
-/// Trims a checked test's result to what it keeps: `budget` is the files and bytes left for
-/// all tests.
-fn keep(r: &mut TestResult, keep: &Keep, budget: &Mutex<(usize, u64)>) {
+impl Finished {
+    fn store(&mut self, i: usize, result: Result<TestResult, RunError>) {
+        self.results[i] = Some(result);
+        while let Some(Some(r)) = self.results.get_mut(self.frontier) {
+            if let Ok(t) = r {
+                spend(t, &mut self.left);
+            }
+            self.frontier += 1;
+        }
+    }
+}
+
+/// Trims a checked test's result to what it may keep: its output, and the wanted files
+/// within the caps of all tests (what is left of them is settled in test order, `spend`).
+fn trim(r: &mut TestResult, keep: &Keep) {
     let Some(run) = r.run.as_mut() else { return };
     for (out, truncated) in [(&mut run.stdout, &mut run.stdout_truncated), (&mut run.stderr, &mut run.stderr_truncated)]
     {
@@ -310,27 +333,40 @@ fn keep(r: &mut TestResult, keep: &Keep, budget: &Mutex<(usize, u64)>) {
         }
     }
     let Some(files) = &keep.files else { return };
-    let mut left = budget.lock().unwrap_or_else(PoisonError::into_inner);
-    let before = run.files.len();
-    run.files.retain(|f| {
+    let mut left = (files.count, files.bytes);
+    run.files.retain(|f| (files.wanted)(&f.path));
+    keep_within(&mut run.files, &mut run.files_truncated, &mut left);
+}
+
+/// A test's files within what all tests may still keep.
+fn spend(r: &mut TestResult, left: &mut (usize, u64)) {
+    if let Some(run) = r.run.as_mut() {
+        keep_within(&mut run.files, &mut run.files_truncated, left);
+    }
+}
+
+fn keep_within(files: &mut Vec<crate::run::OutputFile>, truncated: &mut bool, left: &mut (usize, u64)) {
+    let before = files.len();
+    files.retain(|f| {
         let size = match &f.content {
             crate::run::FileContent::File { bytes, .. } => bytes.len() as u64,
             crate::run::FileContent::Symlink(t) => t.len() as u64,
         };
-        if !(files.wanted)(&f.path) {
-            return false;
-        }
         if left.0 == 0 || size > left.1 {
-            run.files_truncated = true;
+            *truncated = true;
             return false;
         }
         left.0 -= 1;
         left.1 -= size;
         true
     });
-    if run.files.len() < before {
-        run.files.shrink_to_fit();
+    if files.len() < before {
+        files.shrink_to_fit();
     }
+}
+
+fn never_ran() -> TestResult {
+    TestResult::without_run(TestVerdict::Run(Status::InternalError), Some("the test was never run".into()))
 }
 
 /// Runs one test and checks its output.
@@ -355,7 +391,10 @@ fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Te
         None => None,
     };
     if run.status != Status::Ok {
-        result.verdict = TestVerdict::Run(run.status);
+        // a judge calls a crash a runtime error, whatever signal ended it (an uncaught C++
+        // exception aborts); the signal is in the run
+        let status = if run.status == Status::Signaled { Status::RuntimeError } else { run.status };
+        result.verdict = TestVerdict::Run(status);
         result.message.clone_from(&run.message);
         result.run = Some(run);
         return Ok(result);

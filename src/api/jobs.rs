@@ -226,7 +226,8 @@ impl Jobs {
         self.expire(&mut inner);
         let Some(job) = inner.jobs.get_mut(id) else { return Ok(None) };
         if job.view.status.finished() {
-            return Err(ApiError::Conflict(format!("job {id} has already ended ({:?})", job.view.status)));
+            let state = serde_json::to_value(job.view.status).unwrap_or_default();
+            return Err(ApiError::Conflict(format!("job {id} has already ended ({})", state.as_str().unwrap_or("?"))));
         }
         job.cancel.cancel();
         let _ = job.cancelled.send(true);

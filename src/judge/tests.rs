@@ -325,3 +325,48 @@ fn a_checked_test_keeps_only_what_the_response_shows() {
     assert_eq!(names(1), ["f0.txt"], "four files for all tests together");
     assert!(j.tests[1].run.as_ref().unwrap().files_truncated);
 }
+
+#[test]
+fn files_are_kept_in_test_order_whichever_finishes_first() {
+    fn writes(stdin: &str) -> RunOutcome {
+        // the first test is the slowest: the others finish before it
+        if stdin == "0" {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut o = ended(Status::Ok, "");
+        o.files = (0..3)
+            .map(|i| OutputFile {
+                path: format!("{stdin}-{i}.txt"),
+                content: FileContent::File { bytes: vec![b'y'; 10], executable: false },
+            })
+            .collect();
+        o
+    }
+    let f = fake(writes);
+    let mut r = request("x", ["0", "1", "2"].iter().map(|s| test(s, "")).collect());
+    for t in &mut r.tests {
+        t.expected = Expected::Nothing;
+    }
+    r.keep = Keep {
+        output: 100,
+        files: Some(FileKeep { wanted: std::sync::Arc::new(|_: &str| true), count: 4, bytes: 1000 }),
+    };
+    let j = judge(&f, &lang("c"), r, &mut |_| 3).unwrap();
+    let kept: Vec<usize> = j.tests.iter().map(|t| t.run.as_ref().unwrap().files.len()).collect();
+    assert_eq!(kept, [3, 1, 0], "the budget goes to the tests in their order");
+    assert!(!j.tests[0].run.as_ref().unwrap().files_truncated);
+    assert!(j.tests[1].run.as_ref().unwrap().files_truncated && j.tests[2].run.as_ref().unwrap().files_truncated);
+}
+
+#[test]
+fn a_crash_is_a_runtime_error_for_a_judge() {
+    fn aborts(_: &str) -> RunOutcome {
+        let mut o = ended(Status::Signaled, "");
+        o.signal = Some(6);
+        o
+    }
+    let f = fake(aborts);
+    let j = judge(&f, &lang("c"), request("x", vec![test("", "1")]), &mut |_| 1).unwrap();
+    assert_eq!(verdicts(&j), ["runtime_error"]);
+    assert_eq!(j.tests[0].run.as_ref().unwrap().signal, Some(6), "the signal is still there");
+}
