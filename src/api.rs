@@ -86,6 +86,8 @@ pub struct Policy {
     pub concurrency: usize,
     /// Requests that may wait.
     pub queue: usize,
+    /// Part of every compile cache key.
+    pub compile_cache_epoch: String,
     /// How long finished jobs are kept.
     pub job_retention: Duration,
     /// Jobs queued or running at once.
@@ -107,6 +109,7 @@ impl From<&Settings> for Policy {
             api_keys: s.api_keys.clone(),
             concurrency: s.concurrency,
             queue: s.queue,
+            compile_cache_epoch: s.compile_cache_epoch.clone(),
             job_retention: s.job_retention,
             max_pending_jobs: s.max_pending_jobs,
             max_finished_jobs: s.max_finished_jobs,

@@ -79,11 +79,14 @@ pub struct CompileCacheConfig {
     pub dir: String,
     /// Its bound, MiB; least recently used entries go first.
     pub max_mb: u64,
+    /// Part of every key: change it to stop reusing older compiles (after upgrading a
+    /// toolchain of the host's root whose version string stayed the same).
+    pub epoch: String,
 }
 
 impl Default for CompileCacheConfig {
     fn default() -> Self {
-        Self { enabled: true, dir: "/var/lib/codeexec/compile-cache".into(), max_mb: 1024 }
+        Self { enabled: true, dir: "/var/lib/codeexec/compile-cache".into(), max_mb: 1024, epoch: String::new() }
     }
 }
 
@@ -352,6 +355,8 @@ pub struct Settings {
     pub max_limits: LimitTable,
     /// The compile cache's directory and bound, when enabled.
     pub compile_cache: Option<(PathBuf, u64)>,
+    /// Part of every compile cache key.
+    pub compile_cache_epoch: String,
     /// How long finished jobs are kept.
     pub job_retention: Duration,
     /// Jobs queued or running at once.
@@ -449,6 +454,7 @@ impl Config {
         let callbacks = self.callback_policy(&mut warnings)?;
         Ok(Settings {
             compile_cache,
+            compile_cache_epoch: self.compile_cache.epoch.clone(),
             job_retention: Duration::from_secs(j.retention_s),
             max_pending_jobs: usize::try_from(j.max_pending).unwrap_or(usize::MAX),
             max_finished_jobs: usize::try_from(j.max_finished).unwrap_or(usize::MAX),

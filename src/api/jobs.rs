@@ -74,6 +74,8 @@ pub(super) struct CallbackView {
 
 struct Job {
     view: JobView,
+    /// The API key that submitted it (None: a local caller).
+    owner: Option<usize>,
     /// Bytes held for it: its request while pending, its result once finished.
     bytes: usize,
     cancel: Cancel,
@@ -131,7 +133,12 @@ impl Jobs {
     /// Accepts a job whose request is `bytes` long (queued), or `Busy` when `max_pending`
     /// jobs are queued or running, or their requests and the results kept would be over the
     /// memory bound even with every finished job forgotten.
-    pub(super) fn accept(&self, callback: Option<&Target>, bytes: usize) -> Result<Accepted, ApiError> {
+    pub(super) fn accept(
+        &self,
+        callback: Option<&Target>,
+        bytes: usize,
+        owner: Option<usize>,
+    ) -> Result<Accepted, ApiError> {
         let mut inner = self.lock();
         self.expire(&mut inner);
         if inner.pending >= self.max_pending {
@@ -164,15 +171,18 @@ impl Jobs {
         };
         inner.pending += 1;
         inner.bytes += bytes;
-        inner.jobs.insert(id.clone(), Job { view, bytes, cancel: cancel.clone(), cancelled: tx, finished: None });
+        inner
+            .jobs
+            .insert(id.clone(), Job { view, owner, bytes, cancel: cancel.clone(), cancelled: tx, finished: None });
         Ok(Accepted { id, cancel, cancelled: rx })
     }
 
-    /// The job's state, if it is known.
-    pub(super) fn get(&self, id: &str) -> Option<JobView> {
+    /// The job's state, if it is known and `viewer` may see it (None: any job; a key: the
+    /// jobs it submitted).
+    pub(super) fn get(&self, id: &str, viewer: Option<usize>) -> Option<JobView> {
         let mut inner = self.lock();
         self.expire(&mut inner);
-        inner.jobs.get(id).map(|j| j.view.clone())
+        inner.jobs.get(id).filter(|j| visible(j, viewer)).map(|j| j.view.clone())
     }
 
     /// Marks a queued job running; false if it was cancelled meanwhile.
@@ -221,10 +231,10 @@ impl Jobs {
 
     /// Cancels a queued or running job (its run is killed). `Ok(None)`: no such job;
     /// `Err`: it had already ended.
-    pub(super) fn cancel(&self, id: &str, why: &str) -> Result<Option<JobView>, ApiError> {
+    pub(super) fn cancel(&self, id: &str, why: &str, viewer: Option<usize>) -> Result<Option<JobView>, ApiError> {
         let mut inner = self.lock();
         self.expire(&mut inner);
-        let Some(job) = inner.jobs.get_mut(id) else { return Ok(None) };
+        let Some(job) = inner.jobs.get_mut(id).filter(|j| visible(j, viewer)) else { return Ok(None) };
         if job.view.status.finished() {
             let state = serde_json::to_value(job.view.status).unwrap_or_default();
             return Err(ApiError::Conflict(format!("job {id} has already ended ({})", state.as_str().unwrap_or("?"))));
@@ -253,7 +263,7 @@ impl Jobs {
             .map(|(k, _)| k.clone())
             .collect();
         for id in ids {
-            let _ = self.cancel(&id, "the daemon is stopping");
+            let _ = self.cancel(&id, "the daemon is stopping", None);
         }
     }
 
@@ -296,6 +306,11 @@ impl Jobs {
     }
 }
 
+/// Whether `viewer` may see the job: local callers see all, a key its own.
+fn visible(job: &Job, viewer: Option<usize>) -> bool {
+    viewer.is_none() || job.owner == viewer
+}
+
 /// Forgets the oldest finished job; false when there is none.
 fn forget_oldest(inner: &mut Inner) -> bool {
     let Some(id) = inner.finished.pop_front() else { return false };
@@ -321,42 +336,53 @@ mod tests {
     #[test]
     fn a_job_goes_from_queued_to_done_and_is_forgotten_after_its_retention() {
         let jobs = Jobs::new(Duration::from_millis(50), 2, 10, 1 << 20);
-        let a = jobs.accept(None, 10).unwrap();
-        assert_eq!(jobs.get(&a.id).unwrap().status, State::Queued);
+        let a = jobs.accept(None, 10, None).unwrap();
+        assert_eq!(jobs.get(&a.id, None).unwrap().status, State::Queued);
         assert!(jobs.start(&a.id));
-        assert_eq!(jobs.get(&a.id).unwrap().status, State::Running);
+        assert_eq!(jobs.get(&a.id, None).unwrap().status, State::Running);
         let v = jobs.finish(&a.id, Ok(serde_json::json!({"status": "ok"}))).unwrap();
         assert_eq!(v.status, State::Done);
         assert_eq!(v.result.unwrap()["status"], "ok");
         assert!(v.finished_at.unwrap() >= v.created_at);
         assert_eq!(jobs.pending(), 0);
         std::thread::sleep(Duration::from_millis(60));
-        assert!(jobs.get(&a.id).is_none(), "gone after its retention");
+        assert!(jobs.get(&a.id, None).is_none(), "gone after its retention");
     }
 
     #[test]
     fn pending_jobs_are_bounded_and_finished_ones_too() {
         let jobs = Jobs::new(Duration::from_secs(3600), 2, 1, 1 << 20);
-        let a = jobs.accept(None, 10).unwrap();
-        let _b = jobs.accept(None, 10).unwrap();
-        assert_eq!(jobs.accept(None, 10).err(), Some(ApiError::Busy));
+        let a = jobs.accept(None, 10, None).unwrap();
+        let _b = jobs.accept(None, 10, None).unwrap();
+        assert_eq!(jobs.accept(None, 10, None).err(), Some(ApiError::Busy));
         jobs.finish(&a.id, Err(ApiError::Internal("x".into()))).unwrap();
-        let c = jobs.accept(None, 10).unwrap();
-        assert_eq!(jobs.get(&a.id).unwrap().status, State::Failed);
-        jobs.cancel(&c.id, "asked").unwrap().unwrap();
-        assert!(jobs.get(&a.id).is_none(), "the oldest finished job went beyond the bound");
+        let c = jobs.accept(None, 10, None).unwrap();
+        assert_eq!(jobs.get(&a.id, None).unwrap().status, State::Failed);
+        jobs.cancel(&c.id, "asked", None).unwrap().unwrap();
+        assert!(jobs.get(&a.id, None).is_none(), "the oldest finished job went beyond the bound");
+    }
+
+    #[test]
+    fn a_key_sees_only_its_own_jobs() {
+        let jobs = Jobs::new(Duration::from_secs(3600), 5, 5, 1 << 20);
+        let a = jobs.accept(None, 10, Some(0)).unwrap();
+        assert!(jobs.get(&a.id, Some(0)).is_some());
+        assert!(jobs.get(&a.id, None).is_some(), "the local operator sees every job");
+        assert!(jobs.get(&a.id, Some(1)).is_none(), "another key does not");
+        assert!(jobs.cancel(&a.id, "x", Some(1)).unwrap().is_none());
+        assert_eq!(jobs.cancel(&a.id, "x", Some(0)).unwrap().unwrap().status, State::Cancelled);
     }
 
     #[test]
     fn requests_and_results_held_are_bounded_in_bytes() {
         let jobs = Jobs::new(Duration::from_secs(3600), 10, 10, 1000);
-        let a = jobs.accept(None, 600).unwrap();
-        assert_eq!(jobs.accept(None, 600).err(), Some(ApiError::Busy), "two requests would be over");
+        let a = jobs.accept(None, 600, None).unwrap();
+        assert_eq!(jobs.accept(None, 600, None).err(), Some(ApiError::Busy), "two requests would be over");
         let big = serde_json::json!({"out": "x".repeat(700)});
         jobs.finish(&a.id, Ok(big)).unwrap();
         // the result replaced the request; a new request needs its room, so the result goes
-        let b = jobs.accept(None, 600).unwrap();
-        assert!(jobs.get(&a.id).is_none(), "the oldest result was forgotten to make room");
+        let b = jobs.accept(None, 600, None).unwrap();
+        assert!(jobs.get(&a.id, None).is_none(), "the oldest result was forgotten to make room");
         jobs.finish(&b.id, Err(ApiError::Internal("x".into()))).unwrap();
         assert_eq!(jobs.lock().bytes, 0, "a failed job holds nothing");
     }
@@ -364,15 +390,15 @@ mod tests {
     #[test]
     fn cancelling_tells_the_task_and_an_ended_job_cannot_be_cancelled() {
         let jobs = Jobs::new(Duration::from_secs(3600), 5, 5, 1 << 20);
-        let a = jobs.accept(None, 10).unwrap();
-        let v = jobs.cancel(&a.id, "asked").unwrap().unwrap();
+        let a = jobs.accept(None, 10, None).unwrap();
+        let v = jobs.cancel(&a.id, "asked", None).unwrap().unwrap();
         assert_eq!(v.status, State::Cancelled);
         assert!(*a.cancelled.borrow(), "a queued task stops waiting");
         assert!(!jobs.start(&a.id), "a cancelled job never starts");
         let v = jobs.finish(&a.id, Ok(serde_json::json!(1))).unwrap();
         assert_eq!(v.status, State::Cancelled, "a late result does not undo the cancel");
-        assert!(matches!(jobs.cancel(&a.id, "again"), Err(ApiError::Conflict(_))));
-        assert!(jobs.cancel("nope", "x").unwrap().is_none());
+        assert!(matches!(jobs.cancel(&a.id, "again", None), Err(ApiError::Conflict(_))));
+        assert!(jobs.cancel("nope", "x", None).unwrap().is_none());
         assert_eq!(jobs.pending(), 0);
     }
 }

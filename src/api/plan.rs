@@ -56,8 +56,10 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> 
     let table = limit_table(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default(), "limits")?;
     let limits = to_limits(&table)?;
     let files = dto.return_files.map(file_filter).transpose()?.flatten();
-    let cache =
-        api.compile_cache.as_ref().map(|c| CacheRef { cache: Arc::clone(c), toolchain: toolchain(lang, &version) });
+    let cache = api.compile_cache.as_ref().map(|c| CacheRef {
+        cache: Arc::clone(c),
+        toolchain: toolchain(lang, &version, &api.policy.compile_cache_epoch),
+    });
     let judge_only = [
         ("checker", dto.checker.is_some()),
         ("stop_on_first_failure", dto.stop_on_first_failure.is_some()),
@@ -118,10 +120,11 @@ fn keep(files: Option<&FileFilter>) -> judge::Keep {
     }
 }
 
-/// What tells a toolchain apart in the compile cache: its version and the root it runs on.
-fn toolchain(lang: &Language, version: &str) -> String {
+/// What tells a toolchain apart in the compile cache: its version, the root it runs on,
+/// the operator's epoch, and this codeexec's version.
+fn toolchain(lang: &Language, version: &str, epoch: &str) -> String {
     let root = lang.placement.image.as_ref().map_or("host", |i| i.digest.as_str());
-    format!("{version}\0{root}")
+    format!("{version}\0{root}\0{epoch}\0{}", env!("CARGO_PKG_VERSION"))
 }
 
 fn source(

@@ -91,7 +91,7 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
         run: RunLog::default(),
     };
     let result = match authorize(&api, &req, peer) {
-        Ok(()) => route(&api, req, &log.request_id, &mut log.run).await,
+        Ok(caller) => route(&api, req, caller, &log.request_id, &mut log.run).await,
         Err(e) => Err(e),
     };
     let mut resp = result.unwrap_or_else(|e| {
@@ -162,25 +162,41 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     }
 }
 
-async fn route(api: &Arc<Api>, req: Request<Incoming>, request_id: &str, log: &mut RunLog) -> Result<Resp, ApiError> {
+async fn route(
+    api: &Arc<Api>,
+    req: Request<Incoming>,
+    caller: Caller,
+    request_id: &str,
+    log: &mut RunLog,
+) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
     let (endpoint, id) = select(req.method(), &path)?;
     match endpoint {
         Endpoint::Execute => execute(api, req, request_id, log).await,
-        Endpoint::SubmitJob => job_routes::submit(api, req, log).await,
-        Endpoint::GetJob => job_routes::get(api, id),
-        Endpoint::CancelJob => job_routes::cancel(api, id),
+        Endpoint::SubmitJob => job_routes::submit(api, req, caller, log).await,
+        Endpoint::GetJob => job_routes::get(api, id, caller),
+        Endpoint::CancelJob => job_routes::cancel(api, id, caller),
         Endpoint::Languages => Ok(languages(api)),
         Endpoint::Health => Ok(health(api)),
         Endpoint::Version => Ok(version()),
     }
 }
 
+/// Who is asking: what a job's owner is, so only its owner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// The Unix socket (its file permissions are the access control), or TCP with no keys
+    /// configured: sees every job.
+    Local,
+    /// TCP with the API key at this index: sees its own jobs.
+    Key(usize),
+}
+
 /// On TCP with keys configured: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, compared in
 /// constant time against every key.
-fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<(), ApiError> {
+fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, ApiError> {
     if matches!(peer, Peer::Unix) || api.policy.api_keys.is_empty() {
-        return Ok(());
+        return Ok(Caller::Local);
     }
     let headers = req.headers();
     let given = headers
@@ -189,11 +205,14 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<(), ApiEr
         .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer))
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
-    let mut ok = subtle::Choice::from(0);
-    for key in &api.policy.api_keys {
-        ok |= key.as_bytes().ct_eq(given.as_bytes());
+    // every key compared, whichever matches
+    let mut found = None;
+    for (i, key) in api.policy.api_keys.iter().enumerate() {
+        if bool::from(key.as_bytes().ct_eq(given.as_bytes())) {
+            found = Some(i);
+        }
     }
-    if bool::from(ok) { Ok(()) } else { Err(ApiError::Unauthorized) }
+    found.map(Caller::Key).ok_or(ApiError::Unauthorized)
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme in any case, RFC 7235).

@@ -13,11 +13,16 @@ use super::super::jobs;
 use super::super::plan::{Planned, plan};
 use super::super::types::ExecuteRequest;
 use super::super::{Api, json};
-use super::{Resp, RunLog, perform, read_json_body};
+use super::{Caller, Resp, RunLog, perform, read_json_body};
 use crate::callback;
 
 /// `POST /v1/jobs`: checked like `POST /v1/execute` (and its callback URL), then queued.
-pub(super) async fn submit(api: &Arc<Api>, req: Request<Incoming>, log: &mut RunLog) -> Result<Resp, ApiError> {
+pub(super) async fn submit(
+    api: &Arc<Api>,
+    req: Request<Incoming>,
+    caller: Caller,
+    log: &mut RunLog,
+) -> Result<Resp, ApiError> {
     // the place bounds the bodies read at once; the job then waits in the jobs' own queue
     let ticket = api.limiter.admit()?;
     let body = read_json_body(api, req).await?;
@@ -33,9 +38,9 @@ pub(super) async fn submit(api: &Arc<Api>, req: Request<Incoming>, log: &mut Run
         ),
         None => None,
     };
-    let accepted = api.jobs.accept(target.as_ref(), body.len())?;
+    let accepted = api.jobs.accept(target.as_ref(), body.len(), owner(caller))?;
     drop(ticket);
-    let view = api.jobs.get(&accepted.id).ok_or_else(|| ApiError::Internal("a job vanished".into()))?;
+    let view = api.jobs.get(&accepted.id, None).ok_or_else(|| ApiError::Internal("a job vanished".into()))?;
     tokio::spawn(run_job(Arc::clone(api), accepted, planned, target));
     let mut resp = json(StatusCode::ACCEPTED, &view);
     if let Ok(v) = HeaderValue::from_str(&view.status_url) {
@@ -85,13 +90,23 @@ async fn run_job(api: Arc<Api>, job: jobs::Accepted, planned: Planned, target: O
     api.jobs.callback_state(&job.id, if delivered { "delivered" } else { "failed" }, Some(&d));
 }
 
-pub(super) fn get(api: &Api, id: &str) -> Result<Resp, ApiError> {
-    let view = api.jobs.get(id).ok_or_else(|| unknown_job(api, id))?;
+/// Whose job it is: a key's jobs are its own; local callers see every job.
+fn owner(caller: Caller) -> Option<usize> {
+    match caller {
+        Caller::Local => None,
+        Caller::Key(i) => Some(i),
+    }
+}
+
+/// `GET /v1/jobs/{id}`: a job another key submitted is not found.
+pub(super) fn get(api: &Api, id: &str, caller: Caller) -> Result<Resp, ApiError> {
+    let view = api.jobs.get(id, owner(caller)).ok_or_else(|| unknown_job(api, id))?;
     Ok(json(StatusCode::OK, &view))
 }
 
-pub(super) fn cancel(api: &Api, id: &str) -> Result<Resp, ApiError> {
-    let view = api.jobs.cancel(id, "cancelled by DELETE")?.ok_or_else(|| unknown_job(api, id))?;
+/// `DELETE /v1/jobs/{id}`.
+pub(super) fn cancel(api: &Api, id: &str, caller: Caller) -> Result<Resp, ApiError> {
+    let view = api.jobs.cancel(id, "cancelled by DELETE", owner(caller))?.ok_or_else(|| unknown_job(api, id))?;
     Ok(json(StatusCode::OK, &view))
 }
 

@@ -247,3 +247,21 @@ async fn a_judge_request_answers_per_test_in_order() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_its_keys_own() {
+    const A: &str = "0123456789abcdef-key-a";
+    const B: &str = "0123456789abcdef-key-b";
+    let s = Server::start(|c| c.server.api_keys = vec![A.into(), B.into()]).await;
+    let r = s.tcp(Some(A)).await.post_json("/v1/jobs", &json!({"language": "bash", "code": "x"})).await.unwrap();
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/jobs/{id}");
+    assert_eq!(s.tcp(Some(A)).await.get(&path).await.unwrap().status, StatusCode::OK);
+    let r = s.tcp(Some(B)).await.get(&path).await.unwrap();
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found", "no job");
+    let r = s.tcp(Some(B)).await.send(Method::DELETE, &path, None, Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "another key cannot cancel it");
+    assert_eq!(job(&s, &id).await["id"], id.as_str(), "the Unix socket sees every job");
+    s.shutdown().await;
+}
