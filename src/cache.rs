@@ -134,7 +134,20 @@ impl CompileCache {
             index.entries.insert(key, Entry { bytes, used: index.clock });
         }
         let cache = CompileCache { entries, tmp, max_bytes, index: Mutex::new(index) };
-        cache.evict(&mut cache.lock());
+        {
+            let mut index = cache.lock();
+            // an entry kept under a larger bound than this one's share goes too
+            let large: Vec<Key> = index
+                .entries
+                .iter()
+                .filter(|(_, e)| e.bytes > max_bytes / ENTRY_SHARE)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in large {
+                cache.remove(&mut index, &k);
+            }
+            cache.evict(&mut index);
+        }
         Ok(cache)
     }
 

@@ -56,11 +56,23 @@ fn the_least_recently_used_entries_go_first() {
     let on_disk = fs::read_dir(dir.path().join("entries")).unwrap().count();
     assert_eq!(on_disk, c.stats().entries, "evicted entries leave the disk");
 
-    // the bound holds at open too, oldest first
+    // the bound holds at open too, oldest first; under a bound whose share an entry is
+    // over, that entry goes
     drop(c);
-    let c = CompileCache::open(dir.path(), 25_000).unwrap();
-    assert!(c.stats().bytes <= 25_000);
-    assert!(c.get(&fourth).is_some());
+    let c = CompileCache::open(dir.path(), 1 << 20).unwrap();
+    let more: Vec<Key> = (4..7).map(|i| Key::new(&[format!("k{i}").as_bytes()])).collect();
+    for k in &more {
+        c.put(k, &artifact(k.as_str(), 9000)).unwrap();
+    }
+    assert_eq!(c.stats().entries, 6);
+    drop(c);
+    let c = CompileCache::open(dir.path(), 60_000).unwrap();
+    assert!(c.stats().bytes <= 60_000 && c.stats().entries >= 3, "{:?}", c.stats());
+    assert!(c.get(&more[2]).is_some(), "the newest stays");
+    assert!(c.get(&keys[2]).is_none(), "the oldest went");
+    drop(c);
+    let c = CompileCache::open(dir.path(), 40_000).unwrap();
+    assert_eq!(c.stats().entries, 0, "every entry is over a quarter of 40 000 bytes");
 }
 
 #[test]

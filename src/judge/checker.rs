@@ -170,17 +170,19 @@ fn json_eq(e: &Value, a: &Value, tolerance: Option<(f64, f64)>, path: &mut Strin
     let differ = |path: &str| Err((path.to_owned(), format!("expected {}, got {}", quote_json(e), quote_json(a))));
     match (e, a) {
         (Value::Number(x), Value::Number(y)) => {
-            let same = match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-                (Some(i), Some(j), _, _) => i == j,
-                (_, _, Some(i), Some(j)) => i == j,
-                _ => {
-                    let (fx, fy) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-                    match tolerance {
-                        Some((abs, rel)) => close(fx, fy, abs, rel),
-                        #[allow(clippy::float_cmp)]
-                        None => fx == fy,
-                    }
-                }
+            // integers exactly (no f64 rounding), else as floats; with a tolerance, either
+            let exact = match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(i), Some(j), _, _) => Some(i == j),
+                (_, _, Some(i), Some(j)) => Some(i == j),
+                _ => None,
+            };
+            let (fx, fy) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let same = match (exact, tolerance) {
+                (Some(true), _) => true,
+                (_, Some((abs, rel))) => close(fx, fy, abs, rel),
+                (Some(false), None) => false,
+                #[allow(clippy::float_cmp)]
+                (None, None) => fx == fy,
             };
             if same { Ok(()) } else { differ(path) }
         }
@@ -307,5 +309,8 @@ mod tests {
         assert!(c.check_json(&json!({"a": 1}), &json!({"b": 1})).unwrap_err().contains("key \"a\""));
         assert!(c.check_json(&json!(u64::MAX), &json!(u64::MAX)).is_ok());
         assert!(c.check_json(&json!(u64::MAX), &json!(u64::MAX - 1)).is_err());
+        // with a tolerance, integers are numbers like any other
+        assert!(FLOAT.check_json(&json!(1_000_000), &json!(1_000_001)).is_ok(), "relative 1e-6");
+        assert!(FLOAT.check_json(&json!(1000), &json!(1001)).is_err());
     }
 }
