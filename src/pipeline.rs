@@ -10,11 +10,13 @@
 //! every good program a second interpreter start. A compiler's own messages tell its syntax
 //! errors from its other errors (`diagnostics`).
 
+mod compile;
 mod java;
 
+pub use compile::{CacheRef, CacheUse};
+use compile::{Compiled, compile};
 use java::{java_main_class, java_public_class};
 
-use crate::cache::{Artifact, CompileCache, Key};
 use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
@@ -134,35 +136,6 @@ struct Resolved {
     entry: String,
     sources: Vec<String>,
     main_class: Option<String>,
-}
-
-/// The compile cache a request may use, and what tells its toolchain apart (version and
-/// image), part of every key.
-#[derive(Debug, Clone)]
-pub struct CacheRef {
-    /// The cache.
-    pub cache: std::sync::Arc<CompileCache>,
-    /// The toolchain's version and the root it runs on.
-    pub toolchain: String,
-}
-
-/// Whether the compile was found in the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheUse {
-    /// It was: the compiler did not run.
-    Hit,
-    /// It was not: the compiler ran (and its output was kept if it succeeded).
-    Miss,
-}
-
-impl CacheUse {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheUse::Hit => "hit",
-            CacheUse::Miss => "miss",
-        }
-    }
 }
 
 /// A program ready to run as often as asked: its syntax check (when it comes first) and
@@ -296,34 +269,7 @@ pub fn prepare(
     };
     let limits = c.limits.over(&lang::compile_defaults());
     let request = stage_request(lang, &c.command, &c.env, &r, &r.files, limits, &[], &[], cancel, true);
-    let key = cache.map(|cr| cache_key(lang, cr, &request));
-    let hit = cache.zip(key.as_ref()).and_then(|(cr, k)| cr.cache.get(k));
-    let (mut o, outputs, truncated, used) = match hit {
-        Some(a) => (cached_outcome(&a), a.files, false, Some(CacheUse::Hit)),
-        None => {
-            let mut o = exec.execute(&request)?;
-            let outputs: Vec<InputFile> = std::mem::take(&mut o.files)
-                .into_iter()
-                .filter_map(|f| match f.content {
-                    // symlinks the compiler made are not carried: a program needs none
-                    FileContent::File { bytes, executable } => {
-                        Some(InputFile { path: f.path, contents: bytes, executable })
-                    }
-                    FileContent::Symlink(_) => None,
-                })
-                .collect();
-            let truncated = o.files_truncated;
-            if let (Some(cr), Some(k)) = (cache, &key) {
-                if o.status == Status::Ok && !truncated {
-                    let a = Artifact { files: outputs.clone(), stdout: o.stdout.clone(), stderr: o.stderr.clone() };
-                    if let Err(e) = cr.cache.put(k, &a) {
-                        tracing::warn!(error = %e, "could not keep a compile in the cache");
-                    }
-                }
-            }
-            (o, outputs, truncated, cache.map(|_| CacheUse::Miss))
-        }
-    };
+    let Compiled { outcome: mut o, outputs, truncated, used } = compile(exec, lang, &request, cache)?;
     out.diagnostics.extend(parse(c.diagnostics, &o, &r.files));
     if let Some(text) = diagnostics::human_output(c.diagnostics, &String::from_utf8_lossy(&o.stderr)) {
         o.stderr = text.into_bytes();
@@ -355,45 +301,6 @@ pub fn prepare(
     let total: u64 = outputs.iter().map(|f| f.contents.len() as u64).sum();
     let disk_floor = total.saturating_add(total / 4).saturating_add(8 << 20);
     Ok(Prepare::Ready(Prepared { resolved: r, run_files: outputs, disk_floor, outcome: out }))
-}
-
-/// The key of a compile: the language, its toolchain, and everything the compiler gets.
-fn cache_key(lang: &Language, cr: &CacheRef, req: &RunRequest) -> Key {
-    let mut parts: Vec<Vec<u8>> = vec![lang.id.clone().into_bytes(), cr.toolchain.clone().into_bytes()];
-    parts.push(req.argv.join("\0").into_bytes());
-    let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    parts.push(env.join("\0").into_bytes());
-    let limits = &req.limits;
-    parts.push(format!("{}:{}", limits.memory_bytes, limits.disk_bytes).into_bytes());
-    let mut files: Vec<&InputFile> = req.files.iter().collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    for f in files {
-        parts.push(f.path.clone().into_bytes());
-        parts.push(vec![u8::from(f.executable)]);
-        parts.push(f.contents.clone());
-    }
-    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    Key::new(&refs)
-}
-
-/// A compile taken from the cache, as if it had just run, in no time.
-fn cached_outcome(a: &Artifact) -> RunOutcome {
-    RunOutcome {
-        status: Status::Ok,
-        exceeded: None,
-        exit_code: Some(0),
-        signal: None,
-        message: None,
-        stdout: a.stdout.clone(),
-        stderr: a.stderr.clone(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        cpu_time: std::time::Duration::ZERO,
-        wall_time: std::time::Duration::ZERO,
-        memory_peak_bytes: 0,
-        files: Vec::new(),
-        files_truncated: false,
-    }
 }
 
 /// Runs a prepared program once.

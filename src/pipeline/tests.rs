@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::cache::CompileCache;
 use crate::run::OutputFile;
 
 /// Answers each stage by its command's first word, and records the requests.
