@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use callbacks::Callbacks;
+
 use crate::limit::Limits;
 
 /// Variables with the prefix that are not configuration keys: the log filter, the test
@@ -108,38 +110,6 @@ pub struct Jobs {
 impl Default for Jobs {
     fn default() -> Self {
         Self { retention_s: 3600, max_pending: 1000, max_finished: 10_000, max_memory_mb: 1024 }
-    }
-}
-
-/// `[callbacks]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Callbacks {
-    /// The HMAC-SHA256 key signing callbacks; empty: unsigned (warned at start).
-    pub secret: String,
-    /// Networks callbacks may reach although they are loopback, private, link-local…
-    /// (`["10.0.0.0/8", "127.0.0.1/32"]`).
-    pub allow_networks: Vec<String>,
-    /// Tries in all.
-    pub attempts: u32,
-    /// The wait before the first retry, ms (it doubles for each later one).
-    pub backoff_ms: u64,
-    /// One try's time limit, ms.
-    pub timeout_ms: u64,
-    /// A PEM file of CA certificates trusted for https callbacks besides the built-in roots.
-    pub ca_file: String,
-}
-
-impl Default for Callbacks {
-    fn default() -> Self {
-        Self {
-            secret: String::new(),
-            allow_networks: Vec::new(),
-            attempts: 5,
-            backoff_ms: 1000,
-            timeout_ms: 10_000,
-            ca_file: String::new(),
-        }
     }
 }
 
@@ -483,47 +453,6 @@ impl Config {
         })
     }
 
-    /// `[callbacks]` checked: networks parsed, the CA file read.
-    fn callback_policy(&self, warnings: &mut Vec<String>) -> Result<crate::callback::Policy> {
-        let c = &self.callbacks;
-        let invalid = |m: String| ConfigError::Invalid(m);
-        let mut allow_networks = Vec::with_capacity(c.allow_networks.len());
-        for n in &c.allow_networks {
-            allow_networks.push(n.parse().map_err(|e| invalid(format!("callbacks.allow_networks {n:?}: {e}")))?);
-        }
-        if !(1..=20).contains(&c.attempts) {
-            return Err(invalid(format!("callbacks.attempts {}: 1 to 20", c.attempts)));
-        }
-        if !(1..=600_000).contains(&c.timeout_ms) || c.backoff_ms > 600_000 {
-            return Err(invalid("callbacks.timeout_ms: 1 to 600000; callbacks.backoff_ms: at most 600000".into()));
-        }
-        let extra_roots = if c.ca_file.is_empty() {
-            Vec::new()
-        } else {
-            let pem =
-                std::fs::read(&c.ca_file).map_err(|e| invalid(format!("callbacks.ca_file {:?}: {e}", c.ca_file)))?;
-            crate::callback::parse_pem_certificates(&pem)
-                .map_err(|e| invalid(format!("callbacks.ca_file {:?}: {e}", c.ca_file)))?
-        };
-        let secret = if c.secret.is_empty() {
-            warnings.push("callbacks.secret is not set: job callbacks go unsigned".into());
-            None
-        } else if c.secret.len() < 16 {
-            return Err(invalid("callbacks.secret: at least 16 characters".into()));
-        } else {
-            Some(c.secret.clone().into_bytes())
-        };
-        Ok(crate::callback::Policy {
-            secret,
-            allow_networks,
-            attempts: c.attempts,
-            backoff: Duration::from_millis(c.backoff_ms),
-            timeout: Duration::from_millis(c.timeout_ms),
-            extra_roots,
-            ..crate::callback::Policy::default()
-        })
-    }
-
     fn check_limits(&self) -> Result<()> {
         let (d, m) = (&self.limits.default, &self.limits.max);
         for (name, max) in m.fields() {
@@ -638,136 +567,6 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
     Ok(())
 }
 
+mod callbacks;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(text: &str) -> tempfile::NamedTempFile {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), text).unwrap();
-        f
-    }
-
-    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        let s = Config::load(None, []).unwrap().validate().unwrap();
-        assert_eq!(s.unix_socket.as_deref(), Some(Path::new("/run/codeexec/codeexec.sock")));
-        assert!(s.tcp.is_none() && s.api_keys.is_empty());
-        assert!(s.concurrency >= 1);
-        assert_eq!(s.default_limits.memory_mb, 256);
-    }
-
-    #[test]
-    fn callbacks_are_checked_at_start() {
-        let mut c = Config::default();
-        let s = c.validate().unwrap();
-        assert!(s.warnings.iter().any(|w| w.contains("unsigned")));
-        assert!(s.callbacks.secret.is_none());
-        c.callbacks.secret = "0123456789abcdef".into();
-        c.callbacks.allow_networks = vec!["10.0.0.0/8".into()];
-        let s = c.validate().unwrap();
-        assert_eq!(s.callbacks.secret.as_deref(), Some(&b"0123456789abcdef"[..]));
-        assert_eq!(s.callbacks.allow_networks.len(), 1);
-        for (field, bad) in [("allow_networks", "10.0.0.1/8"), ("secret", "short"), ("ca_file", "/nonexistent.pem")] {
-            let mut c = c.clone();
-            match field {
-                "allow_networks" => c.callbacks.allow_networks = vec![bad.into()],
-                "secret" => c.callbacks.secret = bad.into(),
-                _ => c.callbacks.ca_file = bad.into(),
-            }
-            let e = c.validate().unwrap_err().to_string();
-            assert!(e.contains(&format!("callbacks.{field}")), "{e}");
-        }
-    }
-
-    #[test]
-    fn the_example_file_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("codeexec.example.toml");
-        // every key is in the file (not merely defaulted), with its default value
-        let text = std::fs::read_to_string(&path).unwrap();
-        let file: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(toml::Value::Table(file), toml::Value::try_from(Config::default()).unwrap());
-    }
-
-    #[test]
-    fn unknown_keys_and_wrong_types_are_errors() {
-        let e = Config::load(Some(write("[server]\nunix_sockett = \"/x\"\n").path()), []).unwrap_err().to_string();
-        assert!(e.contains("unix_sockett"), "{e}");
-        let e = Config::load(Some(write("[runs]\nqueue = \"many\"\n").path()), []).unwrap_err().to_string();
-        assert!(e.contains("queue") || e.contains("integer"), "{e}");
-        let e = Config::load(Some(write("[nope]\n").path()), []).unwrap_err().to_string();
-        assert!(e.contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let f = write("[server]\ntcp = \"127.0.0.1:1\"\n[limits.max]\nmemory_mb = 512\n");
-        let vars = env(&[
-            ("CODEEXEC_SERVER_TCP", "127.0.0.1:8080"),
-            ("CODEEXEC_SERVER_API_KEYS", "0123456789abcdef, fedcba9876543210"),
-            ("CODEEXEC_RUNS_QUEUE", "5"),
-            ("CODEEXEC_LIMITS_DEFAULT_MEMORY_MB", "128"),
-            ("CODEEXEC_LOG", "debug"),
-            ("PATH", "/bin"),
-        ]);
-        let s = Config::load(Some(f.path()), vars).unwrap().validate().unwrap();
-        assert_eq!(s.tcp, Some("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(s.api_keys, ["0123456789abcdef", "fedcba9876543210"]);
-        assert_eq!(s.queue, 5);
-        assert_eq!(s.default_limits.memory_mb, 128);
-        assert_eq!(s.max_limits.memory_mb, 512, "the file's value stays where the environment is silent");
-    }
-
-    #[test]
-    fn a_socket_mode_from_the_environment_is_octal_and_an_empty_list_is_refused() {
-        for raw in ["0600", "600", "0o600"] {
-            let s = Config::load(None, env(&[("CODEEXEC_SERVER_SOCKET_MODE", raw)])).unwrap().validate().unwrap();
-            assert_eq!(s.socket_mode, 0o600, "{raw}");
-        }
-        let e = Config::load(None, env(&[("CODEEXEC_SERVER_SOCKET_MODE", "0689")])).unwrap_err().to_string();
-        assert!(e.contains("octal"), "{e}");
-        let e = Config::load(None, env(&[("CODEEXEC_SERVER_API_KEYS", " ")])).unwrap_err().to_string();
-        assert!(e.contains("CODEEXEC_SERVER_API_KEYS") && e.contains("empty list"), "{e}");
-    }
-
-    #[test]
-    fn unknown_or_malformed_environment_variables_are_errors() {
-        let e = Config::load(None, env(&[("CODEEXEC_SERVER_TPC", "x")])).unwrap_err().to_string();
-        assert!(e.contains("CODEEXEC_SERVER_TPC is not a configuration key"), "{e}");
-        let e = Config::load(None, env(&[("CODEEXEC_RUNS_QUEUE", "lots")])).unwrap_err().to_string();
-        assert!(e.contains("CODEEXEC_RUNS_QUEUE"), "{e}");
-    }
-
-    #[test]
-    fn public_tcp_needs_keys_or_an_explicit_override() {
-        let mut c = Config::default();
-        c.server.tcp = "0.0.0.0:8080".into();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("not a loopback address"), "{e}");
-        c.server.allow_public_without_keys = true;
-        let s = c.validate().unwrap();
-        assert!(s.warnings[0].contains("ANYONE"));
-        c.server.allow_public_without_keys = false;
-        c.server.api_keys = vec!["0123456789abcdef".into()];
-        assert!(!c.validate().unwrap().warnings.iter().any(|w| w.contains("ANYONE")));
-        c.server.api_keys = vec!["short".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("16 or more"));
-    }
-
-    #[test]
-    fn limits_must_be_consistent() {
-        let mut c = Config::default();
-        c.limits.default.memory_mb = 8192;
-        assert!(c.validate().unwrap_err().to_string().contains("limits.default.memory_mb"));
-        let mut c = Config::default();
-        c.limits.max.processes = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("limits.max.processes"));
-        let mut c = Config::default();
-        c.server.unix_socket = String::new();
-        assert!(c.validate().unwrap_err().to_string().contains("no listener"));
-    }
-}
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+}
+
+#[test]
+fn defaults_are_valid() {
+    let s = Config::load(None, []).unwrap().validate().unwrap();
+    assert_eq!(s.unix_socket.as_deref(), Some(Path::new("/run/codeexec/codeexec.sock")));
+    assert!(s.tcp.is_none() && s.api_keys.is_empty());
+    assert!(s.concurrency >= 1);
+    assert_eq!(s.default_limits.memory_mb, 256);
+}
+
+#[test]
+fn callbacks_are_checked_at_start() {
+    let mut c = Config::default();
+    let s = c.validate().unwrap();
+    assert!(s.warnings.iter().any(|w| w.contains("unsigned")));
+    assert!(s.callbacks.secret.is_none());
+    c.callbacks.secret = "0123456789abcdef".into();
+    c.callbacks.allow_networks = vec!["10.0.0.0/8".into()];
+    let s = c.validate().unwrap();
+    assert_eq!(s.callbacks.secret.as_deref(), Some(&b"0123456789abcdef"[..]));
+    assert_eq!(s.callbacks.allow_networks.len(), 1);
+    for (field, bad) in [("allow_networks", "10.0.0.1/8"), ("secret", "short"), ("ca_file", "/nonexistent.pem")] {
+        let mut c = c.clone();
+        match field {
+            "allow_networks" => c.callbacks.allow_networks = vec![bad.into()],
+            "secret" => c.callbacks.secret = bad.into(),
+            _ => c.callbacks.ca_file = bad.into(),
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("callbacks.{field}")), "{e}");
+    }
+}
+
+#[test]
+fn the_example_file_is_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("codeexec.example.toml");
+    // every key is in the file (not merely defaulted), with its default value
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(toml::Value::Table(file), toml::Value::try_from(Config::default()).unwrap());
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_errors() {
+    let e = Config::load(Some(write("[server]\nunix_sockett = \"/x\"\n").path()), []).unwrap_err().to_string();
+    assert!(e.contains("unix_sockett"), "{e}");
+    let e = Config::load(Some(write("[runs]\nqueue = \"many\"\n").path()), []).unwrap_err().to_string();
+    assert!(e.contains("queue") || e.contains("integer"), "{e}");
+    let e = Config::load(Some(write("[nope]\n").path()), []).unwrap_err().to_string();
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let f = write("[server]\ntcp = \"127.0.0.1:1\"\n[limits.max]\nmemory_mb = 512\n");
+    let vars = env(&[
+        ("CODEEXEC_SERVER_TCP", "127.0.0.1:8080"),
+        ("CODEEXEC_SERVER_API_KEYS", "0123456789abcdef, fedcba9876543210"),
+        ("CODEEXEC_RUNS_QUEUE", "5"),
+        ("CODEEXEC_LIMITS_DEFAULT_MEMORY_MB", "128"),
+        ("CODEEXEC_LOG", "debug"),
+        ("PATH", "/bin"),
+    ]);
+    let s = Config::load(Some(f.path()), vars).unwrap().validate().unwrap();
+    assert_eq!(s.tcp, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(s.api_keys, ["0123456789abcdef", "fedcba9876543210"]);
+    assert_eq!(s.queue, 5);
+    assert_eq!(s.default_limits.memory_mb, 128);
+    assert_eq!(s.max_limits.memory_mb, 512, "the file's value stays where the environment is silent");
+}
+
+#[test]
+fn a_socket_mode_from_the_environment_is_octal_and_an_empty_list_is_refused() {
+    for raw in ["0600", "600", "0o600"] {
+        let s = Config::load(None, env(&[("CODEEXEC_SERVER_SOCKET_MODE", raw)])).unwrap().validate().unwrap();
+        assert_eq!(s.socket_mode, 0o600, "{raw}");
+    }
+    let e = Config::load(None, env(&[("CODEEXEC_SERVER_SOCKET_MODE", "0689")])).unwrap_err().to_string();
+    assert!(e.contains("octal"), "{e}");
+    let e = Config::load(None, env(&[("CODEEXEC_SERVER_API_KEYS", " ")])).unwrap_err().to_string();
+    assert!(e.contains("CODEEXEC_SERVER_API_KEYS") && e.contains("empty list"), "{e}");
+}
+
+#[test]
+fn unknown_or_malformed_environment_variables_are_errors() {
+    let e = Config::load(None, env(&[("CODEEXEC_SERVER_TPC", "x")])).unwrap_err().to_string();
+    assert!(e.contains("CODEEXEC_SERVER_TPC is not a configuration key"), "{e}");
+    let e = Config::load(None, env(&[("CODEEXEC_RUNS_QUEUE", "lots")])).unwrap_err().to_string();
+    assert!(e.contains("CODEEXEC_RUNS_QUEUE"), "{e}");
+}
+
+#[test]
+fn public_tcp_needs_keys_or_an_explicit_override() {
+    let mut c = Config::default();
+    c.server.tcp = "0.0.0.0:8080".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("not a loopback address"), "{e}");
+    c.server.allow_public_without_keys = true;
+    let s = c.validate().unwrap();
+    assert!(s.warnings[0].contains("ANYONE"));
+    c.server.allow_public_without_keys = false;
+    c.server.api_keys = vec!["0123456789abcdef".into()];
+    assert!(!c.validate().unwrap().warnings.iter().any(|w| w.contains("ANYONE")));
+    c.server.api_keys = vec!["short".into()];
+    assert!(c.validate().unwrap_err().to_string().contains("16 or more"));
+}
+
+#[test]
+fn limits_must_be_consistent() {
+    let mut c = Config::default();
+    c.limits.default.memory_mb = 8192;
+    assert!(c.validate().unwrap_err().to_string().contains("limits.default.memory_mb"));
+    let mut c = Config::default();
+    c.limits.max.processes = 0;
+    assert!(c.validate().unwrap_err().to_string().contains("limits.max.processes"));
+    let mut c = Config::default();
+    c.server.unix_socket = String::new();
+    assert!(c.validate().unwrap_err().to_string().contains("no listener"));
+}
