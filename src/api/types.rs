@@ -173,14 +173,7 @@ impl ExecuteResponse {
     pub(super) fn new(request_id: &str, o: Outcome, language: LanguageRef, filter: Option<&FileFilter>) -> Self {
         let (stage, last) = o.last();
         let top = StageInfo::new(last);
-        let (files, files_truncated) = match (filter, &o.run) {
-            (Some(f), Some(r)) => {
-                let (files, cut) = f.apply(&r.files, r.files_truncated, &mut judge::Budget::default());
-                (Some(files), Some(cut))
-            }
-            (Some(_), None) => (Some(Vec::new()), Some(false)),
-            (None, _) => (None, None),
-        };
+        let (files, files_truncated) = judge::files_out(filter, o.run.as_ref(), &mut judge::Budget::default());
         ExecuteResponse {
             request_id: request_id.to_owned(),
             status: o.verdict.as_str(),

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{LanguageRef, LimitsIn, StageInfo, Times, text};
 use crate::diagnostics::{Diagnostic, RuntimeError};
 use crate::judge::{Judged, TestResult};
-use crate::run::{FileContent, OutputFile, signal_name};
+use crate::run::{FileContent, OutputFile, RunOutcome, signal_name};
 
 /// One test of a judge request.
 #[derive(Debug, Deserialize)]
@@ -141,6 +141,23 @@ impl FileFilter {
     }
 }
 
+/// A run's `files` and `files_truncated` in a response: absent unless asked for, empty for
+/// a run that never happened.
+pub(in crate::api) fn files_out(
+    filter: Option<&FileFilter>,
+    run: Option<&RunOutcome>,
+    budget: &mut Budget,
+) -> (Option<Vec<FileOut>>, Option<bool>) {
+    match (filter, run) {
+        (Some(f), Some(r)) => {
+            let (files, cut) = f.apply(&r.files, r.files_truncated, budget);
+            (Some(files), Some(cut))
+        }
+        (Some(_), None) => (Some(Vec::new()), Some(false)),
+        (None, _) => (None, None),
+    }
+}
+
 /// The response to a judge request.
 #[derive(Debug, Serialize)]
 pub(in crate::api) struct JudgeResponse {
@@ -256,14 +273,7 @@ impl TestOut {
             }
             None => (String::new(), "utf8", false, String::new(), "utf8", false),
         };
-        let (files, files_truncated) = match (filter, &t.run) {
-            (Some(f), Some(r)) => {
-                let (files, cut) = f.apply(&r.files, r.files_truncated, budget);
-                (Some(files), Some(cut))
-            }
-            (Some(_), None) => (Some(Vec::new()), Some(false)),
-            (None, _) => (None, None),
-        };
+        let (files, files_truncated) = files_out(filter, t.run.as_ref(), budget);
         let r = t.run.as_ref();
         TestOut {
             index,
