@@ -1,7 +1,7 @@
 //! The real daemon (`codeexec serve`) started for one test, and requests to it.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -25,9 +25,23 @@ impl Daemon {
     /// TCP on a free loopback port, JSON logs and a compile cache of its own; waits until it
     /// listens.
     pub fn start(env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(Command::new(bin()), env)
+    }
+
+    /// As `start`, but inside the network namespace at `netns` (e.g.
+    /// `NetLab::host_ns_path`), through `nsenter --net=`. The Unix socket works across
+    /// namespaces; `tcp` is then an address inside that namespace, not reachable from
+    /// the test.
+    pub fn start_in_netns(netns: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns.display())).arg("--").arg(bin());
+        Daemon::spawn(cmd, env)
+    }
+
+    /// Runs `cmd serve` (`cmd` being the binary, or a wrapper that execs it).
+    fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("codeexec.sock");
-        let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
