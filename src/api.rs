@@ -10,6 +10,7 @@
 //! mapping in `error.rs`, backpressure in `limiter.rs`, listeners and shutdown in
 //! `server.rs`.
 
+mod access;
 mod error;
 mod jobs;
 mod limiter;
@@ -34,7 +35,7 @@ use serde::Serialize;
 pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
-use crate::config::{LimitTable, Settings};
+use crate::config::{LimitTable, MountSettings, NetworkSettings, Settings};
 use crate::lang::Registry;
 use crate::pipeline::Executor;
 use crate::run::{Cancel, Runner};
@@ -52,6 +53,8 @@ pub struct Description {
     pub seccomp_profile: String,
     /// Its BPF program's length.
     pub seccomp_instructions: usize,
+    /// The uplink of network runs, when enabled.
+    pub network_uplink: Option<String>,
 }
 
 impl Description {
@@ -67,6 +70,7 @@ impl Description {
             rootfs: info.rootfs,
             seccomp_profile: info.seccomp_profile,
             seccomp_instructions: info.seccomp_instructions,
+            network_uplink: runner.egress().map(|e| e.uplink().to_owned()),
         }
     }
 }
@@ -98,6 +102,10 @@ pub struct Policy {
     pub max_job_bytes: usize,
     /// How callbacks are checked, signed and retried.
     pub callbacks: crate::callback::Policy,
+    /// Network runs, when offered.
+    pub network: Option<NetworkSettings>,
+    /// Host directories offered.
+    pub mounts: Vec<MountSettings>,
 }
 
 impl From<&Settings> for Policy {
@@ -115,6 +123,8 @@ impl From<&Settings> for Policy {
             max_finished_jobs: s.max_finished_jobs,
             max_job_bytes: s.max_job_bytes,
             callbacks: s.callbacks.clone(),
+            network: s.network.clone(),
+            mounts: s.mounts.clone(),
         }
     }
 }

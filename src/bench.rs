@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{Connection, Endpoint};
-use crate::run::{RunRequest, Runner, Status};
+use crate::network::AllowEntry;
+use crate::run::{Access, NetAccess, RunRequest, Runner, Status};
 
 /// The workloads: a name and an argv.
 pub const WORKLOADS: [(&str, &[&str]); 2] =
@@ -48,7 +49,11 @@ fn request(argv: &[&str]) -> RunRequest {
 }
 
 fn sandboxed(runner: &Runner, argv: &[&str]) -> Result<Duration, String> {
-    let req = request(argv);
+    sandboxed_with(runner, argv, &Access::default())
+}
+
+fn sandboxed_with(runner: &Runner, argv: &[&str], access: &Access) -> Result<Duration, String> {
+    let req = RunRequest { access: access.clone(), ..request(argv) };
     let t = Instant::now();
     let o = runner.run(&req).map_err(|e| e.to_string())?;
     let d = t.elapsed();
@@ -133,6 +138,26 @@ pub fn sandboxed_rows(runner: &Runner, mode: &'static str, runs: usize) -> Resul
     WORKLOADS
         .iter()
         .map(|(workload, argv)| Ok(Row { workload, mode, runs, series: series(runs, || sandboxed(runner, argv))? }))
+        .collect()
+}
+
+/// Latency of `/bin/true` on a runner with network runs enabled: a plain cold run, one
+/// with a network link, one whose link is narrowed to an allow-list of one entry. The
+/// runner must prepare every sandbox on demand (no warm ones), so the rows differ only by
+/// the link (veth pair, addresses, route, and its deletion) and the allow-list (`nft`).
+pub fn network_rows(runner: &Runner, runs: usize) -> Result<Vec<Row>, String> {
+    let allow = AllowEntry { host: "192.0.2.1".into(), port: 80, udp: false };
+    let cases: [(&'static str, Access); 3] = [
+        ("cold, no network", Access::default()),
+        ("cold, network", Access { network: Some(NetAccess { allow: None }), mounts: Vec::new() }),
+        ("cold, network + allow-list", Access { network: Some(NetAccess { allow: Some(vec![allow]) }), mounts: Vec::new() }),
+    ];
+    cases
+        .into_iter()
+        .map(|(mode, access)| {
+            let series = series(runs, || sandboxed_with(runner, WORKLOADS[0].1, &access))?;
+            Ok(Row { workload: WORKLOADS[0].0, mode, runs, series })
+        })
         .collect()
 }
 

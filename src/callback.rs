@@ -62,7 +62,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 pub use delivery::{Delivery, Outcome, deliver};
-pub use network::{Network, NetworkError};
+pub use network::{Network, NetworkError, forbidden_v4, forbidden_why};
 pub use target::{MAX_URL_LEN, Target};
 pub use tls::{TlsError, parse_pem_certificates};
 

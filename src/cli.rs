@@ -263,6 +263,11 @@ pub struct BenchArgs {
     /// Seconds of the throughput phase.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Measure network runs instead, with this resolver (IPv4; run it in a network
+    /// namespace of its own: it loads an nftables table and turns forwarding on for the
+    /// uplink there, as `scripts/bench` does).
+    #[arg(long, value_name = "IPV4")]
+    pub network_resolver: Option<std::net::Ipv4Addr>,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,

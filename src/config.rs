@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use callbacks::Callbacks;
+pub use network::{Grant, MountConfig, MountSettings, Mounts, NetworkConfig, NetworkSettings};
 
 use crate::limit::Limits;
 
@@ -69,6 +70,10 @@ pub struct Config {
     pub jobs: Jobs,
     /// Async jobs' callbacks.
     pub callbacks: Callbacks,
+    /// Network runs.
+    pub network: NetworkConfig,
+    /// Host directories offered to sandboxes, by name.
+    pub mounts: Mounts,
 }
 
 /// `[compile_cache]`.
@@ -337,6 +342,10 @@ pub struct Settings {
     pub max_job_bytes: usize,
     /// How callbacks are checked, signed and retried.
     pub callbacks: crate::callback::Policy,
+    /// Network runs, when enabled.
+    pub network: Option<NetworkSettings>,
+    /// Host directories offered to sandboxes.
+    pub mounts: Vec<MountSettings>,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
 }
@@ -422,7 +431,11 @@ impl Config {
             );
         }
         let callbacks = self.callback_policy(&mut warnings)?;
+        let network = self.network_settings()?;
+        let mounts = self.mount_settings(&mut warnings)?;
         Ok(Settings {
+            network,
+            mounts,
             compile_cache,
             compile_cache_epoch: self.compile_cache.epoch.clone(),
             job_retention: Duration::from_secs(j.retention_s),
@@ -568,5 +581,6 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
 }
 
 mod callbacks;
+mod network;
 #[cfg(test)]
 mod tests;

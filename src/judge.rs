@@ -20,7 +20,7 @@ use crate::diagnostics::RuntimeError;
 use crate::lang::Language;
 use crate::limit::Limits;
 use crate::pipeline::{self, CacheRef, Executor, Invocation, Outcome, Prepare, Prepared, Source, Verdict};
-use crate::run::{Cancel, RunError, RunOutcome, Status};
+use crate::run::{Access, Cancel, RunError, RunOutcome, Status};
 
 /// What a test expects.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +70,8 @@ pub struct Request {
     pub cache: Option<CacheRef>,
     /// What each test's result keeps once it is checked.
     pub keep: Keep,
+    /// What each test's run may reach: network, host mounts.
+    pub access: Access,
 }
 
 /// What a test's result keeps once checked, so a request of many tests with large
@@ -377,6 +379,7 @@ fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Te
         limits: t.limits.clone(),
         cancel: req.cancel.clone(),
         collect_files: req.keep.files.is_some(),
+        access: req.access.clone(),
     };
     let ran = pipeline::run(exec, lang, p, inv)?;
     let mut run = ran.run;

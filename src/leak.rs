@@ -1,6 +1,7 @@
 //! Finds what codeexec runs may have left on the host: cgroups under our parent, processes
-//! running as our host ids, mounts of ours in the host's mount table, and stray entries in
-//! the state directory. The test suite runs it last and fails on any finding.
+//! running as our host ids, mounts of ours in the host's mount table, stray entries in
+//! the state directory, and network links, tables and namespaces of network runs and their
+//! tests. The test suite runs it last and fails on any finding.
 
 use std::fs;
 use std::path::Path;
@@ -38,6 +39,31 @@ pub fn find(config: &RunnerConfig) -> Vec<String> {
         for e in entries.flatten() {
             if e.file_name() != "slots" {
                 found.push(format!("state entry {}", e.path().display()));
+            }
+        }
+    }
+    found.extend(network_leftovers());
+    found
+}
+
+/// Network runs' links (`ceh*`) and nftables table in this network namespace, and the test
+/// suite's and benchmark's throwaway namespaces.
+fn network_leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    match crate::sandbox::links_with_prefix(crate::network::IF_PREFIX) {
+        Ok(links) => found.extend(links.into_iter().map(|l| format!("network link {l}"))),
+        Err(e) => found.push(format!("cannot list network links: {}", crate::error_chain(&e))),
+    }
+    // `nft` may be missing where network runs were never used; then there is no table
+    if let Ok(out) = std::process::Command::new("nft").args(["list", "tables"]).output() {
+        let tables = String::from_utf8_lossy(&out.stdout);
+        found.extend(tables.lines().filter(|l| l.trim() == "table inet codeexec").map(|l| format!("nftables {l}")));
+    }
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ce-h-") || name.starts_with("ce-i-") || name.starts_with("codeexec-") {
+                found.push(format!("network namespace {name}"));
             }
         }
     }

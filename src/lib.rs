@@ -57,6 +57,7 @@ pub mod judge;
 pub mod lang;
 pub mod leak;
 pub mod limit;
+pub mod network;
 pub mod pipeline;
 pub mod report;
 pub mod run;

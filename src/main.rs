@@ -97,6 +97,8 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         rootfs: settings.rootfs.clone(),
         extra_roots,
         warm: settings.warm,
+        network: settings.network.as_ref().map(|n| (n.egress.clone(), n.max_concurrent)),
+        mounts: settings.mounts.iter().map(|m| m.mount.clone()).collect(),
         ..RunnerConfig::default()
     }) {
         Ok(r) => r,
@@ -371,6 +373,7 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
         cancel: None,
         collect_files: false,
         cache: None,
+        access: codeexec::run::Access::default(),
     };
     Ok((lang, program))
 }
@@ -420,7 +423,17 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         env.push((k.to_owned(), v.to_owned()));
     }
     let argv = args.command.clone();
-    Ok(RunRequest { argv, env, stdin, files, limits, cancel: None, collect_files: args.files_out, root: 0 })
+    Ok(RunRequest {
+        argv,
+        env,
+        stdin,
+        files,
+        limits,
+        cancel: None,
+        collect_files: args.files_out,
+        root: 0,
+        access: codeexec::run::Access::default(),
+    })
 }
 
 fn read_stdin(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
@@ -467,6 +480,29 @@ fn run_bench(args: &BenchArgs) -> ExitCode {
 }
 
 fn bench_report(args: &BenchArgs) -> anyhow::Result<String> {
+    if let Some(resolver) = args.network_resolver {
+        let network = codeexec::config::NetworkConfig {
+            enabled: true,
+            resolver: resolver.to_string(),
+            ..Default::default()
+        };
+        let settings = codeexec::config::Config { network, ..Default::default() }.validate()?;
+        let net = settings.network.context("network settings")?;
+        let runner =
+            Runner::start(RunnerConfig { network: Some((net.egress, 1)), warm: 0, ..config(&args.common, None) })?;
+        let rows = bench::network_rows(&runner, args.runs).map_err(anyhow::Error::msg)?;
+        let median = |mode: &str| rows.iter().find(|r| r.mode == mode).map_or(0.0, |r| r.series.median / 1e3);
+        let (plain, net, narrowed) =
+            (median("cold, no network"), median("cold, network"), median("cold, network + allow-list"));
+        return Ok(format!(
+            "{}
+a network run costs {:.2} ms more than a plain one (median), {:.2} ms more with an allow-list
+",
+            bench::table(&rows),
+            net - plain,
+            narrowed - plain
+        ));
+    }
     let mut rows = bench::bare_rows(args.runs).map_err(anyhow::Error::msg)?;
     let mut rates = Vec::new();
     let mut layout = String::new();

@@ -20,7 +20,7 @@ use java::{java_main_class, java_public_class};
 use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
-use crate::run::{Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
+use crate::run::{Access, Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
 
 /// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
 pub trait Executor: Send + Sync + 'static {
@@ -61,6 +61,8 @@ pub struct Program {
     pub collect_files: bool,
     /// The compile cache to use, if any.
     pub cache: Option<CacheRef>,
+    /// What the program (not its checks or compiler) may reach: network, host mounts.
+    pub access: Access,
 }
 
 /// How a request ended, across its stages.
@@ -174,6 +176,8 @@ pub struct Invocation {
     pub cancel: Option<Cancel>,
     /// Return what `/sandbox` holds at the end.
     pub collect_files: bool,
+    /// What it may reach: network, host mounts.
+    pub access: Access,
 }
 
 /// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
@@ -200,6 +204,7 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         limits: program.limits,
         cancel: cancel.clone(),
         collect_files: program.collect_files,
+        access: program.access,
     };
     let ran = run(exec, lang, &prepared, invocation)?;
     let mut out = prepared.outcome.clone();
@@ -307,7 +312,7 @@ pub fn prepare(
 pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) -> Result<Ran, RunError> {
     let mut limits = inv.limits;
     limits.disk_bytes = limits.disk_bytes.max(p.disk_floor);
-    let mut run = exec.execute(&stage_request(
+    let mut request = stage_request(
         lang,
         &lang.run.command,
         &lang.run.env,
@@ -318,7 +323,9 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
         &inv.stdin,
         inv.cancel,
         inv.collect_files,
-    ))?;
+    );
+    request.access = inv.access;
+    let mut run = exec.execute(&request)?;
     if inv.collect_files {
         // what the program created or changed, not what it was given
         run.files.retain(|f| !given(&p.run_files, f));
@@ -465,6 +472,7 @@ fn stage_request(
         cancel,
         collect_files,
         root: lang.placement.root,
+        access: Access::default(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! 4. kill and reap PID 1, remove the cgroup, release the slot (on this thread, or on
 //!    the cleaner's when sandboxes are kept warm).
 
+mod gate;
 mod outcome;
 mod plan;
 mod pool;
@@ -28,7 +29,8 @@ pub use verdict::signal_name;
 use crate::cgroup::{CgroupError, Hierarchy};
 use crate::error_chain as chain;
 use crate::limit::{LimitError, Limits};
-use crate::sandbox::{SandboxError, TmpfsSizes, Zygote, ZygoteConfig};
+use crate::network::{AllowEntry, Egress, EgressConfig, NetError};
+use crate::sandbox::{HostMount, SandboxError, TmpfsSizes, Zygote, ZygoteConfig};
 use crate::seccomp::{self, SeccompError};
 
 /// How a runner is set up; every host path is here, so tests can move them.
@@ -58,6 +60,11 @@ pub struct RunnerConfig {
     /// a background thread refills them and another tears used ones down, so neither
     /// preparing nor tearing down is on a request's path.
     pub warm: usize,
+    /// Network runs: how their traffic leaves, and how many may run at once (`None`: a
+    /// request asking for the network is refused).
+    pub network: Option<(EgressConfig, usize)>,
+    /// Host directories runs may ask for by name, at `/mnt/<name>`.
+    pub mounts: Vec<HostMount>,
 }
 
 impl Default for RunnerConfig {
@@ -73,6 +80,8 @@ impl Default for RunnerConfig {
             extra_roots: Vec::new(),
             seccomp_profile: "default".into(),
             warm: 0,
+            network: None,
+            mounts: Vec::new(),
         }
     }
 }
@@ -142,6 +151,24 @@ pub struct RunRequest {
     /// Which root: 0 is the runner's own (`RunnerConfig::rootfs`), `n` the
     /// `RunnerConfig::extra_roots[n - 1]`.
     pub root: usize,
+    /// A network link, host mounts.
+    pub access: Access,
+}
+
+/// What a run may reach beyond its sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// A network link (only when the runner has `network`).
+    pub network: Option<NetAccess>,
+    /// Host directories to attach, by name (each at `/mnt/<name>`).
+    pub mounts: Vec<String>,
+}
+
+/// A run's network access.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetAccess {
+    /// Reach only these (and the resolver); `None`: whatever the egress allows.
+    pub allow: Option<Vec<AllowEntry>>,
 }
 /// The uid and gid the program runs as inside the sandbox.
 pub const PROGRAM_ID: u32 = 1000;
@@ -181,6 +208,9 @@ pub enum RunError {
     /// A thread could not be started.
     #[error("failed to start a thread")]
     Thread(#[source] std::io::Error),
+    /// The network egress could not be set up.
+    #[error("network: {0}")]
+    Network(#[from] NetError),
     /// The state directory is unusable.
     #[error("state directory {path}")]
     State {
@@ -226,6 +256,10 @@ struct Inner {
     host_cores: f64,
     /// Length of the installed seccomp program.
     seccomp_instructions: usize,
+    /// The network egress (its table lives as long as this).
+    egress: Option<Egress>,
+    /// Network runs at once.
+    net_gate: gate::Gate,
 }
 
 impl Runner {
@@ -247,10 +281,27 @@ impl Runner {
         collect_leftovers(&cgroups, &slots);
         let filter = seccomp::program(&config.seccomp_profile)?;
         let seccomp_instructions = filter.len();
-        let zygote = Zygote::start(ZygoteConfig { state_dir: config.state_dir.clone(), roots, filter })?;
+        let egress = match &config.network {
+            Some((net, _)) => {
+                remove_leftover_links(&slots);
+                let egress = Egress::install(net.clone())?;
+                tracing::info!(uplink = egress.uplink(), subnet = %net.subnet, resolver = %net.resolver, "network runs enabled");
+                Some(egress)
+            }
+            None => None,
+        };
+        let zygote = Zygote::start(ZygoteConfig {
+            state_dir: config.state_dir.clone(),
+            roots,
+            filter,
+            mounts: config.mounts.clone(),
+            resolv_conf: egress.as_ref().map(|e| e.config().resolv_conf()),
+        })?;
+        let net_gate = gate::Gate::new(config.network.as_ref().map_or(1, |n| n.1));
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
         let warm = config.warm;
-        let inner = Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions });
+        let inner =
+            Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions, egress, net_gate });
         let cleaner = pool::Cleaner::start()?;
         let roots = if warm > 0 { inner.config.extra_roots.len() + 1 } else { 0 };
         let pools =
@@ -284,30 +335,104 @@ impl Runner {
                 self.inner.config.extra_roots.len() + 1
             )));
         }
+        let extras = self.extras(req)?;
+        let permits = match (&req.access.network, &self.inner.egress) {
+            (Some(NetAccess { allow: Some(list) }), Some(egress)) => {
+                Some(egress.resolve(list).map_err(RunError::Invalid)?)
+            }
+            _ => None,
+        };
         let (start, files) = plan::start_request(req)?;
-        let warm = self.pools.get(req.root).and_then(pool::Pool::take);
+        let pass = if extras.network {
+            match self.inner.net_gate.enter(req.cancel.as_ref()) {
+                Some(p) => Some(p),
+                None => return Ok(RunOutcome::internal("cancelled while waiting for a network run's turn".into())),
+            }
+        } else {
+            None
+        };
+        // a warm sandbox has neither a network link nor host mounts
+        let warm = if extras == prepared::Extras::default() {
+            self.pools.get(req.root).and_then(pool::Pool::take)
+        } else {
+            None
+        };
         let mut sandbox = match warm {
             Some(s) => s,
-            None => match self.inner.prepare(&start.sizes, req.root).and_then(|s| s.wait_ready().map(|()| s)) {
-                Ok(s) => s,
-                Err(e @ RunError::Busy(_)) => return Err(e),
-                Err(e) => return Ok(RunOutcome::internal(format!("preparing the sandbox: {}", chain(&e)))),
-            },
+            None => {
+                match self.inner.prepare(&start.sizes, req.root, &extras).and_then(|s| s.wait_ready().map(|()| s)) {
+                    Ok(s) => s,
+                    Err(e @ RunError::Busy(_)) => return Err(e),
+                    Err(e) => return Ok(RunOutcome::internal(format!("preparing the sandbox: {}", chain(&e)))),
+                }
+            }
+        };
+        let narrowed = match (permits, sandbox.link(), &self.inner.egress) {
+            (Some(permits), Some(link), Some(egress)) => {
+                let ttl =
+                    std::time::Duration::from_millis(0) + req.limits.wall_time + std::time::Duration::from_secs(60);
+                match egress.narrow(link.sandbox_addr, &permits, ttl) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        self.cleaner.discard(sandbox);
+                        return Ok(RunOutcome::internal(format!("narrowing the network: {}", chain(&e))));
+                    }
+                }
+            }
+            _ => None,
         };
         let cores = (f64::from(req.limits.cpu_millicores) / 1000.0).min(self.inner.host_cores).max(0.01);
         let outcome = sandbox.run(req, &start, files, cores);
+        drop(narrowed);
         self.cleaner.discard(sandbox);
+        drop(pass);
         Ok(outcome)
+    }
+
+    /// What the request asks beyond a plain sandbox, checked against the configuration.
+    fn extras(&self, req: &RunRequest) -> Result<prepared::Extras, RunError> {
+        let config = &self.inner.config;
+        if req.access.network.is_some() && self.inner.egress.is_none() {
+            return Err(RunError::Invalid("network runs are not enabled on this runner".into()));
+        }
+        let mut mounts = Vec::with_capacity(req.access.mounts.len());
+        for name in &req.access.mounts {
+            let i = config
+                .mounts
+                .iter()
+                .position(|m| &m.name == name)
+                .ok_or_else(|| RunError::Invalid(format!("no host mount named {name:?}")))?;
+            if mounts.contains(&i) {
+                return Err(RunError::Invalid(format!("host mount {name:?} is asked for twice")));
+            }
+            mounts.push(i);
+        }
+        Ok(prepared::Extras { network: req.access.network.is_some(), mounts })
+    }
+
+    /// Whether network runs are enabled, and through which egress.
+    pub fn egress(&self) -> Option<&Egress> {
+        self.inner.egress.as_ref()
+    }
+
+    /// The host mounts runs may ask for.
+    pub fn mounts(&self) -> &[HostMount] {
+        &self.inner.config.mounts
     }
 }
 
 impl Inner {
     /// Prepares a sandbox on this thread.
-    fn prepare(&self, sizes: &TmpfsSizes, root: usize) -> Result<prepared::Prepared, RunError> {
+    fn prepare(
+        &self,
+        sizes: &TmpfsSizes,
+        root: usize,
+        extras: &prepared::Extras,
+    ) -> Result<prepared::Prepared, RunError> {
         let slot =
             self.slots.acquire().map_err(|source| RunError::State { path: self.config.state_dir.clone(), source })?;
         let slot = slot.ok_or(RunError::Busy(self.config.slots))?;
-        prepared::Prepared::new(self, slot, sizes, root)
+        prepared::Prepared::new(self, slot, sizes, root, extras)
     }
 }
 
@@ -336,6 +461,30 @@ fn collect_leftovers(cgroups: &Hierarchy, slots: &slot::SlotPool) {
             match cgroups.remove_leftover(&name) {
                 Ok(()) => tracing::info!(cgroup = %name, "removed the cgroup of a run whose runner died"),
                 Err(e) => tracing::warn!(cgroup = %name, error = %chain(&e), "could not remove a leftover cgroup"),
+            }
+        }
+    }
+}
+
+/// Deletes the network links of runs whose codeexec process died: a link whose slot
+/// nobody holds is a leftover (the kernel removes one when its sandbox's network namespace
+/// goes, so these are rare: a pair whose namespace someone else still holds).
+fn remove_leftover_links(slots: &slot::SlotPool) {
+    let links = match crate::sandbox::links_with_prefix(crate::network::IF_PREFIX) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "could not list network links");
+            return;
+        }
+    };
+    for name in links {
+        let Some(index) = name.strip_prefix(crate::network::IF_PREFIX).and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(Some(_held)) = slots.try_take(index) {
+            match crate::sandbox::remove_link(&name) {
+                Ok(_) => tracing::info!(link = %name, "removed the network link of a run whose runner died"),
+                Err(e) => tracing::warn!(link = %name, error = %chain(&e), "could not remove a leftover link"),
             }
         }
     }

@@ -13,9 +13,6 @@ mod collect;
 mod exec;
 mod init;
 mod mounts;
-// The network setup of a run (zygote: veth pairs; PID 1: its end; runner: cleanup) is
-// not wired yet.
-#[allow(dead_code)]
 mod netlink;
 mod spec;
 #[allow(unsafe_code)]
@@ -31,7 +28,9 @@ use nix::unistd::Pid;
 
 pub use channel::{Channel, ExitStatus, MAX_MESSAGE, Report, Starter};
 pub use collect::{CollectSpec, Collected, CollectedFile, read_collected};
-pub use spec::{FileEntry, IdMap, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path};
+pub use spec::{
+    FileEntry, HostMount, IdMap, NetLink, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path,
+};
 pub use sys::{catch_interrupts, interrupted};
 pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};
 
@@ -113,6 +112,19 @@ pub fn kill(pidfd: BorrowedFd<'_>) -> Result<(), SandboxError> {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(source) => Err(SandboxError::Sys { op: "pidfd_send_signal", source }),
     }
+}
+
+/// Deletes a sandbox's network link by its host end's name (both ends go); `false` when
+/// there was none (the kernel removed it with the sandbox's network namespace).
+pub fn remove_link(host_if: &str) -> Result<bool, SandboxError> {
+    let mut rtnl = netlink::Rtnl::open().map_err(|e| SandboxError::Sys { op: e.op, source: e.errno })?;
+    rtnl.delete_link(host_if).map_err(|e| SandboxError::Sys { op: e.op, source: e.errno })
+}
+
+/// The names of the links of the host's network namespace starting with `prefix`.
+pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, SandboxError> {
+    let mut rtnl = netlink::Rtnl::open().map_err(|e| SandboxError::Sys { op: e.op, source: e.errno })?;
+    rtnl.links_with_prefix(prefix).map_err(|e| SandboxError::Sys { op: e.op, source: e.errno })
 }
 
 /// Waits for a sandbox's PID 1 (our child, through `CLONE_PARENT`) and reaps it.

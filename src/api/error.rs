@@ -16,6 +16,8 @@ pub(super) enum ApiError {
     BadJson(String),
     /// 401: no API key or a wrong one.
     Unauthorized,
+    /// 403: the caller may not have what it asks for (network, a host mount).
+    Forbidden(String),
     /// 404: no such path.
     NotFound,
     /// 404: no such job (the message says how long jobs are kept).
@@ -45,6 +47,7 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::NoSuchJob(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -62,6 +65,7 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) => "bad_json",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound | ApiError::NoSuchJob(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BodyTimeout(_) => "request_timeout",
@@ -77,7 +81,11 @@ impl ApiError {
 
     pub(super) fn message(&self) -> String {
         match self {
-            ApiError::BadJson(m) | ApiError::Invalid(m) | ApiError::Conflict(m) | ApiError::NoSuchJob(m) => m.clone(),
+            ApiError::BadJson(m)
+            | ApiError::Invalid(m)
+            | ApiError::Conflict(m)
+            | ApiError::NoSuchJob(m)
+            | ApiError::Forbidden(m) => m.clone(),
             ApiError::Unauthorized => "unauthorized".into(),
             ApiError::NotFound => "no such path".into(),
             ApiError::MethodNotAllowed(m) => {

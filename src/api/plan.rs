@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::Api;
 use super::error::ApiError;
+use super::routes::Caller;
 use super::types::{CheckerIn, ExecuteRequest, FileFilter, LimitsIn, ReturnFilesIn, TestIn};
 use crate::config::LimitTable;
 use crate::judge::{self, Checker, Expected, Test};
@@ -39,8 +40,8 @@ pub(super) struct Planned {
     pub(super) files: Option<FileFilter>,
 }
 
-/// Checks `dto` and turns it into work.
-pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> {
+/// Checks `dto` (from `caller`) and turns it into work.
+pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Planned, ApiError> {
     let invalid = |m: String| ApiError::Invalid(m);
     let (lang, availability) = api.languages.find(&dto.language).map_err(|e| invalid(e.to_string()))?;
     let version = match availability {
@@ -56,6 +57,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> 
     let table = limit_table(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default(), "limits")?;
     let limits = to_limits(&table)?;
     let files = dto.return_files.map(file_filter).transpose()?.flatten();
+    let access = super::access::access(&api.policy, dto.network, dto.mounts, caller)?;
     let cache = api.compile_cache.as_ref().map(|c| CacheRef {
         cache: Arc::clone(c),
         toolchain: toolchain(lang, &version, &api.policy.compile_cache_epoch),
@@ -78,6 +80,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> 
                 cancel: None,
                 collect_files: files.is_some(),
                 cache,
+                access,
             })
         }
         Some(tests) => {
@@ -101,6 +104,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest) -> Result<Planned, ApiError> 
                 cancel: None,
                 cache,
                 keep: keep(files.as_ref()),
+                access,
             })
         }
     };

@@ -18,7 +18,7 @@ use super::limiter::Permit;
 use super::plan::{Planned, Work, language_defaults, plan};
 use super::types::{
     CacheInfo, CgroupInfo, ExecuteRequest, ExecuteResponse, HealthResponse, JobsInfo, JudgeResponse, LanguageInfo,
-    LanguageRef, LanguagesResponse, RunsInfo, SeccompInfo, VersionResponse,
+    LanguageRef, LanguagesResponse, NetworkInfo, RunsInfo, SeccompInfo, VersionResponse,
 };
 use super::{Api, json};
 
@@ -115,18 +115,20 @@ enum Endpoint {
     GetJob,
     CancelJob,
     Languages,
+    Capabilities,
     Health,
     Version,
 }
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
 /// segment.
-const ROUTES: [(Method, &str, Endpoint); 7] = [
+const ROUTES: [(Method, &str, Endpoint); 8] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
     (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
     (Method::GET, "/v1/jobs/{id}", Endpoint::GetJob),
     (Method::DELETE, "/v1/jobs/{id}", Endpoint::CancelJob),
     (Method::GET, "/v1/languages", Endpoint::Languages),
+    (Method::GET, "/v1/capabilities", Endpoint::Capabilities),
     (Method::GET, "/health", Endpoint::Health),
     (Method::GET, "/version", Endpoint::Version),
 ];
@@ -172,11 +174,12 @@ async fn route(
     let path = req.uri().path().to_owned();
     let (endpoint, id) = select(req.method(), &path)?;
     match endpoint {
-        Endpoint::Execute => execute(api, req, request_id, log).await,
+        Endpoint::Execute => execute(api, req, caller, request_id, log).await,
         Endpoint::SubmitJob => job_routes::submit(api, req, caller, log).await,
         Endpoint::GetJob => job_routes::get(api, id, caller),
         Endpoint::CancelJob => job_routes::cancel(api, id, caller),
         Endpoint::Languages => Ok(languages(api)),
+        Endpoint::Capabilities => Ok(json(StatusCode::OK, &super::access::capabilities(&api.policy, caller))),
         Endpoint::Health => Ok(health(api)),
         Endpoint::Version => Ok(version()),
     }
@@ -221,7 +224,13 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
-async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut RunLog) -> Result<Resp, ApiError> {
+async fn execute(
+    api: &Api,
+    req: Request<Incoming>,
+    caller: Caller,
+    request_id: &str,
+    log: &mut RunLog,
+) -> Result<Resp, ApiError> {
     // a place first, so a full daemon reads no more bodies
     let ticket = api.limiter.admit()?;
     let body = read_json_body(api, req).await?;
@@ -229,7 +238,7 @@ async fn execute(api: &Api, req: Request<Incoming>, request_id: &str, log: &mut 
     if dto.callback_url.is_some() {
         return Err(ApiError::Invalid("callback_url is for POST /v1/jobs".into()));
     }
-    let planned = plan(api, dto)?;
+    let planned = plan(api, dto, caller)?;
     log.language = Some(planned.lang.id.clone());
     let slot = api.limiter.slot(ticket).await?;
     let cancel = Cancel::new()?;
@@ -421,6 +430,12 @@ fn health(api: &Api) -> Resp {
             let s = c.stats();
             CacheInfo { entries: s.entries, bytes: s.bytes, max_bytes: s.max_bytes }
         }),
+        network: NetworkInfo {
+            enabled: api.policy.network.is_some(),
+            uplink: d.network_uplink.clone(),
+            max_concurrent: api.policy.network.as_ref().map_or(0, |n| n.max_concurrent),
+        },
+        mounts: api.policy.mounts.iter().map(|m| m.mount.name.clone()).collect(),
     };
     json(StatusCode::OK, &body)
 }

@@ -12,6 +12,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod access;
 mod jobs;
 
 use super::*;
@@ -107,6 +108,7 @@ impl Server {
             rootfs: "host".into(),
             seccomp_profile: "default".into(),
             seccomp_instructions: 1,
+            network_uplink: None,
         };
         let api =
             Api::new(Arc::clone(&fake) as Arc<dyn Executor>, description, languages, Policy::from(&settings), None);

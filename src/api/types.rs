@@ -35,6 +35,28 @@ pub(super) struct ExecuteRequest {
     pub(super) return_files: Option<ReturnFilesIn>,
     /// Only for `POST /v1/jobs`: where the result is POSTed.
     pub(super) callback_url: Option<String>,
+    /// Network access: `true`, or `{"allow": ["host:port", …]}`.
+    pub(super) network: Option<NetworkIn>,
+    /// Host directories the operator offers, by name (each at `/mnt/<name>`).
+    pub(super) mounts: Option<Vec<String>>,
+}
+
+/// `network`: on or off, or on for an allow-list only.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum NetworkIn {
+    /// `true` or `false`.
+    On(bool),
+    /// `{"allow": ["example.com:443", "198.51.100.7:53/udp"]}`.
+    Spec(NetworkSpec),
+}
+
+/// `network` as an object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkSpec {
+    /// The only destinations (and the resolver) the program may reach.
+    pub(super) allow: Vec<String>,
 }
 
 /// One file of a request.
@@ -257,6 +279,17 @@ pub(super) struct HealthResponse {
     pub(super) jobs: JobsInfo,
     /// Null when disabled.
     pub(super) compile_cache: Option<CacheInfo>,
+    /// Network runs (what a caller may ask for: `GET /v1/capabilities`).
+    pub(super) network: NetworkInfo,
+    /// Names of the host directories offered (at `/mnt/<name>`).
+    pub(super) mounts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct NetworkInfo {
+    pub(super) enabled: bool,
+    pub(super) uplink: Option<String>,
+    pub(super) max_concurrent: usize,
 }
 
 #[derive(Debug, Serialize)]

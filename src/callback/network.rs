@@ -237,6 +237,17 @@ pub(super) struct Forbidden {
     pub(super) embeds: Option<(&'static str, Ipv4Addr)>,
 }
 
+/// The table's IPv4 rows (the sandboxes' egress firewall refuses them, and IPv6 as a
+/// whole).
+pub fn forbidden_v4() -> impl Iterator<Item = Network> {
+    FORBIDDEN.iter().map(|r| r.net).filter(|n| n.addr().is_ipv4())
+}
+
+/// Why `ip` is forbidden by the table, in words ("loopback"), or `None`.
+pub fn forbidden_why(ip: IpAddr) -> Option<&'static str> {
+    forbidden(ip).map(|f| f.why)
+}
+
 /// Why `ip` is forbidden by the table, or `None` when it may be reached.
 pub(super) fn forbidden(ip: IpAddr) -> Option<Forbidden> {
     if let Some(r) = FORBIDDEN.iter().find(|r| r.net.contains(ip)) {

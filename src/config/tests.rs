@@ -128,3 +128,64 @@ fn limits_must_be_consistent() {
     c.server.unix_socket = String::new();
     assert!(c.validate().unwrap_err().to_string().contains("no listener"));
 }
+
+#[test]
+fn network_is_checked_when_enabled() {
+    let mut c = Config::default();
+    assert!(c.validate().unwrap().network.is_none(), "off by default");
+    c.network.enabled = true;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("network.resolver"), "{e}");
+    for (resolver, allow, keys, want) in [
+        ("127.0.0.53", "", "", "network.resolver"),
+        ("198.51.100.53", "fd00::/8", "", "IPv4 only"),
+        ("198.51.100.53", "10.0.0.1/8", "", "network.allow_networks"),
+        ("198.51.100.53", "", "not-a-configured-key-0123", "network.keys"),
+    ] {
+        let mut c = c.clone();
+        c.network.resolver = resolver.into();
+        c.network.allow_networks = if allow.is_empty() { vec![] } else { vec![allow.into()] };
+        c.network.keys = if keys.is_empty() { vec![] } else { vec![keys.into()] };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(want), "{resolver} {allow} {keys}: {e}");
+    }
+    c.network.resolver = "198.51.100.53".into();
+    c.network.subnet = "10.200.0.0/24".into();
+    assert!(c.validate().unwrap_err().to_string().contains("network.subnet"), "a /24 has no room for 1024 slots");
+    c.network.subnet = "10.200.0.0/20".into();
+    c.server.api_keys = vec!["first-key-0123456789".into(), "second-key-0123456789".into()];
+    c.network.keys = vec!["second-key-0123456789".into()];
+    let n = c.validate().unwrap().network.unwrap();
+    assert_eq!(n.grant, Grant::Keys(vec![1]));
+    assert_eq!(n.egress.resolver.to_string(), "198.51.100.53");
+    assert_eq!(n.egress.subnet.to_string(), "10.200.0.0/20");
+}
+
+#[test]
+fn mounts_must_be_real_directories_with_no_symlink_on_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().canonicalize().unwrap().join("data");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("f"), "x").unwrap();
+    std::os::unix::fs::symlink(&real, real.with_file_name("link")).unwrap();
+    let text =
+        |name: &str, path: &std::path::Path| format!("[mounts.{name}]\npath = {:?}\n", path.display().to_string());
+    let ok = Config::load(Some(write(&text("data", &real)).path()), []).unwrap().validate().unwrap();
+    assert_eq!(ok.mounts.len(), 1);
+    assert_eq!((ok.mounts[0].mount.name.as_str(), ok.mounts[0].mount.writable), ("data", false));
+    for (name, path, want) in [
+        ("data", real.with_file_name("link"), "symlink"),
+        ("data", real.join("f"), "not a directory"),
+        ("data", real.join("missing"), "missing"),
+        ("data", real.join("../data"), "goes through"),
+        ("bad/name", real.clone(), "a name is"),
+        ("data", std::path::PathBuf::from("relative/dir"), "absolute"),
+    ] {
+        let c = Config::load(Some(write(&text(&format!("{name:?}"), &path)).path()), []).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(want), "{name} {}: {e}", path.display());
+    }
+    // the environment cannot declare one
+    let e = Config::load(None, [("CODEEXEC_MOUNTS_DATA_PATH".into(), "/srv".into())]).unwrap_err().to_string();
+    assert!(e.contains("not a configuration key"), "{e}");
+}

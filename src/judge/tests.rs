@@ -100,6 +100,7 @@ fn request(code: &str, tests: Vec<Test>) -> Request {
         cancel: None,
         cache: None,
         keep: Keep::default(),
+        access: Default::default(),
     }
 }
 

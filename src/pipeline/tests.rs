@@ -63,6 +63,7 @@ fn program(code: &str) -> Program {
         cancel: None,
         collect_files: false,
         cache: None,
+        access: Default::default(),
     }
 }
 
@@ -281,4 +282,26 @@ fn an_identical_compile_comes_from_the_cache() {
         assert!(matches!(p, Prepare::Refused(ref o) if o.verdict == Verdict::CompileError));
     }
     assert_eq!(f.seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn only_the_program_gets_network_and_mounts_not_its_checks_or_compiler() {
+    let access =
+        crate::run::Access { network: Some(crate::run::NetAccess { allow: None }), mounts: vec!["datasets".into()] };
+    let f = fake(vec![]);
+    let out = execute(&f, &lang("c"), Program { access: access.clone(), ..program("int main(){}") }).unwrap();
+    assert_eq!(out.verdict, Verdict::Run(Status::Ok));
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].argv[0], "gcc");
+    assert_eq!(seen[0].access, crate::run::Access::default(), "the compiler runs without them");
+    assert_eq!(seen[1].access, access);
+    drop(seen);
+    let f = fake(vec![("python3 main.py", outcome(Status::RuntimeError, Some(1), "SyntaxError"))]);
+    execute(&f, &lang("python"), Program { access: access.clone(), ..program("x(") }).unwrap();
+    let seen = f.seen.lock().unwrap();
+    assert!(seen.len() >= 2, "a syntax check and the run");
+    for r in seen.iter().filter(|r| r.argv.get(1).map(String::as_str) != Some("main.py")) {
+        assert_eq!(r.access, crate::run::Access::default(), "{:?} runs without them", r.argv);
+    }
 }

@@ -101,7 +101,9 @@ fn refill(inner: &Inner, shared: &Shared, target: usize, root: usize) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let made = inner.prepare(&default_sizes(), root).and_then(|p| p.wait_ready().map(|()| p));
+        let made = inner
+            .prepare(&default_sizes(), root, &super::prepared::Extras::default())
+            .and_then(|p| p.wait_ready().map(|()| p));
         match made {
             Ok(p) => shared.ready.lock().unwrap_or_else(PoisonError::into_inner).push_back(p),
             Err(e) => {

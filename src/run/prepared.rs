@@ -22,7 +22,8 @@ use super::{Inner, OutputFile, RunError, RunOutcome, RunRequest, chain, plan, sy
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{
-    self, Channel, CollectSpec, IdMap, Report, SpawnFds, SpawnRequest, Spawned, StartRequest, Starter, TmpfsSizes,
+    self, Channel, CollectSpec, IdMap, NetLink, Report, SpawnFds, SpawnRequest, Spawned, StartRequest, Starter,
+    TmpfsSizes,
 };
 
 /// How long a sandbox may take to answer (`Ready`, `Resized`) before it is given up on.
@@ -41,13 +42,37 @@ pub(super) struct Prepared {
     cgroup: Option<Cgroup>,
     reaped: bool,
     used: bool,
+    /// Its network link, removed with it.
+    link: Option<NetLink>,
     _slot: Slot,
+}
+
+/// What a sandbox gets beyond the plain one (a warm sandbox never has any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Extras {
+    /// A network link.
+    pub(super) network: bool,
+    /// Host mounts, by index in the runner's configuration.
+    pub(super) mounts: Vec<usize>,
 }
 
 impl Prepared {
     /// Prepares a sandbox in `slot` with tmpfs `sizes`. PID 1 goes on setting itself up
     /// after this returns; [`Prepared::wait_ready`] waits for it.
-    pub(super) fn new(runner: &Inner, slot: Slot, sizes: &TmpfsSizes, root: usize) -> Result<Self, RunError> {
+    pub(super) fn new(
+        runner: &Inner,
+        slot: Slot,
+        sizes: &TmpfsSizes,
+        root: usize,
+        extras: &Extras,
+    ) -> Result<Self, RunError> {
+        let link = match (extras.network, &runner.egress) {
+            (false, _) => None,
+            (true, Some(egress)) => Some(egress.config().link(slot.index()).ok_or_else(|| {
+                RunError::Invalid(format!("network.subnet has no room for run slot {}", slot.index()))
+            })?),
+            (true, None) => return Err(RunError::Invalid("network runs are not enabled".into())),
+        };
         // descriptors first: failing here leaves nothing to undo
         let (chan, chan_child) = Channel::pair().map_err(sys("socketpair"))?;
         let (starter, start_child) = Starter::pair().map_err(sys("socketpair"))?;
@@ -71,6 +96,8 @@ impl Prepared {
                     ids: runner.idmap(slot.index()),
                     into_cgroup: placement.dir.is_some(),
                     cgroup_procs: placement.procs.len(),
+                    network: link.clone(),
+                    mounts: extras.mounts.clone(),
                 };
                 let fds = SpawnFds {
                     control: chan_child.as_fd(),
@@ -103,8 +130,14 @@ impl Prepared {
             cgroup: Some(cgroup),
             reaped: false,
             used: false,
+            link,
             _slot: slot,
         })
+    }
+
+    /// Its link, if it has one.
+    pub(super) fn link(&self) -> Option<&NetLink> {
+        self.link.as_ref()
     }
 
     fn cgroup(&self) -> Result<&Cgroup, RunError> {
@@ -253,6 +286,13 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         if !self.reaped {
             self.kill_and_reap();
+        }
+        // the kernel would remove the pair with PID 1's network namespace, but later, and
+        // the slot's next run wants the name
+        if let Some(link) = self.link.take() {
+            if let Err(e) = sandbox::remove_link(&link.host_if) {
+                tracing::error!(error = %chain(&e), link = link.host_if, "removing a sandbox's network link failed");
+            }
         }
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = cg.remove() {

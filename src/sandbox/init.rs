@@ -13,7 +13,9 @@
 //!    now: changing credentials clears the parent-death signal (prctl(2)). Should the runner
 //!    die before this, our control socket says so: every wait below watches it;
 //! 5. unshare the cgroup namespace, now that we are in the run's cgroup, so it is our root;
-//! 6. mounts and pivot_root (see `mounts`), hostname, loopback;
+//! 6. mounts (the image's idmapped directories, the host mounts it was given at
+//!    `/mnt/<name>`, with a network link the resolver's `resolv.conf`) and pivot_root (see
+//!    `mounts`), hostname, loopback, and with a link its address and default route;
 //! 7. fork the program's process, which drops everything and waits (see `exec`);
 //! 8. report `Ready`.
 //!
@@ -37,7 +39,8 @@ use nix::unistd::{Gid, Pid, Uid, read, setresgid, setresuid};
 
 use super::channel::{self, Command, ExitStatus, Received, Report};
 use super::collect::{self, CollectSpec};
-use super::spec::SpawnRequest;
+use super::netlink::{NetlinkError, Rtnl};
+use super::spec::{NetLink, SpawnRequest};
 use super::sys::{self, Forked};
 use super::zygote::Release;
 use super::{StepError, close_all_but, exec, mounts};
@@ -158,23 +161,46 @@ fn prepare(req: &SpawnRequest, root: &std::path::Path, released: OwnedFd) -> Res
     };
     drop(released);
     become_root().map_err(step("become root of the user namespace"))?;
-    if release.idmapped.len() != trees.len() {
+    if release.idmapped.len() + release.mounts.len() != trees.len() {
         return Err(StepError::new("idmapped image", None, "names and trees differ".into()).into());
     }
+    let mut trees = trees.into_iter();
+    let image: Vec<OwnedFd> = trees.by_ref().take(release.idmapped.len()).collect();
+    let extras: Vec<(String, OwnedFd)> = release.mounts.into_iter().zip(trees).collect();
     // the image's directories, root's inside: each covers the plain bind of its name
-    for (name, tree) in release.idmapped.iter().zip(&trees) {
+    for (name, tree) in release.idmapped.iter().zip(&image) {
         super::check_relative_path(name).map_err(|why| StepError::new("idmapped image", None, why))?;
         let target = root.join(name);
         sys::move_mount_onto(tree.as_fd(), &target)
             .map_err(|e| StepError::new("attach an idmapped image directory", Some(e), target.display().to_string()))?;
     }
-    drop(trees);
+    drop(image);
+    mounts::attach_extras(root, &extras, req.network.is_some())?;
+    drop(extras);
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("set parent-death signal"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("unshare the cgroup namespace"))?;
     mounts::enter_root(root, req)?;
     nix::unistd::sethostname(&req.hostname).map_err(step("sethostname"))?;
     sys::loopback_up().map_err(step("bring up loopback"))?;
+    if let Some(link) = &req.network {
+        configure_eth0(link)?;
+    }
     Ok(())
+}
+
+/// Our end of the veth pair the zygote made: address, up, default route through the host
+/// end. As root of the user namespace that owns this network namespace we may; the
+/// program, unprivileged, may not change any of it.
+fn configure_eth0(link: &NetLink) -> Result<(), StepError> {
+    let fail = |what: &'static str| move |e: NetlinkError| StepError::new(what, Some(e.errno), "eth0".into());
+    let mut rtnl = Rtnl::open().map_err(fail("open a netlink socket"))?;
+    let index = rtnl
+        .link_index("eth0")
+        .map_err(fail("find the network link"))?
+        .ok_or_else(|| StepError::new("find the network link", Some(Errno::ENODEV), "eth0".into()))?;
+    rtnl.add_address_v4(index, link.sandbox_addr, link.prefix_len).map_err(fail("address the network link"))?;
+    rtnl.set_up(index).map_err(fail("bring up the network link"))?;
+    rtnl.add_default_route_v4(link.host_addr).map_err(fail("add the default route"))
 }
 
 fn next_command(control: &OwnedFd) -> Result<(Command, Vec<OwnedFd>), StepError> {

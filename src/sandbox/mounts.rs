@@ -10,7 +10,10 @@
 //!
 //! Per run, PID 1 binds the prepared root onto itself (pivot_root refuses a locked mount),
 //! mounts fresh tmpfs on `/tmp`, `/sandbox` and `/dev/shm` and a fresh proc for its pid
-//! namespace, writes the input files, and pivots. Six mounts; nothing is bound per run.
+//! namespace, writes the input files, and pivots. Six mounts; nothing is bound per run,
+//! but for a run that asks: the operator's host directories (bound once by the zygote,
+//! cloned and idmapped per sandbox) at `/mnt/<name>`, and for a network run the
+//! resolver's `resolv.conf` bound over the root's.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -27,8 +30,11 @@ use super::spec::{FileEntry, RootSpec, SpawnRequest, TmpfsSizes, check_relative_
 
 type Result<T> = std::result::Result<T, StepError>;
 
-/// Top-level entries of a root directory we replace with our own mounts or leave out.
-const OWN_DIRS: [&str; 5] = ["dev", "proc", "sys", "tmp", "sandbox"];
+/// Top-level entries of a root directory we replace with our own mounts or leave out
+/// (`/mnt`, when the operator declares host directories, holds their mount points).
+const OWN_DIRS: [&str; 6] = ["dev", "proc", "sys", "tmp", "sandbox", "mnt"];
+/// The directory beside the roots holding the `resolv.conf` of network sandboxes.
+pub(super) const NET_ETC: &str = "net-etc";
 /// The device nodes of the sandbox's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
@@ -66,8 +72,9 @@ pub(super) fn idmapped_dirs(spec: &RootSpec) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Builds the read-only root `dir` from `spec` (zygote, private mount namespace, real root).
-pub(super) fn prepare_root(dir: &Path, spec: &RootSpec) -> Result<()> {
+/// Builds the read-only root `dir` from `spec` (zygote, private mount namespace, real root),
+/// with an empty `/mnt/<name>` for each host mount (and no `/mnt` without any).
+pub(super) fn prepare_root(dir: &Path, spec: &RootSpec, mount_names: &[String]) -> Result<()> {
     fs::DirBuilder::new().mode(0o755).create(dir).map_err(io("mkdir root", dir))?;
     let opts = "mode=0755,size=1m,nr_inodes=4096";
     mount(Some("codeexec-root"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts))
@@ -95,6 +102,13 @@ pub(super) fn prepare_root(dir: &Path, spec: &RootSpec) -> Result<()> {
     for d in ["proc", "tmp", "sandbox", "sys"] {
         mkdir(&dir.join(d), 0o755)?;
     }
+    if !mount_names.is_empty() {
+        mkdir(&dir.join("mnt"), 0o755)?;
+    }
+    for name in mount_names {
+        check_relative_path(name).map_err(|why| StepError::new("host mount", None, why))?;
+        mkdir(&dir.join("mnt").join(name), 0o755)?;
+    }
     prepare_dev(&dir.join("dev"))?;
     mount(None::<&str>, dir, None::<&str>, RO_BIND, None::<&str>).map_err(sys("make root read-only", dir))
 }
@@ -119,6 +133,53 @@ fn place_entry(src: &Path, dst: &Path) -> Result<()> {
         return Ok(()); // sockets, fifos, device nodes: never bound into a root
     }
     bind_read_only(src, dst)
+}
+
+/// Binds the host directory `src` (checked again here: a directory, no symlink on the
+/// way) at `dst` for the zygote to clone per sandbox. Opened with `O_NOFOLLOW` and bound
+/// through the descriptor, so what was checked is what is bound.
+pub(super) fn bind_host_dir(src: &Path, dst: &Path) -> Result<()> {
+    use nix::fcntl::{OFlag, open};
+    let canonical = fs::canonicalize(src).map_err(io("host mount", src))?;
+    if canonical != src {
+        return Err(StepError::new("host mount", None, format!("{} is not canonical (a symlink?)", src.display())));
+    }
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = open(src, flags, nix::sys::stat::Mode::empty()).map_err(sys("open host mount", src))?;
+    mkdir(dst, 0o755)?;
+    let via = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    mount(Some(via.as_str()), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(sys("bind host mount", src))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(sys("remount host mount", dst))
+}
+
+/// The `resolv.conf` of sandboxes with a network link, naming the operator's resolver.
+pub(super) fn prepare_net_etc(dir: &Path, resolv_conf: &str) -> Result<()> {
+    mkdir(dir, 0o755)?;
+    let path = dir.join("resolv.conf");
+    fs::write(&path, resolv_conf).map_err(io("write resolv.conf", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io("chmod resolv.conf", &path))
+}
+
+/// PID 1, before the pivot: attaches the host mounts it was given at `/mnt/<name>` and,
+/// with a network link, binds the zygote's `resolv.conf` over the root's (an overlay of
+/// `/etc` would hide the binds inside it). A root whose `/etc/resolv.conf` is not a
+/// regular file keeps what it has (the runner warns about such roots at start).
+pub(super) fn attach_extras(root: &Path, mounts: &[(String, OwnedFd)], network: bool) -> Result<()> {
+    for (name, tree) in mounts {
+        check_relative_path(name).map_err(|why| StepError::new("host mount", None, why))?;
+        let target = root.join("mnt").join(name);
+        super::sys::move_mount_onto(std::os::fd::AsFd::as_fd(tree), &target)
+            .map_err(sys("attach a host mount", &target))?;
+    }
+    let target = root.join("etc/resolv.conf");
+    // the prepared root is ours (read-only, nothing untrusted has run in it): lstat is safe
+    if network && fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
+        let src = Path::new("/").join(NET_ETC).join("resolv.conf");
+        bind_read_only(&src, &target)?;
+    }
+    Ok(())
 }
 
 fn bind_read_only(src: &Path, dst: &Path) -> Result<()> {

@@ -1,6 +1,7 @@
 //! What the runner asks of the sandbox: the root filesystems prepared once per zygote, and
 //! the per-run spawn request. Both are plain data (the request crosses a socket as JSON).
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,38 @@ pub struct SpawnRequest {
     pub into_cgroup: bool,
     /// How many `cgroup.procs` files (to write PID 1's pid into) come with the request.
     pub cgroup_procs: usize,
+    /// A network link to give the sandbox (else it has only `lo`).
+    pub network: Option<NetLink>,
+    /// The host directories to attach under `/mnt`, by index into the zygote's
+    /// [`HostMount`]s.
+    pub mounts: Vec<usize>,
+}
+
+/// A sandbox's way out: a veth pair whose host end the zygote creates in its own network
+/// namespace, with the peer created right in PID 1's as `eth0`; PID 1 gives `eth0` its
+/// address and a default route through the host end. What the traffic may reach is the
+/// host's firewall's business, not the sandbox's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetLink {
+    /// The host end's name (at most 15 bytes).
+    pub host_if: String,
+    /// The host end's address, the sandbox's gateway.
+    pub host_addr: Ipv4Addr,
+    /// The sandbox end's address.
+    pub sandbox_addr: Ipv4Addr,
+    /// The prefix length of both.
+    pub prefix_len: u8,
+}
+
+/// A host directory the operator offers to sandboxes, at `/mnt/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMount {
+    /// Its name: the mount point under `/mnt` (checked: one path component).
+    pub name: String,
+    /// The host directory (absolute, canonical, no symlink in it).
+    pub path: PathBuf,
+    /// Writable inside (else read-only).
+    pub writable: bool,
 }
 
 /// The user namespace map of one run: inside root and the program's id, each mapped to

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::{self, Received};
 use super::init::{self, Fds};
-use super::spec::{RootSpec, SpawnRequest};
+use super::netlink::Rtnl;
+use super::spec::{HostMount, NetLink, RootSpec, SpawnRequest};
 use super::sys::{self, Forked};
 use super::{SandboxError, StepError, close_all_but, mounts};
 
@@ -35,6 +36,10 @@ pub struct ZygoteConfig {
     pub roots: Vec<RootSpec>,
     /// The seccomp program every program gets (one program: one JIT per run).
     pub filter: BpfProgram,
+    /// Host directories a spawn request may ask for (by index), each bound once here.
+    pub mounts: Vec<HostMount>,
+    /// The `/etc/resolv.conf` of sandboxes with a network link (bound over their own).
+    pub resolv_conf: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -158,8 +163,8 @@ impl Drop for Zygote {
 
 /// The zygote's main: prepare, report, serve. Never returns.
 fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
-    let roots = match prepare(&sock, config) {
-        Ok(roots) => roots,
+    let mut state = match prepare(&sock, config) {
+        Ok(state) => state,
         Err(e) => {
             let _ = channel::send(sock.as_fd(), &Reply::Failed { message: e.to_string() }, &[]);
             sys::exit_now(1)
@@ -178,7 +183,7 @@ fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
             }
             Err(_) => sys::exit_now(0),
         };
-        let sent = match spawn(&req, fds, &roots, &config.filter) {
+        let sent = match spawn(&req, fds, &mut state, &config.filter) {
             Ok(child) => {
                 let reply = Reply::Spawned { pid: child.pid.as_raw() };
                 channel::send(sock.as_fd(), &reply, &[child.pidfd.as_raw_fd()])
@@ -195,9 +200,22 @@ fn serve(sock: OwnedFd, config: &ZygoteConfig) -> ! {
     }
 }
 
+/// What the zygote made once and serves every spawn from.
+struct State {
+    roots: Vec<Prepared>,
+    /// Where each host mount is bound (in the zygote's mount namespace), and whether it
+    /// is writable.
+    mounts: Vec<(PathBuf, bool)>,
+    /// Names of the host mounts, their mount points under `/mnt`.
+    mount_names: Vec<String>,
+    /// A route netlink socket in the host's network namespace, opened on first use.
+    rtnl: Option<Rtnl>,
+}
+
 /// Detach from the runner's session and descriptors, take a private mount namespace, and
-/// build every root under a tmpfs over the state dir.
-fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<Prepared>, StepError> {
+/// build every root under a tmpfs over the state dir, with the host mounts and the
+/// network sandboxes' `resolv.conf` beside them.
+fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<State, StepError> {
     let step = |name: &'static str| move |e: Errno| StepError::new(name, Some(e), String::new());
     nix::unistd::setsid().map_err(step("setsid"))?;
     // the runner's handlers (e.g. the CLI's SIGINT flag) mean nothing here or in PID 1
@@ -221,14 +239,24 @@ fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<Vec<Prepared>, StepE
         Some("mode=0755,size=64k"),
     )
     .map_err(|e| StepError::new("mount the zygote's tmpfs", Some(e), state.display().to_string()))?;
+    let mount_names: Vec<String> = config.mounts.iter().map(|m| m.name.clone()).collect();
     let mut dirs = Vec::with_capacity(config.roots.len());
     for (i, spec) in config.roots.iter().enumerate() {
         let name = format!("root-{i}");
-        mounts::prepare_root(&state.join(&name), spec)?;
+        mounts::prepare_root(&state.join(&name), spec, &mount_names)?;
         dirs.push(Prepared { path: Path::new("/").join(name), idmapped: mounts::idmapped_dirs(spec)? });
     }
+    let mut binds = Vec::with_capacity(config.mounts.len());
+    for (i, m) in config.mounts.iter().enumerate() {
+        let name = format!("mount-{i}");
+        mounts::bind_host_dir(&m.path, &state.join(&name))?;
+        binds.push((Path::new("/").join(name), m.writable));
+    }
+    if let Some(text) = &config.resolv_conf {
+        mounts::prepare_net_etc(&state.join(mounts::NET_ETC), text)?;
+    }
     mounts::shrink_to(state)?;
-    Ok(dirs)
+    Ok(State { roots: dirs, mounts: binds, mount_names, rtnl: None })
 }
 
 /// A root as the zygote prepared it.
@@ -240,10 +268,12 @@ struct Prepared {
 }
 
 /// What the zygote sends PID 1 to let it go on: the names of the idmapped trees that come
-/// with the message, in order (each goes on top of the root's entry of that name).
+/// with the message, in order (each goes on top of the root's entry of that name), then
+/// the names of the host mounts that follow them (each goes on `/mnt/<name>`).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Release {
     pub(super) idmapped: Vec<String>,
+    pub(super) mounts: Vec<String>,
 }
 
 /// A spawn that went wrong after the clone: the child exists (and is killed); the runner,
@@ -260,10 +290,13 @@ struct Broken {
 fn spawn(
     req: &SpawnRequest,
     fds: Vec<OwnedFd>,
-    roots: &[Prepared],
+    state: &mut State,
     filter: &BpfProgram,
 ) -> Result<sys::Cloned, Result<Broken, String>> {
-    let prepared = roots.get(req.root).ok_or_else(|| Err(format!("no root {}", req.root)))?;
+    let prepared = state.roots.get(req.root).ok_or_else(|| Err(format!("no root {}", req.root)))?;
+    if let Some(&bad) = req.mounts.iter().find(|&&i| i >= state.mounts.len()) {
+        return Err(Err(format!("no host mount {bad}")));
+    }
     let root: &Path = &prepared.path;
     let want = 5 + usize::from(req.into_cgroup) + req.cgroup_procs;
     if fds.len() != want {
@@ -298,7 +331,13 @@ fn spawn(
         Err(e) => return Err(Err(format!("clone3 into new namespaces: {e}"))),
     };
     drop((pid1_fds, go_r));
-    match place(&child, req, &procs).and_then(|()| release(&child, prepared, &go_w)) {
+    let placed = place(&child, req, &procs)
+        .and_then(|()| match &req.network {
+            Some(link) => connect(&mut state.rtnl, &child, link),
+            None => Ok(()),
+        })
+        .and_then(|()| release(&child, req, state, req.root, &go_w));
+    match placed {
         Ok(()) => Ok(child),
         Err(message) => {
             let _ = super::kill(child.pidfd.as_fd());
@@ -318,28 +357,71 @@ fn place(child: &sys::Cloned, req: &SpawnRequest, procs: &[OwnedFd]) -> Result<(
     Ok(())
 }
 
+/// Gives PID 1 its link out: the veth pair, its host end addressed and up, forwarding on
+/// it and IPv6 off (the host's firewall filters IPv4 only, so no IPv6 may pass at all).
+/// A leftover of the same name (a runner that died before deleting it) is replaced.
+fn connect(rtnl: &mut Option<Rtnl>, child: &sys::Cloned, link: &NetLink) -> Result<(), String> {
+    let rtnl = match rtnl {
+        Some(r) => r,
+        None => rtnl.insert(Rtnl::open().map_err(|e| crate::error_chain(&e))?),
+    };
+    let name = &link.host_if;
+    let index = match rtnl.add_veth(name, "eth0", child.pid.as_raw()) {
+        Err(e) if e.errno == Errno::EEXIST => {
+            rtnl.delete_link(name).map_err(|e| format!("deleting a leftover {name}: {}", crate::error_chain(&e)))?;
+            rtnl.add_veth(name, "eth0", child.pid.as_raw())
+        }
+        other => other,
+    }
+    .map_err(|e| format!("creating the veth pair {name}: {}", crate::error_chain(&e)))?;
+    let configured = host_end_sysctls(name)
+        .and_then(|()| rtnl.add_address_v4(index, link.host_addr, link.prefix_len).map_err(|e| crate::error_chain(&e)))
+        .and_then(|()| rtnl.set_up(index).map_err(|e| crate::error_chain(&e)));
+    if let Err(e) = configured {
+        let _ = rtnl.delete_link(name);
+        return Err(format!("configuring {name}: {e}"));
+    }
+    Ok(())
+}
+
+/// Forwarding on (the packets a sandbox sends arrive on this interface; forwarding is
+/// decided per incoming interface), IPv6 off.
+fn host_end_sysctls(name: &str) -> Result<(), String> {
+    let write = |path: String| std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"));
+    write(format!("/proc/sys/net/ipv4/conf/{name}/forwarding"))?;
+    let v6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    // a host without IPv6 has no such file, and nothing to disable
+    if Path::new(&v6).exists() { write(v6) } else { Ok(()) }
+}
+
 /// Lets PID 1 go on: a message on the socket it waits on, with the idmapped copies of
-/// its image's directories, made here (an idmapped mount needs the initial user
-/// namespace's privileges) through PID 1's user namespace, whose maps are written by now.
-fn release(child: &sys::Cloned, root: &Prepared, go: &OwnedFd) -> Result<(), String> {
+/// its image's directories and of the host mounts it asked for, made here (an idmapped
+/// mount needs the initial user namespace's privileges) through PID 1's user namespace,
+/// whose maps are written by now.
+fn release(child: &sys::Cloned, req: &SpawnRequest, state: &State, root: usize, go: &OwnedFd) -> Result<(), String> {
+    let root = &state.roots[root];
     let idmapped = &root.idmapped;
-    let mut trees = Vec::with_capacity(idmapped.len());
-    if !idmapped.is_empty() {
+    let mut trees = Vec::with_capacity(idmapped.len() + req.mounts.len());
+    let mut names = Vec::with_capacity(req.mounts.len());
+    if !idmapped.is_empty() || !req.mounts.is_empty() {
         let ns = format!("/proc/{}/ns/user", child.pid);
         let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
         let userns = nix::fcntl::open(ns.as_str(), flags, nix::sys::stat::Mode::empty())
             .map_err(|e| format!("opening {ns}: {e}"))?;
-        for name in idmapped {
-            // a copy of the root's read-only bind of it (the image's own path is not in
-            // the zygote's mount namespace)
-            let src = root.path.join(name);
+        // the image's directories: copies of the root's read-only binds of them (the
+        // image's own path is not in the zygote's mount namespace); then the host mounts,
+        // whose owners 0 and 1000 become root and the program inside
+        let wanted = req.mounts.iter().map(|&i| (&state.mounts[i].0, state.mounts[i].1));
+        let sources = idmapped.iter().map(|name| (root.path.join(name), false));
+        for (src, writable) in sources.chain(wanted.map(|(p, w)| (p.clone(), w))) {
             let tree = sys::open_tree_clone(&src).map_err(|e| format!("open_tree {}: {e}", src.display()))?;
-            sys::idmap_read_only(tree.as_fd(), userns.as_fd())
+            sys::idmap(tree.as_fd(), userns.as_fd(), writable)
                 .map_err(|e| format!("idmapping {}: {e}", src.display()))?;
             trees.push(tree);
         }
+        names.extend(req.mounts.iter().map(|&i| state.mount_names[i].clone()));
     }
-    let msg = Release { idmapped: idmapped.clone() };
+    let msg = Release { idmapped: idmapped.clone(), mounts: names };
     let fds: Vec<RawFd> = trees.iter().map(AsRawFd::as_raw_fd).collect();
     channel::send(go.as_fd(), &msg, &fds).map_err(|e| format!("releasing PID 1: {e}"))
 }

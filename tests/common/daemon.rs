@@ -25,7 +25,7 @@ impl Daemon {
     /// TCP on a free loopback port, JSON logs and a compile cache of its own; waits until it
     /// listens.
     pub fn start(env: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn(Command::new(bin()), env)
+        Daemon::spawn(Command::new(bin()), None, env)
     }
 
     /// As `start`, but inside the network namespace at `netns` (e.g.
@@ -33,17 +33,34 @@ impl Daemon {
     /// namespaces; `tcp` is then an address inside that namespace, not reachable from
     /// the test.
     pub fn start_in_netns(netns: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", netns.display())).arg("--").arg(bin());
-        Daemon::spawn(cmd, env)
+        Daemon::start_with(Some(netns), None, env)
+    }
+
+    /// As `start`, in the network namespace at `netns` if given, with `config` (TOML) as
+    /// its configuration file if given.
+    pub fn start_with(netns: Option<&Path>, config: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+        let cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net={}", ns.display())).arg("--").arg(bin());
+                cmd
+            }
+            None => Command::new(bin()),
+        };
+        Daemon::spawn(cmd, config, env)
     }
 
     /// Runs `cmd serve` (`cmd` being the binary, or a wrapper that execs it).
-    fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Daemon {
+    fn spawn(mut cmd: Command, config: Option<&str>, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("codeexec.sock");
-        cmd.arg("serve")
-            .env_clear()
+        cmd.arg("serve");
+        if let Some(text) = config {
+            let path = dir.path().join("codeexec.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CODEEXEC_SERVER_UNIX_SOCKET", &socket)
             .env("CODEEXEC_SERVER_TCP", "127.0.0.1:0")

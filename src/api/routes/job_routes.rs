@@ -28,7 +28,7 @@ pub(super) async fn submit(
     let body = read_json_body(api, req).await?;
     let mut dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     let callback_url = dto.callback_url.take();
-    let planned = plan(api, dto)?;
+    let planned = plan(api, dto, caller)?;
     log.language = Some(planned.lang.id.clone());
     let target = match callback_url {
         Some(url) => Some(
