@@ -150,7 +150,10 @@ pub fn network_rows(runner: &Runner, runs: usize) -> Result<Vec<Row>, String> {
     let cases: [(&'static str, Access); 3] = [
         ("cold, no network", Access::default()),
         ("cold, network", Access { network: Some(NetAccess { allow: None }), mounts: Vec::new() }),
-        ("cold, network + allow-list", Access { network: Some(NetAccess { allow: Some(vec![allow]) }), mounts: Vec::new() }),
+        (
+            "cold, network + allow-list",
+            Access { network: Some(NetAccess { allow: Some(vec![allow]) }), mounts: Vec::new() },
+        ),
     ];
     cases
         .into_iter()

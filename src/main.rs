@@ -481,11 +481,8 @@ fn run_bench(args: &BenchArgs) -> ExitCode {
 
 fn bench_report(args: &BenchArgs) -> anyhow::Result<String> {
     if let Some(resolver) = args.network_resolver {
-        let network = codeexec::config::NetworkConfig {
-            enabled: true,
-            resolver: resolver.to_string(),
-            ..Default::default()
-        };
+        let network =
+            codeexec::config::NetworkConfig { enabled: true, resolver: resolver.to_string(), ..Default::default() };
         let settings = codeexec::config::Config { network, ..Default::default() }.validate()?;
         let net = settings.network.context("network settings")?;
         let runner =

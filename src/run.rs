@@ -283,6 +283,7 @@ impl Runner {
         let seccomp_instructions = filter.len();
         let egress = match &config.network {
             Some((net, _)) => {
+                warn_without_resolv_conf(&roots);
                 remove_leftover_links(&slots);
                 let egress = Egress::install(net.clone())?;
                 tracing::info!(uplink = egress.uplink(), subnet = %net.subnet, resolver = %net.resolver, "network runs enabled");
@@ -462,6 +463,21 @@ fn collect_leftovers(cgroups: &Hierarchy, slots: &slot::SlotPool) {
                 Ok(()) => tracing::info!(cgroup = %name, "removed the cgroup of a run whose runner died"),
                 Err(e) => tracing::warn!(cgroup = %name, error = %chain(&e), "could not remove a leftover cgroup"),
             }
+        }
+    }
+}
+
+/// A network run gets the resolver bound over its root's `/etc/resolv.conf`, which must
+/// be a regular file for that (the host root's is; an image may lack one).
+fn warn_without_resolv_conf(roots: &[crate::sandbox::RootSpec]) {
+    for root in roots {
+        let (crate::sandbox::RootSpec::Dir(dir) | crate::sandbox::RootSpec::Image(dir)) = root else { continue };
+        let file = dir.join("etc/resolv.conf");
+        if !std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
+            tracing::warn!(
+                file = %file.display(),
+                "not a regular file: network runs on this root get no resolver (names will not resolve)"
+            );
         }
     }
 }
