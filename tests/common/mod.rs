@@ -120,6 +120,29 @@ pub fn python(flags: &[&str], code: &str) -> Run {
     run(flags, &["/usr/bin/python3", "-c", code])
 }
 
+/// The processes descended from `pid` (its children, theirs, …).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // the command may hold spaces and parentheses: the fields start after the last ')'
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(pp) = ppid {
+            parent.push((p, pp));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let of = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == of).map(|(p, _)| *p));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
 /// Host processes whose real uid is one of the sandboxes' (2_000_000_000 + 2 * slot, +1).
 pub fn sandbox_processes() -> Vec<(u32, u64)> {
     let ids = 2_000_000_000u64..2_000_000_000 + 2 * 1024;
