@@ -59,6 +59,14 @@ fn network_leftovers() -> Vec<String> {
         let tables = String::from_utf8_lossy(&out.stdout);
         found.extend(tables.lines().filter(|l| l.trim() == "table inet codeexec").map(|l| format!("nftables {l}")));
     }
+    if let Ok(entries) = fs::read_dir("/run") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("codeexec-network-") && name.ends_with(".forwarding") {
+                found.push(format!("forwarding turned on and never off again: /run/{name}"));
+            }
+        }
+    }
     if let Ok(entries) = fs::read_dir("/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -16,26 +16,46 @@
 //!   forbidden ranges (loopback, private, carrier-grade NAT, link-local with the cloud
 //!   metadata address, multicast, reserved, documentation, benchmarking);
 //! - a run with an allow-list reaches only its `address . protocol . port` entries (and
-//!   the resolver): set elements keyed by its address, added before its program starts
-//!   and removed after (with a timeout, should the daemon die in between);
+//!   the resolver). Such runs get their link from the upper half of `subnet`, which the
+//!   table checks against a set of permits, so the check fails closed: a permit that is
+//!   missing, expired or never added denies. A run's permits are keyed by its address,
+//!   added before its program starts and removed after it is dead (with a timeout, should
+//!   the daemon die in between);
 //! - optional caps: concurrent connections and bytes per second, per sandbox;
 //! - replies come back (`ct state established,related`); nothing else enters a sandbox.
 //!
-//! This module runs `nft`, once at start and per run with an allow-list; it never runs in a
-//! sandbox or between fork and exec.
+//! Only one network-enabled daemon runs per network namespace (a lock file says which); it
+//! records when it turns the uplink's forwarding on, so that a successor after a crash turns
+//! it off again.
+//! A watchdog checks every second that the table is still there (a host firewall reload
+//! with `flush ruleset` removes it): if not, it cuts every sandbox's link and loads the
+//! table again.
+//!
+//! This module runs `nft`, at start, once a second, and twice per run with an allow-list;
+//! it never runs in a sandbox or between fork and exec.
 
 use std::fmt;
+use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::callback::{Network, forbidden_v4, forbidden_why};
 use crate::sandbox::NetLink;
 
 /// The host ends' name prefix: `ceh<slot>` (a slot is host-wide, so names never clash).
 pub const IF_PREFIX: &str = "ceh";
+/// Held by the one network-enabled daemon of a network namespace:
+/// `/run/codeexec-network-<namespace inode>.lock`.
+const LOCK_PREFIX: &str = "/run/codeexec-network-";
+/// How often the watchdog checks the table.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// How the egress is set up (validated from `[network]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +68,9 @@ pub struct EgressConfig {
     pub resolver: Ipv4Addr,
     /// IPv4 networks reachable although the forbidden table lists them.
     pub allow_networks: Vec<Network>,
+    /// IPv4 networks never reachable, allowed or not (e.g. the host's own public address
+    /// on a cloud that NATs it, which is not an address of the host).
+    pub deny_networks: Vec<Network>,
     /// The interface traffic leaves by; `None`: the default route's.
     pub uplink: Option<String>,
     /// Most connections a sandbox may have open at once (0: no cap).
@@ -75,6 +98,18 @@ pub struct Egress {
     /// We turned forwarding on for the uplink (replies from it are forwarded to the
     /// sandboxes), and turn it off again when done.
     forwarding_turned_on: bool,
+    /// The file that says so while it is true (names the uplink).
+    mark: String,
+    lock_path: String,
+    /// The one network-enabled daemon of this network namespace is us.
+    _lock: Flock<File>,
+    watchdog: Option<Watchdog>,
+}
+
+#[derive(Debug)]
+struct Watchdog {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// One destination a run may reach when it gives an allow-list.
@@ -142,15 +177,17 @@ impl EgressConfig {
         forbidden_why(IpAddr::V4(ip)).map(|why| format!("{ip} is {why}, which sandboxes may not reach"))
     }
 
-    /// The link of run slot `slot`: host end `.1`, sandbox `.2` of its /30; `None` when
-    /// the subnet has no room for it.
-    pub fn link(&self, slot: u32) -> Option<NetLink> {
+    /// The link of run slot `slot`: host end `.1`, sandbox `.2` of its /30, in the lower
+    /// half of the subnet, or in the upper half for a run `narrowed` to an allow-list;
+    /// `None` when the subnet has no room for it.
+    pub fn link(&self, slot: u32, narrowed: bool) -> Option<NetLink> {
         let IpAddr::V4(base) = self.subnet.addr() else { return None };
-        let size = 1u64 << (32 - u32::from(self.subnet.prefix()));
+        let half = 1u64 << (31 - u32::from(self.subnet.prefix().min(31)));
         let first = u64::from(slot) * 4;
-        if first + 4 > size {
+        if first + 4 > half {
             return None;
         }
+        let first = if narrowed { first + half } else { first };
         let host = u32::from(base).checked_add(u32::try_from(first + 1).ok()?)?;
         Some(NetLink {
             host_if: format!("{IF_PREFIX}{slot}"),
@@ -158,6 +195,14 @@ impl EgressConfig {
             sandbox_addr: Ipv4Addr::from(host + 1),
             prefix_len: 30,
         })
+    }
+
+    /// The upper half of the subnet: the links of runs with an allow-list.
+    fn narrowed_half(&self) -> String {
+        let IpAddr::V4(base) = self.subnet.addr() else { return self.subnet.to_string() };
+        let prefix = self.subnet.prefix().min(31);
+        let half = 1u32 << (31 - u32::from(prefix));
+        format!("{}/{}", Ipv4Addr::from(u32::from(base) + half), prefix + 1)
     }
 
     /// The sandboxes' `/etc/resolv.conf`.
@@ -177,7 +222,8 @@ impl EgressConfig {
         };
         let forbidden = set(&mut forbidden_v4());
         let allowed = set(&mut self.allow_networks.iter().copied().filter(|n| n.addr().is_ipv4()));
-        let (subnet, resolver) = (self.subnet, self.resolver);
+        let denied = set(&mut self.deny_networks.iter().copied().filter(|n| n.addr().is_ipv4()));
+        let (subnet, resolver, narrowed) = (self.subnet, self.resolver, self.narrowed_half());
         let ifs = format!("\"{IF_PREFIX}*\"");
         let mut limits = String::new();
         let mut sets = String::new();
@@ -204,7 +250,7 @@ impl EgressConfig {
              table inet {t} {{\n\
              \x20 set forbidden {{ type ipv4_addr; flags interval; auto-merge;{forbidden} }}\n\
              \x20 set allowed {{ type ipv4_addr; flags interval; auto-merge;{allowed} }}\n\
-             \x20 set narrowed {{ type ipv4_addr; flags timeout; }}\n\
+             \x20 set denied {{ type ipv4_addr; flags interval; auto-merge;{denied} }}\n\
              \x20 set permits {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags timeout; }}\n\
              {sets}\
              \x20 chain input {{\n\
@@ -228,6 +274,7 @@ impl EgressConfig {
              \x20   fib saddr . iif oif missing drop\n\
              \x20   fib daddr type {{ local, broadcast, anycast, multicast }} drop\n\
              \x20   oifname {ifs} drop\n\
+             \x20   ip daddr @denied drop\n\
              \x20   ip daddr {resolver} meta l4proto {{ tcp, udp }} th dport 53 goto limits\n\
              \x20   ip daddr @allowed goto narrow\n\
              \x20   oifname != \"{uplink}\" drop\n\
@@ -235,8 +282,8 @@ impl EgressConfig {
              \x20   goto narrow\n\
              \x20 }}\n\
              \x20 chain narrow {{\n\
-             \x20   ip saddr @narrowed meta l4proto != {{ tcp, udp }} drop\n\
-             \x20   ip saddr @narrowed ip saddr . ip daddr . meta l4proto . th dport != @permits drop\n\
+             \x20   ip saddr {narrowed} meta l4proto != {{ tcp, udp }} drop\n\
+             \x20   ip saddr {narrowed} ip saddr . ip daddr . meta l4proto . th dport != @permits drop\n\
              \x20   goto limits\n\
              \x20 }}\n\
              \x20 chain limits {{\n\
@@ -253,10 +300,29 @@ impl EgressConfig {
 }
 
 impl Egress {
-    /// Finds the uplink, checks the host against the configuration, loads the table and
-    /// turns forwarding on for the uplink if it was off (the links turn it on for their
-    /// own host ends).
+    /// Takes the host's network lock, finds the uplink, checks the host against the
+    /// configuration, loads the table and turns forwarding on for the uplink if it was
+    /// off (the links turn it on for their own host ends). Call [`Egress::watch`] once
+    /// threads are allowed.
     pub fn install(config: EgressConfig) -> Result<Egress, NetError> {
+        use std::os::unix::fs::MetadataExt;
+        let netns =
+            std::fs::metadata("/proc/self/ns/net").map_err(|e| NetError::Setup(format!("/proc/self/ns/net: {e}")))?;
+        let lock_path = format!("{LOCK_PREFIX}{}.lock", netns.ino());
+        let mark = format!("{LOCK_PREFIX}{}.forwarding", netns.ino());
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| NetError::Setup(format!("{lock_path}: {e}")))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            NetError::Setup(format!(
+                "another codeexec process has network runs enabled in this network namespace ({lock_path}: {}); \
+                 only one may",
+                e.desc()
+            ))
+        })?;
         let uplink = match &config.uplink {
             Some(u) => u.clone(),
             None => default_route_interface()?,
@@ -264,15 +330,52 @@ impl Egress {
         check_host(&config, &uplink)?;
         let forwarding = format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding");
         let was = std::fs::read_to_string(&forwarding).map_err(|e| NetError::Setup(format!("{forwarding}: {e}")))?;
-        let off = was.trim() == "0";
+        // a predecessor that died (we hold the lock) may have left it on: it was off then
+        let marked = std::fs::read_to_string(&mark).is_ok_and(|m| m.trim() == uplink);
+        let off = was.trim() == "0" || marked;
         nft(&config.ruleset(&uplink, off))?;
         // from here on, dropping it removes the table again
-        let mut egress = Egress { config, uplink, forwarding_turned_on: false };
+        let mut egress =
+            Egress { config, uplink, forwarding_turned_on: false, mark, lock_path, _lock: lock, watchdog: None };
         if off {
-            std::fs::write(&forwarding, "1").map_err(|e| NetError::Setup(format!("{forwarding}: {e}")))?;
+            std::fs::write(&egress.mark, &egress.uplink)
+                .map_err(|e| NetError::Setup(format!("{}: {e}", egress.mark)))?;
             egress.forwarding_turned_on = true;
+            std::fs::write(&forwarding, "1").map_err(|e| NetError::Setup(format!("{forwarding}: {e}")))?;
         }
         Ok(egress)
+    }
+
+    /// Starts the watchdog: once a second, checks that the table is there; if it is not
+    /// (someone flushed the host's ruleset), calls `cut` (which must take every sandbox
+    /// off the network) and loads the table again.
+    pub fn watch(&mut self, cut: impl Fn() + Send + 'static) -> std::io::Result<()> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (table, script) = (self.config.table.clone(), self.config.ruleset(&self.uplink, self.forwarding_turned_on));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("codeexec-egress".into()).spawn(move || {
+            loop {
+                let (lock, cv) = &*flag;
+                let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                let (guard, _) =
+                    cv.wait_timeout_while(guard, WATCH_EVERY, |s| !*s).unwrap_or_else(PoisonError::into_inner);
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                if nft_quiet(&format!("list table inet {table}\n")) {
+                    continue;
+                }
+                tracing::error!(table, "the network table is gone (a firewall reload?): cutting every sandbox's link");
+                cut();
+                match nft(&script) {
+                    Ok(()) => tracing::warn!(table, "network table loaded again"),
+                    Err(e) => tracing::error!(table, error = %e, "could not load the network table again"),
+                }
+            }
+        })?;
+        self.watchdog = Some(Watchdog { stop, thread: Some(thread) });
+        Ok(())
     }
 
     /// The configuration.
@@ -286,15 +389,17 @@ impl Egress {
     }
 
     /// Resolves an allow-list (names through the daemon's own resolver, IPv4 answers only)
-    /// and checks every address; an entry naming a refused address is an error.
+    /// and checks every address; an entry naming a refused address is an error (which does
+    /// not say the address: the host's DNS is not the caller's to read).
     pub fn resolve(&self, entries: &[AllowEntry]) -> Result<Vec<Permit>, String> {
         let mut out = Vec::new();
         for e in entries {
-            let addrs: Vec<Ipv4Addr> = match e.host.parse::<Ipv4Addr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => (e.host.as_str(), e.port)
+            let literal = e.host.parse::<Ipv4Addr>().ok();
+            let addrs: Vec<Ipv4Addr> = match literal {
+                Some(ip) => vec![ip],
+                None => (e.host.as_str(), e.port)
                     .to_socket_addrs()
-                    .map_err(|err| format!("allow-list entry {e}: {err}"))?
+                    .map_err(|_| format!("allow-list entry {e}: the name does not resolve"))?
                     .filter_map(|a| match a {
                         SocketAddr::V4(v4) => Some(*v4.ip()),
                         SocketAddr::V6(_) => None,
@@ -306,7 +411,12 @@ impl Egress {
             }
             for addr in addrs {
                 if let Some(why) = self.config.refuses(addr) {
-                    return Err(format!("allow-list entry {e}: {why}"));
+                    return Err(match literal {
+                        Some(_) => format!("allow-list entry {e}: {why}"),
+                        None => {
+                            format!("allow-list entry {e}: the name resolves to an address sandboxes may not reach")
+                        }
+                    });
                 }
                 out.push(Permit { addr, port: e.port, udp: e.udp });
             }
@@ -316,59 +426,75 @@ impl Egress {
         Ok(out)
     }
 
-    /// Lets the sandbox at `sandbox` reach only `permits` (and the resolver) until the
-    /// returned guard drops, or `ttl` passes.
-    pub fn narrow(&self, sandbox: Ipv4Addr, permits: &[Permit], ttl: Duration) -> Result<Narrowed<'_>, NetError> {
+    /// Lets the sandbox at `sandbox` (a link of the narrowed half) reach `permits` until
+    /// the returned guard drops, or `ttl` passes.
+    pub fn narrow(&self, sandbox: Ipv4Addr, permits: &[Permit], ttl: Duration) -> Result<Narrowed, NetError> {
         let t = &self.config.table;
         let secs = ttl.as_secs().max(1);
         let elements: Vec<String> = permits
             .iter()
             .map(|p| format!("{sandbox} . {} . {} . {}", p.addr, if p.udp { "udp" } else { "tcp" }, p.port))
             .collect();
-        let mut script = format!("add element inet {t} narrowed {{ {sandbox} timeout {secs}s }}\n");
         if !elements.is_empty() {
             let timed: Vec<String> = elements.iter().map(|e| format!("{e} timeout {secs}s")).collect();
-            script.push_str(&format!("add element inet {t} permits {{ {} }}\n", timed.join(", ")));
+            nft(&format!("add element inet {t} permits {{ {} }}\n", timed.join(", ")))?;
         }
-        nft(&script)?;
-        Ok(Narrowed { egress: self, sandbox, elements })
+        Ok(Narrowed { table: t.clone(), sandbox, elements })
     }
 }
 
 impl Drop for Egress {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            *w.stop.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            w.stop.1.notify_all();
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        // forwarding off before the table goes: no moment without either
+        if self.forwarding_turned_on {
+            let path = format!("/proc/sys/net/ipv4/conf/{}/forwarding", self.uplink);
+            match std::fs::write(&path, "0") {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&self.mark);
+                }
+                Err(e) => tracing::warn!(error = %e, path, "could not turn forwarding off again"),
+            }
+        }
         if let Err(e) = nft(&format!("delete table inet {}\n", self.config.table)) {
             tracing::warn!(error = %e, "could not remove the network table");
         }
-        if self.forwarding_turned_on {
-            let path = format!("/proc/sys/net/ipv4/conf/{}/forwarding", self.uplink);
-            if let Err(e) = std::fs::write(&path, "0") {
-                tracing::warn!(error = %e, path, "could not turn forwarding off again");
-            }
-        }
+        // all undone: the next daemon may start (the lock goes with the field, after this)
+        let _ = std::fs::remove_file(&self.lock_path);
     }
 }
 
-/// A run's allow-list in the table; dropping it removes it.
+/// A run's allow-list in the table; dropping it (once the run's processes are dead)
+/// removes it.
 #[derive(Debug)]
-pub struct Narrowed<'a> {
-    egress: &'a Egress,
+pub struct Narrowed {
+    table: String,
     sandbox: Ipv4Addr,
     elements: Vec<String>,
 }
 
-impl Drop for Narrowed<'_> {
+impl Drop for Narrowed {
     fn drop(&mut self) {
-        let t = &self.egress.config.table;
-        let mut script = format!("delete element inet {t} narrowed {{ {} }}\n", self.sandbox);
-        if !self.elements.is_empty() {
-            script.push_str(&format!("delete element inet {t} permits {{ {} }}\n", self.elements.join(", ")));
+        if self.elements.is_empty() {
+            return;
         }
+        let script = format!("delete element inet {} permits {{ {} }}\n", self.table, self.elements.join(", "));
         if let Err(e) = nft(&script) {
-            // they time out on their own; until then the slot's next run is narrowed too
+            // they time out on their own; until then the slot's next narrowed run has them too
             tracing::warn!(error = %e, sandbox = %self.sandbox, "could not remove a run's allow-list");
         }
     }
+}
+
+/// Whether `nft -f -` succeeds with `script` (its errors not wanted).
+fn nft_quiet(script: &str) -> bool {
+    nft(script).is_ok()
 }
 
 /// Runs `nft -f -` with `script` on its stdin.

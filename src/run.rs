@@ -281,7 +281,7 @@ impl Runner {
         collect_leftovers(&cgroups, &slots);
         let filter = seccomp::program(&config.seccomp_profile)?;
         let seccomp_instructions = filter.len();
-        let egress = match &config.network {
+        let mut egress = match &config.network {
             Some((net, _)) => {
                 warn_without_resolv_conf(&roots);
                 remove_leftover_links(&slots);
@@ -298,11 +298,16 @@ impl Runner {
             mounts: config.mounts.clone(),
             resolv_conf: egress.as_ref().map(|e| e.config().resolv_conf()),
         })?;
+        if let Some(e) = egress.as_mut() {
+            // threads only now: the zygote is forked
+            e.watch(cut_every_link).map_err(RunError::Thread)?;
+        }
         let net_gate = gate::Gate::new(config.network.as_ref().map_or(1, |n| n.1));
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
         let warm = config.warm;
         let inner =
             Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions, egress, net_gate });
+        inner.try_extras()?;
         let cleaner = pool::Cleaner::start()?;
         let roots = if warm > 0 { inner.config.extra_roots.len() + 1 } else { 0 };
         let pools =
@@ -368,23 +373,18 @@ impl Runner {
                 }
             }
         };
-        let narrowed = match (permits, sandbox.link(), &self.inner.egress) {
-            (Some(permits), Some(link), Some(egress)) => {
-                let ttl =
-                    std::time::Duration::from_millis(0) + req.limits.wall_time + std::time::Duration::from_secs(60);
-                match egress.narrow(link.sandbox_addr, &permits, ttl) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        self.cleaner.discard(sandbox);
-                        return Ok(RunOutcome::internal(format!("narrowing the network: {}", chain(&e))));
-                    }
+        if let (Some(permits), Some(link), Some(egress)) = (permits, sandbox.link(), &self.inner.egress) {
+            let ttl = req.limits.wall_time + std::time::Duration::from_secs(60);
+            match egress.narrow(link.sandbox_addr, &permits, ttl) {
+                Ok(n) => sandbox.hold(n),
+                Err(e) => {
+                    self.cleaner.discard(sandbox);
+                    return Ok(RunOutcome::internal(format!("narrowing the network: {}", chain(&e))));
                 }
             }
-            _ => None,
-        };
+        }
         let cores = (f64::from(req.limits.cpu_millicores) / 1000.0).min(self.inner.host_cores).max(0.01);
         let outcome = sandbox.run(req, &start, files, cores);
-        drop(narrowed);
         self.cleaner.discard(sandbox);
         drop(pass);
         Ok(outcome)
@@ -408,7 +408,12 @@ impl Runner {
             }
             mounts.push(i);
         }
-        Ok(prepared::Extras { network: req.access.network.is_some(), mounts })
+        let network = req.access.network.as_ref();
+        Ok(prepared::Extras {
+            network: network.is_some(),
+            narrowed: network.is_some_and(|n| n.allow.is_some()),
+            mounts,
+        })
     }
 
     /// Whether network runs are enabled, and through which egress.
@@ -434,6 +439,24 @@ impl Inner {
             self.slots.acquire().map_err(|source| RunError::State { path: self.config.state_dir.clone(), source })?;
         let slot = slot.ok_or(RunError::Busy(self.config.slots))?;
         prepared::Prepared::new(self, slot, sizes, root, extras)
+    }
+}
+
+impl Inner {
+    /// Prepares one sandbox with every host mount and, with network runs enabled, a link,
+    /// and tears it down: a mount whose file system cannot be idmapped, or a host where
+    /// veth pairs cannot be made, stops the start instead of failing every such run.
+    fn try_extras(&self) -> Result<(), RunError> {
+        let extras = prepared::Extras {
+            network: self.egress.is_some(),
+            narrowed: false,
+            mounts: (0..self.config.mounts.len()).collect(),
+        };
+        if extras == prepared::Extras::default() {
+            return Ok(());
+        }
+        let tried = self.prepare(&default_sizes(), 0, &extras).and_then(|s| s.wait_ready());
+        tried.map_err(|e| RunError::Invalid(format!("a sandbox with the host mounts and network link: {}", chain(&e))))
     }
 }
 
@@ -478,6 +501,17 @@ fn warn_without_resolv_conf(roots: &[crate::sandbox::RootSpec]) {
                 file = %file.display(),
                 "not a regular file: network runs on this root get no resolver (names will not resolve)"
             );
+        }
+    }
+}
+
+/// Takes every sandbox off the network at once (the egress table is gone): deleting its
+/// link leaves a sandbox with only `lo`.
+fn cut_every_link() {
+    let links = crate::sandbox::links_with_prefix(crate::network::IF_PREFIX).unwrap_or_default();
+    for name in links {
+        if let Err(e) = crate::sandbox::remove_link(&name) {
+            tracing::error!(link = %name, error = %chain(&e), "could not cut a sandbox's link");
         }
     }
 }

@@ -6,6 +6,7 @@ fn config() -> EgressConfig {
         subnet: "10.200.0.0/16".parse().unwrap(),
         resolver: Ipv4Addr::new(198, 51, 100, 53),
         allow_networks: vec!["10.77.0.0/24".parse().unwrap()],
+        deny_networks: vec!["203.0.113.7/32".parse().unwrap()],
         uplink: None,
         max_connections: 64,
         rate_kbytes: 0,
@@ -27,17 +28,21 @@ fn allow_entries_parse() {
 }
 
 #[test]
-fn each_slot_gets_its_own_slash_30() {
+fn each_slot_gets_its_own_slash_30_in_the_half_of_its_kind() {
     let c = config();
-    let l0 = c.link(0).unwrap();
+    let l0 = c.link(0, false).unwrap();
     assert_eq!(
         (l0.host_if.as_str(), l0.host_addr, l0.sandbox_addr, l0.prefix_len),
         ("ceh0", Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2), 30)
     );
-    let l = c.link(70).unwrap();
+    let l = c.link(70, false).unwrap();
     assert_eq!((l.host_addr, l.sandbox_addr), (Ipv4Addr::new(10, 200, 1, 25), Ipv4Addr::new(10, 200, 1, 26)));
-    assert!(c.link(16383).is_some());
-    assert!(c.link(16384).is_none(), "a /16 holds 16384 /30s");
+    // a run with an allow-list: the upper half, the same name
+    let n = c.link(70, true).unwrap();
+    assert_eq!((n.host_if.as_str(), n.sandbox_addr), ("ceh70", Ipv4Addr::new(10, 200, 129, 26)));
+    assert!(c.link(8191, false).is_some() && c.link(8191, true).is_some());
+    assert!(c.link(8192, false).is_none() && c.link(8192, true).is_none(), "each half of a /16 holds 8192 /30s");
+    assert_eq!(c.narrowed_half(), "10.200.128.0/17");
 }
 
 #[test]
@@ -56,6 +61,11 @@ fn the_ruleset_names_the_uplink_resolver_and_caps() {
     let r = c.ruleset("eth0", true);
     assert!(r.starts_with("table inet codeexec_test {}\ndelete table inet codeexec_test\n"));
     assert!(r.contains("ip daddr 198.51.100.53 meta l4proto { tcp, udp } th dport 53 goto limits"));
+    assert!(r.contains("ip saddr 10.200.128.0/17 ip saddr . ip daddr . meta l4proto . th dport != @permits drop"));
+    let denied = r.find("ip daddr @denied drop").unwrap();
+    assert!(denied < r.find("ip daddr @allowed goto narrow").unwrap(), "denied before allowed");
+    assert!(denied < r.find("th dport 53 goto limits").unwrap(), "denied before the resolver");
+    assert!(r.contains("set denied { type ipv4_addr; flags interval; auto-merge; elements = { 203.0.113.7/32 }; }"));
     assert!(r.contains("oifname != \"eth0\" drop"));
     assert!(r.contains("iifname \"eth0\" drop"), "we turned forwarding on, so other forwarding stays off");
     assert!(!c.ruleset("eth0", false).contains("iifname \"eth0\" drop"));

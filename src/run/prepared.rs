@@ -21,6 +21,7 @@ use super::supervise::{self, Streams};
 use super::{Inner, OutputFile, RunError, RunOutcome, RunRequest, chain, plan, sys, verdict};
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
+use crate::network::Narrowed;
 use crate::sandbox::{
     self, Channel, CollectSpec, IdMap, NetLink, Report, SpawnFds, SpawnRequest, Spawned, StartRequest, Starter,
     TmpfsSizes,
@@ -44,6 +45,8 @@ pub(super) struct Prepared {
     used: bool,
     /// Its network link, removed with it.
     link: Option<NetLink>,
+    /// Its allow-list in the egress table, removed once its processes are dead.
+    narrowed: Option<Narrowed>,
     _slot: Slot,
 }
 
@@ -52,6 +55,8 @@ pub(super) struct Prepared {
 pub(super) struct Extras {
     /// A network link.
     pub(super) network: bool,
+    /// From the half of the links whose runs may reach only their allow-list.
+    pub(super) narrowed: bool,
     /// Host mounts, by index in the runner's configuration.
     pub(super) mounts: Vec<usize>,
 }
@@ -68,7 +73,7 @@ impl Prepared {
     ) -> Result<Self, RunError> {
         let link = match (extras.network, &runner.egress) {
             (false, _) => None,
-            (true, Some(egress)) => Some(egress.config().link(slot.index()).ok_or_else(|| {
+            (true, Some(egress)) => Some(egress.config().link(slot.index(), extras.narrowed).ok_or_else(|| {
                 RunError::Invalid(format!("network.subnet has no room for run slot {}", slot.index()))
             })?),
             (true, None) => return Err(RunError::Invalid("network runs are not enabled".into())),
@@ -131,6 +136,7 @@ impl Prepared {
             reaped: false,
             used: false,
             link,
+            narrowed: None,
             _slot: slot,
         })
     }
@@ -138,6 +144,11 @@ impl Prepared {
     /// Its link, if it has one.
     pub(super) fn link(&self) -> Option<&NetLink> {
         self.link.as_ref()
+    }
+
+    /// Keeps its allow-list until its processes are dead.
+    pub(super) fn hold(&mut self, narrowed: Narrowed) {
+        self.narrowed = Some(narrowed);
     }
 
     fn cgroup(&self) -> Result<&Cgroup, RunError> {
@@ -287,6 +298,7 @@ impl Drop for Prepared {
         if !self.reaped {
             self.kill_and_reap();
         }
+        drop(self.narrowed.take());
         // the kernel would remove the pair with PID 1's network namespace, but later, and
         // the slot's next run wants the name
         if let Some(link) = self.link.take() {
