@@ -40,7 +40,8 @@ pub(super) fn access(
     }
     for (i, name) in names.iter().enumerate() {
         let Some(m) = policy.mounts.iter().find(|m| &m.mount.name == name) else {
-            let offered: Vec<&str> = policy.mounts.iter().map(|m| m.mount.name.as_str()).collect();
+            let offered: Vec<&str> =
+                policy.mounts.iter().filter(|m| granted(&m.grant, caller)).map(|m| m.mount.name.as_str()).collect();
             return Err(ApiError::Invalid(format!(
                 "mounts: no host directory named {name:?} (offered: {})",
                 if offered.is_empty() { "none".to_owned() } else { offered.join(", ") }

@@ -26,6 +26,9 @@ pub struct NetworkConfig {
     /// Networks sandboxes may reach although they are private, link-local, …
     /// (`["10.1.2.0/24"]`); the host's own addresses stay unreachable.
     pub allow_networks: Vec<String>,
+    /// Networks sandboxes never reach, even if `allow_networks` has them: e.g. this host's
+    /// public address where the cloud NATs it (it is then not an address of the host).
+    pub deny_networks: Vec<String>,
     /// Addresses for the sandboxes' links: a /30 per run slot, none of the host's.
     pub subnet: String,
     /// The interface traffic leaves by; empty: the one of the default route.
@@ -49,6 +52,7 @@ impl Default for NetworkConfig {
             keys: Vec::new(),
             resolver: String::new(),
             allow_networks: Vec::new(),
+            deny_networks: Vec::new(),
             subnet: "10.200.0.0/16".into(),
             uplink: String::new(),
             max_concurrent: 16,
@@ -121,21 +125,27 @@ impl Config {
                 "network.resolver {resolver}: sandboxes never reach this host; name a resolver elsewhere"
             )));
         }
-        let mut allow_networks = Vec::with_capacity(n.allow_networks.len());
-        for text in &n.allow_networks {
-            let net: Network = text.parse().map_err(|e| invalid(format!("network.allow_networks: {e}")))?;
-            if !net.addr().is_ipv4() {
-                return Err(invalid(format!("network.allow_networks {text:?}: sandboxes have IPv4 only")));
+        let networks = |list: &[String], what: &str| -> Result<Vec<Network>> {
+            let mut out = Vec::with_capacity(list.len());
+            for text in list {
+                let net: Network = text.parse().map_err(|e| invalid(format!("network.{what}: {e}")))?;
+                if !net.addr().is_ipv4() {
+                    return Err(invalid(format!("network.{what} {text:?}: sandboxes have IPv4 only")));
+                }
+                out.push(net);
             }
-            allow_networks.push(net);
-        }
+            Ok(out)
+        };
+        let allow_networks = networks(&n.allow_networks, "allow_networks")?;
+        let deny_networks = networks(&n.deny_networks, "deny_networks")?;
         let subnet: Network = n.subnet.parse().map_err(|e| invalid(format!("network.subnet: {e}")))?;
         let slots = u64::from(crate::run::RunnerConfig::default().slots);
         match subnet.addr() {
-            IpAddr::V4(_) if (1u64 << (32 - u32::from(subnet.prefix()))) >= slots * 4 => {}
+            // a /30 per slot in each half: runs with and without an allow-list
+            IpAddr::V4(_) if (1u64 << (32 - u32::from(subnet.prefix()))) >= slots * 8 => {}
             _ => {
                 return Err(invalid(format!(
-                    "network.subnet {subnet}: an IPv4 network with room for {slots} /30s (a /20 or larger)"
+                    "network.subnet {subnet}: an IPv4 network with room for twice {slots} /30s (a /19 or larger)"
                 )));
             }
         }
@@ -157,6 +167,7 @@ impl Config {
                 subnet,
                 resolver,
                 allow_networks,
+                deny_networks,
                 uplink: (!n.uplink.is_empty()).then(|| n.uplink.clone()),
                 max_connections: n.max_connections,
                 rate_kbytes: n.rate_kbytes,

@@ -153,12 +153,14 @@ fn network_is_checked_when_enabled() {
     c.network.subnet = "10.200.0.0/24".into();
     assert!(c.validate().unwrap_err().to_string().contains("network.subnet"), "a /24 has no room for 1024 slots");
     c.network.subnet = "10.200.0.0/20".into();
+    assert!(c.validate().unwrap_err().to_string().contains("a /19 or larger"), "half for runs with an allow-list");
+    c.network.subnet = "10.200.0.0/19".into();
     c.server.api_keys = vec!["first-key-0123456789".into(), "second-key-0123456789".into()];
     c.network.keys = vec!["second-key-0123456789".into()];
     let n = c.validate().unwrap().network.unwrap();
     assert_eq!(n.grant, Grant::Keys(vec![1]));
     assert_eq!(n.egress.resolver.to_string(), "198.51.100.53");
-    assert_eq!(n.egress.subnet.to_string(), "10.200.0.0/20");
+    assert_eq!(n.egress.subnet.to_string(), "10.200.0.0/19");
 }
 
 #[test]
@@ -176,7 +178,7 @@ fn mounts_must_be_real_directories_with_no_symlink_on_the_way() {
     for (name, path, want) in [
         ("data", real.with_file_name("link"), "symlink"),
         ("data", real.join("f"), "not a directory"),
-        ("data", real.join("missing"), "missing"),
+        ("data", real.join("missing"), "No such file"),
         ("data", real.join("../data"), "goes through"),
         ("bad/name", real.clone(), "a name is"),
         ("data", std::path::PathBuf::from("relative/dir"), "absolute"),

@@ -198,6 +198,13 @@ fn configure_eth0(link: &NetLink) -> Result<(), StepError> {
         .link_index("eth0")
         .map_err(fail("find the network link"))?
         .ok_or_else(|| StepError::new("find the network link", Some(Errno::ENODEV), "eth0".into()))?;
+    // IPv4 only: the host drops IPv6 from sandboxes anyway; none is sent from here either
+    let v6 = std::path::Path::new("/proc/sys/net/ipv6/conf/eth0/disable_ipv6");
+    if v6.exists() {
+        std::fs::write(v6, "1").map_err(|e| {
+            StepError::new("turn IPv6 off on the network link", e.raw_os_error().map(Errno::from_raw), e.to_string())
+        })?;
+    }
     rtnl.add_address_v4(index, link.sandbox_addr, link.prefix_len).map_err(fail("address the network link"))?;
     rtnl.set_up(index).map_err(fail("bring up the network link"))?;
     rtnl.add_default_route_v4(link.host_addr).map_err(fail("add the default route"))

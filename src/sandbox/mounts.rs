@@ -136,22 +136,21 @@ fn place_entry(src: &Path, dst: &Path) -> Result<()> {
 }
 
 /// Binds the host directory `src` (checked again here: a directory, no symlink on the
-/// way) at `dst` for the zygote to clone per sandbox. Opened with `O_NOFOLLOW` and bound
-/// through the descriptor, so what was checked is what is bound.
+/// way) at `dst` for the zygote to clone per sandbox. Opened with `openat2` refusing any
+/// symlink and bound through the descriptor, so what was checked is what is bound.
 pub(super) fn bind_host_dir(src: &Path, dst: &Path) -> Result<()> {
-    use nix::fcntl::{OFlag, open};
-    let canonical = fs::canonicalize(src).map_err(io("host mount", src))?;
-    if canonical != src {
-        return Err(StepError::new("host mount", None, format!("{} is not canonical (a symlink?)", src.display())));
-    }
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = open(src, flags, nix::sys::stat::Mode::empty()).map_err(sys("open host mount", src))?;
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    // no symlink anywhere on the path, not just the last component, in one resolution
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(nix::fcntl::AT_FDCWD, src, how).map_err(sys("open host mount (no symlinks on the way)", src))?;
     mkdir(dst, 0o755)?;
     let via = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    mount(Some(via.as_str()), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(sys("bind host mount", src))?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(sys("remount host mount", dst))
+    // the bind keeps the source's own flags (a read-only or noexec host mount stays so);
+    // each sandbox's copy is made nosuid and nodev (and read-only unless writable) when it
+    // is idmapped. Not recursive: mounts below the directory are not part of it.
+    mount(Some(via.as_str()), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys("bind host mount", src))
 }
 
 /// The `resolv.conf` of sandboxes with a network link, naming the operator's resolver.

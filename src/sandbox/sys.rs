@@ -265,15 +265,15 @@ pub(super) fn open_tree_clone(path: &std::path::Path) -> Result<OwnedFd, Errno> 
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes a detached tree nosuid, nodev, read-only unless `writable`, and idmapped through
-/// `userns` (its owners as that namespace maps them): `mount_setattr(tree, "",
-/// AT_EMPTY_PATH, …)`.
+/// Makes a detached tree nosuid, nodev, read-only unless `writable` (which keeps the
+/// source's own read-only flag, if it has one), and idmapped through `userns` (its owners
+/// as that namespace maps them): `mount_setattr(tree, "", AT_EMPTY_PATH, …)`.
 pub(super) fn idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>, writable: bool) -> Result<(), Errno> {
     let userns_fd = u64::try_from(userns.as_raw_fd()).map_err(|_| Errno::EBADF)?;
     let mode = if writable { 0 } else { libc::MOUNT_ATTR_RDONLY };
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_IDMAP | mode | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-        attr_clr: if writable { libc::MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
         propagation: 0,
         userns_fd,
     };

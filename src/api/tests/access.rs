@@ -110,6 +110,8 @@ async fn mounts_are_asked_for_by_declared_name_only() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a raw path is only an unknown name");
     let r = s.execute(run(json!(["data", "data"]))).await;
     expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "named twice");
+    let r = s.tcp(Some(OTHER)).await.post_json("/v1/execute", &run(json!(["nope"]))).await.unwrap();
+    expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "(offered: data)");
     let r = s.tcp(Some(OTHER)).await.post_json("/v1/execute", &run(json!(["secret"]))).await.unwrap();
     expect_error(&r, StatusCode::FORBIDDEN, "forbidden", "\"secret\" is not offered to this API key");
     let r = s.tcp(Some(KEY)).await.post_json("/v1/execute", &run(json!(["data", "secret"]))).await.unwrap();
