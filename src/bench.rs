@@ -146,7 +146,8 @@ pub fn sandboxed_rows(runner: &Runner, mode: &'static str, runs: usize) -> Resul
 /// runner must prepare every sandbox on demand (no warm ones), so the rows differ only by
 /// the link (veth pair, addresses, route, and its deletion) and the allow-list (`nft`).
 pub fn network_rows(runner: &Runner, runs: usize) -> Result<Vec<Row>, String> {
-    let allow = AllowEntry { host: "192.0.2.1".into(), port: 80, udp: false };
+    // a permit only: /bin/true sends nothing
+    let allow = AllowEntry { host: "1.1.1.1".into(), port: 443, udp: false };
     let cases: [(&'static str, Access); 3] = [
         ("cold, no network", Access::default()),
         ("cold, network", Access { network: Some(NetAccess { allow: None }), mounts: Vec::new() }),

@@ -77,11 +77,16 @@ fn a_writable_mount_takes_the_programs_files_as_uid_1000() {
     require_privileged!();
     let dirs = dirs();
     let d = Daemon::start_with(None, Some(&config(&dirs)), &[]);
-    let script =
-        "echo written > /mnt/scratch/out.txt && mkdir /mnt/scratch/d && id -u && stat -c %u /mnt/scratch/out.txt";
+    // a file of the host's root in the directory is root's inside, and stays as it is
+    std::fs::write(dirs.scratch.join("roots.txt"), "root's\n").unwrap();
+    let script = "echo written > /mnt/scratch/out.txt && mkdir /mnt/scratch/d && id -u && stat -c %u /mnt/scratch/out.txt; \
+                  stat -c %u /mnt/scratch/roots.txt; \
+                  if echo x >> /mnt/scratch/roots.txt 2>/dev/null; then echo CHANGED; else echo refused; fi; \
+                  grep ' /mnt/scratch ' /proc/self/mountinfo | grep -o 'nosuid,nodev' | head -1";
     let v = runtime().block_on(sh(&d, json!(["scratch"]), script));
     assert_eq!(v["status"], "ok", "{v:#}");
-    assert_eq!(v["stdout"], "1000\n1000\n");
+    assert_eq!(v["stdout"], "1000\n1000\n0\nrefused\nnosuid,nodev\n", "{v:#}");
+    assert_eq!(std::fs::read_to_string(dirs.scratch.join("roots.txt")).unwrap(), "root's\n");
     let out = dirs.scratch.join("out.txt");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "written\n");
     let meta = std::fs::metadata(&out).unwrap();

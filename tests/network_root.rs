@@ -47,15 +47,23 @@ fn daemon(lab: &NetLab, extra: &[(&str, &str)]) -> Daemon {
     Daemon::start_in_netns(&lab.host_ns_path(), &env)
 }
 
-/// A Python program that tries each `host:port` (TCP, 1.5 s each) and prints one line per
-/// try: `host:port ok <first line of the answer>` or `host:port fail <error>`; then the
+/// A Python program that tries each `host:port` (TCP, 1.5 s each; the host `GATEWAY` is
+/// its default route's gateway, the host's end of its link) and prints one line per try:
+/// `host:port ok <first line of the answer>` or `host:port fail <error>`; then the
 /// interfaces it has and its resolv.conf's nameserver lines.
 fn prober(targets: &[String]) -> String {
     format!(
         r#"
-import socket
+import socket, struct
+def gateway():
+    for l in open("/proc/net/route").read().splitlines()[1:]:
+        f = l.split()
+        if f[1] == "00000000":
+            return socket.inet_ntoa(struct.pack("<I", int(f[2], 16)))
 for t in {targets:?}:
     host, port = t.rsplit(":", 1)
+    if host == "GATEWAY":
+        host = gateway()
     try:
         s = socket.create_connection((host, int(port)), timeout=1.5)
         s.settimeout(1.5)
@@ -71,6 +79,8 @@ for t in {targets:?}:
     except Exception as e:
         print(t, "fail", type(e).__name__, e)
 ifs = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])
+v6 = [l.split()[-1] for l in open("/proc/net/if_inet6")] if __import__("os").path.exists("/proc/net/if_inet6") else []
+print("ipv6", ",".join(sorted(v6)))
 print("interfaces", ",".join(ifs))
 print("resolv", ",".join(l.strip() for l in open("/etc/resolv.conf") if l.startswith("nameserver")))
 "#
@@ -156,6 +166,7 @@ fn with_network_a_sandbox_reaches_the_lab_by_name_through_the_resolver() {
     let lines = runtime().block_on(probe(&d.unix(), json!(true), &targets));
     assert_eq!(line(&lines, "interfaces"), "interfaces eth0,lo");
     assert_eq!(line(&lines, "resolv"), "resolv nameserver 198.51.100.53");
+    assert!(!line(&lines, "ipv6").contains("eth0"), "no IPv6 address on the link: {lines:#?}");
     reached(&lines, "web.lab.test:80", "lab-web");
     reached(&lines, &t(netlab::OTHER_ADDR, 80), "lab-other");
     reached(&lines, &t(netlab::WEB_ADDR, 8080), "lab-web-8080");
@@ -182,9 +193,10 @@ fn the_host_metadata_and_private_addresses_stay_unreachable() {
     let mut d = daemon(&lab, &[]);
     let tcp = d.wait_log(Duration::from_secs(10), |l| l["message"] == "listening" && l["listener"] == "tcp");
     let port: u16 = tcp["addr"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-    // the gateway (the host's end of the link) is the first address of the sandbox's /30
-    let gateway = "10.200.0.1";
+    let gateway = "GATEWAY";
     let targets = [
+        // the sandbox's own loopback (the host's is out of reach by routing: this only shows
+        // that nothing of the host answers there)
         t("127.0.0.1", netlab::HOST_LOOPBACK_PORT),
         t(netlab::HOST_ADDR, netlab::HOST_UPLINK_PORT),
         t(netlab::HOST_ADDR, port),
@@ -243,7 +255,7 @@ fn an_allow_list_narrows_a_run_to_its_entries() {
     refused(&lines, &targets[1]);
     refused(&lines, &targets[2]);
     assert!(lab.hits("lab-web-8080").is_empty() && lab.hits("lab-other").is_empty());
-    // the next run on the same slot is not narrowed any more
+    // the next run without a list is not narrowed
     let lines = runtime().block_on(probe(&d.unix(), json!(true), &targets[1..]));
     reached(&lines, &targets[1], "lab-web-8080");
     reached(&lines, &targets[2], "lab-other");
@@ -255,7 +267,10 @@ fn an_allow_list_narrows_a_run_to_its_entries() {
     ));
     let v = r.json();
     assert_ne!(v["status"], "ok", "{v}");
-    assert!(v.to_string().contains("loopback"), "{v}");
+    // without saying which address: the host's DNS answers are not the caller's to read
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v.to_string().contains("resolves to an address sandboxes may not reach"), "{v}");
+    assert!(!v.to_string().contains("127.0.0.1"), "{v}");
     assert_no_leftovers(&lab, &d);
 }
 
@@ -300,4 +315,124 @@ fn warm_sandboxes_serve_plain_runs_and_network_runs_get_their_own() {
     let lines = runtime().block_on(probe(&d.unix(), Value::Null, &[t(netlab::WEB_ADDR, 80)]));
     assert_eq!(line(&lines, "interfaces"), "interfaces lo");
     refused(&lines, &t(netlab::WEB_ADDR, 80));
+}
+
+#[test]
+fn sandboxes_never_reach_each_other() {
+    require_privileged!();
+    let lab = NetLab::new();
+    let d = daemon(&lab, &[("CODEEXEC_RUNS_CONCURRENCY", "2")]);
+    // A listens on its eth0 address until B is done; B, started once A listens (A reaches the
+    // lab's web server then, which records it), tries every sandbox address of the subnet
+    let listener = "import socket, urllib.request\ns = socket.socket()\ns.bind(('0.0.0.0', 5555))\ns.listen(64)\n\
+                    s.settimeout(20)\nurllib.request.urlopen('http://198.51.100.10/', timeout=5).read()\n\
+                    try:\n    c, a = s.accept()\n    print('accepted', a)\nexcept OSError as e:\n    print('nobody', type(e).__name__)";
+    // in batches: a sandbox may open 1024 descriptors
+    let scanner = r#"
+import socket, selectors, time
+addrs = []
+for half in (0, 128):
+    for slot in range(1024):
+        n = slot * 4 + 2
+        addrs.append("10.200.%d.%d" % (half + n // 256, n % 256))
+tried, connected = 0, []
+for i in range(0, len(addrs), 512):
+    sel = selectors.DefaultSelector()
+    socks = []
+    for addr in addrs[i:i + 512]:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((addr, 5555))
+        socks.append(s)
+        sel.register(s, selectors.EVENT_WRITE, addr)
+        tried += 1
+    end = time.time() + 1.5
+    while time.time() < end:
+        for key, _ in sel.select(timeout=0.2):
+            if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                connected.append(key.data)
+            sel.unregister(key.fileobj)
+    for s in socks:
+        s.close()
+print("tried", tried, "connected", connected)
+"#;
+    let limits = json!({"wall_time_ms": 60_000, "cpu_time_ms": 20_000, "processes": 64});
+    let (a, b) = runtime().block_on(async {
+        let e = d.unix();
+        let body = json!({"language": "python", "code": listener, "network": true, "limits": limits});
+        let a = tokio::spawn(async move { post(&e, None, &body).await.json() });
+        // B only once A listens: A has called the lab by then
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while lab.hits("lab-web").is_empty() {
+            assert!(std::time::Instant::now() < deadline, "A never reached the lab");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let body = json!({"language": "python", "code": scanner, "network": true, "limits": limits});
+        let b = post(&d.unix(), None, &body).await.json();
+        (a.await.unwrap(), b)
+    });
+    assert_eq!(b["status"], "ok", "{b:#}");
+    assert_eq!(b["stdout"].as_str().unwrap().trim(), "tried 2048 connected []", "{b:#}");
+    assert_eq!(a["status"], "ok", "{a:#}");
+    assert!(a["stdout"].as_str().unwrap().starts_with("nobody"), "{a:#}");
+    assert_no_leftovers(&lab, &d);
+}
+
+#[test]
+fn a_lost_table_cuts_every_link_and_comes_back() {
+    require_privileged!();
+    let lab = NetLab::new();
+    let mut d = daemon(&lab, &[]);
+    // the run waits until its link is gone (or 30 s), then tries the lab
+    let code = "import time, socket\nend = time.time() + 30\n\
+                while time.time() < end and 'eth0' in open('/proc/net/dev').read():\n    time.sleep(0.05)\n\
+                print('eth0' in open('/proc/net/dev').read())\ntry:\n    socket.create_connection(('198.51.100.10', 80), timeout=2)\n    print('reached')\n\
+                except OSError as e:\n    print(type(e).__name__)";
+    let body = json!({"language": "python", "code": code, "network": true, "limits": {"wall_time_ms": 60_000, "cpu_time_ms": 20_000}});
+    let v = runtime().block_on(async {
+        let e = d.unix();
+        let run = tokio::spawn(async move { post(&e, None, &body).await.json() });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !lab.links_in_host().iter().any(|l| l.starts_with("ceh")) {
+            assert!(std::time::Instant::now() < deadline, "the run never got its link");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // a host firewall reload that flushes everything
+        let out = lab.run_in_host(&["nft", "flush", "ruleset"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        run.await.unwrap()
+    });
+    assert_eq!(v["status"], "ok", "{v:#}");
+    assert_eq!(v["stdout"], "False\nOSError\n", "the link was cut: {v:#}");
+    d.wait_log(Duration::from_secs(10), |l| l["message"].as_str().is_some_and(|m| m.contains("network table is gone")));
+    d.wait_log(Duration::from_secs(10), |l| l["message"] == "network table loaded again");
+    let out = lab.run_in_host(&["nft", "list", "table", "inet", "codeexec"]);
+    assert!(out.status.success(), "the table is back");
+    // and network runs work again
+    let lines = runtime().block_on(probe(&d.unix(), json!(true), &[t(netlab::WEB_ADDR, 80)]));
+    reached(&lines, &t(netlab::WEB_ADDR, 80), "lab-web");
+}
+
+#[test]
+fn one_network_daemon_per_network_namespace() {
+    require_privileged!();
+    let lab = NetLab::new();
+    let _first = daemon(&lab, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["60", "nsenter", &format!("--net={}", lab.host_ns_path().display()), "--", common::bin(), "serve"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CODEEXEC_SERVER_UNIX_SOCKET", dir.path().join("sock"))
+        .env("CODEEXEC_NETWORK_ENABLED", "true")
+        .env("CODEEXEC_NETWORK_RESOLVER", "198.51.100.53")
+        .env("CODEEXEC_COMPILE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another codeexec process has network runs enabled in this network namespace"), "{err}");
+    // the first one's table is untouched
+    let out = lab.run_in_host(&["nft", "list", "table", "inet", "codeexec"]);
+    assert!(out.status.success());
 }
