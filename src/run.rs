@@ -209,7 +209,7 @@ pub enum RunError {
     #[error("failed to start a thread")]
     Thread(#[source] std::io::Error),
     /// The network egress could not be set up.
-    #[error("network: {0}")]
+    #[error("network runs could not be set up")]
     Network(#[from] NetError),
     /// The state directory is unusable.
     #[error("state directory {path}")]
@@ -420,11 +420,6 @@ impl Runner {
     pub fn egress(&self) -> Option<&Egress> {
         self.inner.egress.as_ref()
     }
-
-    /// The host mounts runs may ask for.
-    pub fn mounts(&self) -> &[HostMount] {
-        &self.inner.config.mounts
-    }
 }
 
 impl Inner {
@@ -440,9 +435,7 @@ impl Inner {
         let slot = slot.ok_or(RunError::Busy(self.config.slots))?;
         prepared::Prepared::new(self, slot, sizes, root, extras)
     }
-}
 
-impl Inner {
     /// Prepares one sandbox with every host mount and, with network runs enabled, a link,
     /// and tears it down: a mount whose file system cannot be idmapped, or a host where
     /// veth pairs cannot be made, stops the start instead of failing every such run.

@@ -336,7 +336,7 @@ fn spawn(
             Some(link) => connect(&mut state.rtnl, &child, link),
             None => Ok(()),
         })
-        .and_then(|()| release(&child, req, state, req.root, &go_w));
+        .and_then(|()| release(&child, req, state, &go_w));
     match placed {
         Ok(()) => Ok(child),
         Err(message) => {
@@ -398,8 +398,8 @@ fn host_end_sysctls(name: &str) -> Result<(), String> {
 /// its image's directories and of the host mounts it asked for, made here (an idmapped
 /// mount needs the initial user namespace's privileges) through PID 1's user namespace,
 /// whose maps are written by now.
-fn release(child: &sys::Cloned, req: &SpawnRequest, state: &State, root: usize, go: &OwnedFd) -> Result<(), String> {
-    let root = &state.roots[root];
+fn release(child: &sys::Cloned, req: &SpawnRequest, state: &State, go: &OwnedFd) -> Result<(), String> {
+    let root = state.roots.get(req.root).ok_or_else(|| format!("no root {}", req.root))?;
     let idmapped = &root.idmapped;
     let mut trees = Vec::with_capacity(idmapped.len() + req.mounts.len());
     let mut names = Vec::with_capacity(req.mounts.len());
