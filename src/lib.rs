@@ -23,6 +23,8 @@
 //!   output.
 //! - [`image`]: root filesystem images: OCI layouts imported into a content-addressed
 //!   store, unpacked safely once.
+//! - [`job`]: async jobs' state behind one `JobStore` trait: in memory, in an SQLite
+//!   journal (the default: a restart finds them), or in Redis shared by a fleet of daemons.
 //! - [`judge`]: judge mode: compile once, run many tests (in parallel within the run slots
 //!   given), compare each output with a checker, per-test verdicts.
 //! - [`lang`]: the languages the daemon runs (a built-in table for now) and their versions.
@@ -53,6 +55,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod harness;
 pub mod image;
+pub mod job;
 pub mod judge;
 pub mod lang;
 pub mod leak;
