@@ -19,6 +19,7 @@
 //!   to find leftovers of a crashed run) and `delete()` sleeps 10 ms between retries.
 
 mod detect;
+mod nest;
 mod v1;
 mod v2;
 
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use detect::{Layout, Usage};
+pub use nest::{Nest, in_container, nest, own_path};
 
 /// Errors from cgroup setup, accounting and cleanup.
 #[derive(Debug, thiserror::Error)]

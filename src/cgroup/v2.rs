@@ -17,26 +17,40 @@ use super::{
 
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
-/// Enables our controllers for the parent's children: in the root's `subtree_control` (if
-/// a controller is not on yet) and in the parent's own.
+/// Enables our controllers for the parent's children: in the `subtree_control` of the root
+/// and of every cgroup on the way to the parent (if a controller is not on yet), and in
+/// the parent's own. The parent is one name, or a path under the daemon's own cgroup
+/// when the tree is nested (`nest.rs`).
 pub(super) fn prepare(root: &Path, parent: &str) -> Result<()> {
-    let available = read_file(&root.join("cgroup.controllers"))?;
+    let mut dir = root.to_path_buf();
+    let mut parts = parent.split('/').filter(|p| !p.is_empty()).peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            check_available(&dir)?;
+        }
+        enable(&dir)?;
+        dir.push(part);
+        mkdir_exist_ok(&dir)?;
+    }
+    enable(&dir)
+}
+
+/// Whether `dir` can give its children our controllers.
+fn check_available(dir: &Path) -> Result<()> {
+    let available = read_file(&dir.join("cgroup.controllers"))?;
     for c in CONTROLLERS {
         if !available.split_whitespace().any(|a| a == c) {
             return Err(CgroupError::MissingController {
                 controller: c,
                 hint: format!(
                     "{} lists only \"{}\"; enable it in the parent cgroup's cgroup.subtree_control or, under systemd, run codeexec with Delegate=yes",
-                    root.join("cgroup.controllers").display(),
+                    dir.join("cgroup.controllers").display(),
                     available.trim()
                 ),
             });
         }
     }
-    enable(root)?;
-    let dir = root.join(parent);
-    mkdir_exist_ok(&dir)?;
-    enable(&dir)
+    Ok(())
 }
 
 fn enable(dir: &Path) -> Result<()> {
