@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use callbacks::Callbacks;
 pub use network::{Grant, MountConfig, MountSettings, Mounts, NetworkConfig, NetworkSettings};
+pub use queue::{JobStoreSettings, QueueConfig};
 
 use crate::limit::Limits;
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub jobs: Jobs,
     /// Async jobs' callbacks.
     pub callbacks: Callbacks,
+    /// A fleet's shared job queue.
+    pub queue: QueueConfig,
     /// Network runs.
     pub network: NetworkConfig,
     /// Host directories offered to sandboxes, by name.
@@ -101,6 +104,15 @@ impl Default for CompileCacheConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jobs {
+    /// The journal's directory (one daemon's); empty: jobs in memory (a restart forgets
+    /// them). Not used with `[queue] redis`.
+    pub dir: String,
+    /// Sync every change to disk (safe from a power loss, at an fsync a change; without,
+    /// safe from a killed daemon).
+    pub fsync: bool,
+    /// A job is started at most this many times (its daemon dying each time) before it
+    /// fails with `worker_lost`.
+    pub max_attempts: u32,
     /// How long a finished job's result is kept, seconds.
     pub retention_s: u64,
     /// Jobs queued or running at once; more get 429.
@@ -114,7 +126,15 @@ pub struct Jobs {
 
 impl Default for Jobs {
     fn default() -> Self {
-        Self { retention_s: 3600, max_pending: 1000, max_finished: 10_000, max_memory_mb: 1024 }
+        Self {
+            dir: "/var/lib/codeexec/jobs".into(),
+            fsync: false,
+            max_attempts: 3,
+            retention_s: 3600,
+            max_pending: 1000,
+            max_finished: 10_000,
+            max_memory_mb: 1024,
+        }
     }
 }
 
@@ -175,6 +195,13 @@ pub struct Runs {
     pub rootfs: String,
     /// Name of codeexec's parent cgroup in each hierarchy.
     pub cgroup_parent: String,
+    /// Make the cgroup tree under the daemon's own cgroup: `auto` (when it runs in a
+    /// container on cgroup v2), `always` or `never`.
+    pub cgroup_nest: String,
+    /// The first host uid of runs: a slot uses two ids from here on, 2048 in all.
+    /// Daemons on one host with different state directories need ranges that do not
+    /// overlap.
+    pub uid_base: u32,
     /// A directory of language definitions (`*.toml`) to use instead of the built-in ones;
     /// empty: the built-in ones.
     pub languages_dir: String,
@@ -233,6 +260,8 @@ impl Default for Runs {
             state_dir: "/run/codeexec".into(),
             rootfs: String::new(),
             cgroup_parent: "codeexec".into(),
+            cgroup_nest: "auto".into(),
+            uid_base: 2_000_000_000,
             languages_dir: String::new(),
         }
     }
@@ -340,6 +369,14 @@ pub struct Settings {
     pub max_finished_jobs: usize,
     /// Bytes of jobs' requests and results held at once.
     pub max_job_bytes: usize,
+    /// A job is started at most this many times.
+    pub max_job_attempts: u32,
+    /// Where jobs are kept.
+    pub job_store: JobStoreSettings,
+    /// Where the cgroup tree goes: `auto`, `always` or `never` (under the daemon's own).
+    pub cgroup_nest: crate::cgroup::Nest,
+    /// The first host uid of runs.
+    pub uid_base: u32,
     /// How callbacks are checked, signed and retried.
     pub callbacks: crate::callback::Policy,
     /// Network runs, when enabled.
@@ -430,6 +467,14 @@ impl Config {
                 "jobs.retention_s, jobs.max_pending, jobs.max_finished and jobs.max_memory_mb must be positive".into(),
             );
         }
+        if !(1..=100).contains(&j.max_attempts) {
+            return invalid(format!("jobs.max_attempts {}: 1 to 100", j.max_attempts));
+        }
+        let job_store = self.job_store()?;
+        let cgroup_nest = r.cgroup_nest.parse().map_err(ConfigError::Invalid)?;
+        if u64::from(r.uid_base) + 2 * 1024 > u64::from(u32::MAX) || r.uid_base < 65_536 {
+            return invalid(format!("runs.uid_base {}: 65536 to {}", r.uid_base, u32::MAX - 2048));
+        }
         let callbacks = self.callback_policy(&mut warnings)?;
         let network = self.network_settings()?;
         let mounts = self.mount_settings(&mut warnings)?;
@@ -442,6 +487,10 @@ impl Config {
             max_pending_jobs: usize::try_from(j.max_pending).unwrap_or(usize::MAX),
             max_finished_jobs: usize::try_from(j.max_finished).unwrap_or(usize::MAX),
             max_job_bytes: usize::try_from(j.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            max_job_attempts: j.max_attempts,
+            job_store,
+            cgroup_nest,
+            uid_base: r.uid_base,
             callbacks,
             unix_socket,
             socket_mode: s.socket_mode,
@@ -582,5 +631,6 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
 
 mod callbacks;
 mod network;
+mod queue;
 #[cfg(test)]
 mod tests;

@@ -191,3 +191,53 @@ fn mounts_must_be_real_directories_with_no_symlink_on_the_way() {
     let e = Config::load(None, [("CODEEXEC_MOUNTS_DATA_PATH".into(), "/srv".into())]).unwrap_err().to_string();
     assert!(e.contains("not a configuration key"), "{e}");
 }
+
+#[test]
+fn jobs_are_kept_on_disk_unless_a_fleet_queue_is_set() {
+    let mut c = Config::default();
+    let s = c.validate().unwrap();
+    assert_eq!(
+        s.job_store,
+        JobStoreSettings::Disk { dir: PathBuf::from("/var/lib/codeexec/jobs"), fsync: false },
+        "durable by default"
+    );
+    assert_eq!(s.max_job_attempts, 3);
+    c.jobs.dir = String::new();
+    assert_eq!(c.validate().unwrap().job_store, JobStoreSettings::Memory);
+    c.jobs.dir = "relative/jobs".into();
+    assert!(c.validate().unwrap_err().to_string().contains("jobs.dir"));
+    c.queue.redis = "redis://127.0.0.1:6390/0".into();
+    c.queue.consumer = "h1".into();
+    match c.validate().unwrap().job_store {
+        JobStoreSettings::Fleet { url, consumer, prefix, lease } => {
+            assert_eq!(
+                (url.as_str(), consumer.as_str(), prefix.as_str()),
+                ("redis://127.0.0.1:6390/0", "h1", "codeexec:")
+            );
+            assert_eq!(lease, Duration::from_secs(30), "a lease of at most 30 s by default");
+        }
+        other => panic!("not a fleet: {other:?}"),
+    }
+    c.queue.consumer = String::new();
+    let JobStoreSettings::Fleet { consumer, .. } = c.validate().unwrap().job_store else { panic!() };
+    assert!(!consumer.is_empty(), "the host name by default");
+    for (what, edit) in [
+        ("queue.redis", Box::new(|c: &mut Config| c.queue.redis = "http://x".into()) as Box<dyn Fn(&mut Config)>),
+        ("queue.lease_ms", Box::new(|c: &mut Config| c.queue.lease_ms = 10)),
+        ("queue.consumer", Box::new(|c: &mut Config| c.queue.consumer = "a b".into())),
+        ("jobs.max_attempts", Box::new(|c: &mut Config| c.jobs.max_attempts = 0)),
+        ("runs.uid_base", Box::new(|c: &mut Config| c.runs.uid_base = 1000)),
+        ("runs.cgroup_nest", Box::new(|c: &mut Config| c.runs.cgroup_nest = "sometimes".into())),
+    ] {
+        let mut bad = c.clone();
+        edit(&mut bad);
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
+fn a_redis_url_from_the_environment_is_not_echoed() {
+    let e = Config::load(None, env(&[("CODEEXEC_QUEUE_REDIS", "tcp://:hunter2@x")])).unwrap().validate().unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}
