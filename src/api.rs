@@ -32,10 +32,12 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
+pub use jobs::open_store;
 pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
-use crate::config::{LimitTable, MountSettings, NetworkSettings, Settings};
+use crate::config::{JobStoreSettings, LimitTable, MountSettings, NetworkSettings, Settings};
+use crate::job::JobStore;
 use crate::lang::Registry;
 use crate::pipeline::Executor;
 use crate::run::{Cancel, Runner};
@@ -100,6 +102,8 @@ pub struct Policy {
     pub max_finished_jobs: usize,
     /// Bytes of jobs' requests and results held at once.
     pub max_job_bytes: usize,
+    /// A fleet's lease (claims are renewed every third of it); None: jobs are local.
+    pub job_lease: Option<Duration>,
     /// How callbacks are checked, signed and retried.
     pub callbacks: crate::callback::Policy,
     /// Network runs, when offered.
@@ -122,6 +126,10 @@ impl From<&Settings> for Policy {
             max_pending_jobs: s.max_pending_jobs,
             max_finished_jobs: s.max_finished_jobs,
             max_job_bytes: s.max_job_bytes,
+            job_lease: match &s.job_store {
+                JobStoreSettings::Fleet { lease, .. } => Some(*lease),
+                _ => None,
+            },
             callbacks: s.callbacks.clone(),
             network: s.network.clone(),
             mounts: s.mounts.clone(),
@@ -161,21 +169,18 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     /// The API over `executor` (described by `description`), offering `languages`,
-    /// checking requests against `policy`, reusing compiles from `compile_cache`.
+    /// checking requests against `policy`, reusing compiles from `compile_cache`, keeping
+    /// jobs in `jobs` ([`open_store`]).
     pub fn new(
         executor: Arc<dyn Executor>,
         description: Description,
         languages: Registry,
         policy: Policy,
         compile_cache: Option<Arc<CompileCache>>,
+        jobs: Arc<dyn JobStore>,
     ) -> Arc<Api> {
         let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
-        let jobs = jobs::Jobs::new(
-            policy.job_retention,
-            policy.max_pending_jobs,
-            policy.max_finished_jobs,
-            policy.max_job_bytes,
-        );
+        let jobs = jobs::Jobs::new(jobs, policy.job_lease);
         Arc::new(Api {
             executor,
             description,
@@ -191,28 +196,34 @@ impl Api {
     }
 
     /// Kills every run in progress (their requests answer `internal_error`), and every run
-    /// that would start after (a queued request that gets a slot answers 503).
+    /// that would start after (a queued request that gets a slot answers 503); the jobs
+    /// this daemon holds are handed back to the store (in memory: cancelled).
     pub fn cancel_all(&self) {
+        self.jobs.hand_back_all();
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         inflight.stopping = true;
         for c in inflight.runs.values() {
             c.cancel();
         }
-        drop(inflight);
-        self.jobs.cancel_all(false);
     }
 
-    /// The start of a shutdown: queued jobs are cancelled (running ones get the grace
-    /// period, as requests do).
-    pub fn cancel_queued_jobs(&self) {
-        self.jobs.cancel_all(true);
+    /// The start of a shutdown: no more jobs are taken (queued jobs kept only in memory
+    /// are cancelled; the others stay queued for the next start or another daemon), and
+    /// running ones get the grace period, as requests do.
+    pub async fn stop_taking_jobs(&self) {
+        self.jobs.stop_taking().await;
     }
 
-    /// Waits until no run is in progress and no job is pending.
+    /// Starts taking jobs from the store (once, inside the runtime: `serve` does).
+    pub fn start_jobs(self: &Arc<Self>) {
+        jobs::start(self);
+    }
+
+    /// Waits until no run is in progress and no job this daemon took waits or runs.
     pub async fn idle(&self) {
         loop {
             let runs = self.inflight.lock().unwrap_or_else(PoisonError::into_inner).runs.len();
-            if runs == 0 && self.jobs.pending() == 0 {
+            if runs == 0 && self.jobs.busy() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -11,6 +11,7 @@
 //! | `Content-Type` | `application/json` |
 //! | `User-Agent` | `codeexec/VERSION` |
 //! | `X-Codeexec-Job` | the job id: deliveries are at least once, so deduplicate on it |
+//! | `Idempotency-Key` | the job id again, under the header's standard name |
 //! | `X-Codeexec-Delivery` | the attempt number, from 1 |
 //! | `X-Codeexec-Timestamp` | Unix seconds when this attempt was signed |
 //! | `X-Codeexec-Signature` | `sha256=` + hex HMAC-SHA256(secret, `TIMESTAMP` + `.` + body), when a secret is set |

@@ -91,9 +91,14 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         None
     };
     let (extra_roots, _leases) = lang::place(&mut definitions, store.as_ref(), settings.images_host_fallback);
+    let cgroup_parent = match nested_cgroup_parent(&settings) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_INTERNAL, &e),
+    };
     let runner = match Runner::start(RunnerConfig {
         state_dir: settings.state_dir.clone(),
-        cgroup_parent: settings.cgroup_parent.clone(),
+        cgroup_parent,
+        uid_base: settings.uid_base,
         rootfs: settings.rootfs.clone(),
         extra_roots,
         warm: settings.warm,
@@ -116,7 +121,6 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         },
         None => None,
     };
-    let api = Api::new(Arc::new(runner), description, languages, Policy::from(&settings), compile_cache);
     // every run holds a blocking thread: there must be one for each run slot
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,20 +130,40 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(EXIT_INTERNAL, &anyhow::Error::new(e).context("starting the async runtime")),
     };
+    let policy = Policy::from(&settings);
     let served = runtime.block_on(async {
+        // the listeners first: a second daemon on the same socket is refused before it
+        // opens (and locks) a journal
         let listeners = api::bind(&settings).await?;
+        let jobs = api::open_store(&settings).await.context("opening the job store")?;
+        tracing::info!(store = %jobs.describe(), "jobs");
+        let api = Api::new(Arc::new(runner), description, languages, policy, compile_cache, jobs);
         api::serve(Arc::clone(&api), listeners, shutdown_signal(), settings.shutdown_grace).await;
-        Ok::<_, api::ServeError>(())
+        Ok::<_, anyhow::Error>(api)
     });
     // every request is answered or abandoned and every run cancelled; their blocking
     // threads end within moments. Then dropping the API (and with it the runner) reaps
     // the sandboxes and the zygote.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
-    drop(api);
     match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(EXIT_INTERNAL, &e.into()),
+        Ok(api) => {
+            drop(api);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_INTERNAL, &e),
     }
+}
+
+/// `runs.cgroup_parent`, under the daemon's own cgroup when it runs in a container
+/// (`runs.cgroup_nest`); the daemon is moved into a leaf first. Single-threaded still.
+fn nested_cgroup_parent(settings: &codeexec::config::Settings) -> anyhow::Result<String> {
+    use codeexec::cgroup::{Layout, Nest, nest};
+    if settings.cgroup_nest == Nest::Never {
+        return Ok(settings.cgroup_parent.clone());
+    }
+    let layout = Layout::detect(&std::fs::read_to_string("/proc/self/mountinfo")?)?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    Ok(nest(settings.cgroup_nest, &layout, &own, &settings.cgroup_parent)?)
 }
 
 /// The `CODEEXEC_*` variables (the others may be anything, even not UTF-8).

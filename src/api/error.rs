@@ -7,6 +7,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTIC
 use hyper::{Method, Response, StatusCode};
 
 use super::types::{ErrorBody, ErrorResponse};
+use crate::job::StoreError;
 use crate::run::RunError;
 
 /// What went wrong with a request.
@@ -36,6 +37,12 @@ pub(super) enum ApiError {
     Invalid(String),
     /// 429: every run slot and queue place is taken.
     Busy,
+    /// 429: the daemon's job bounds are reached (the message says which).
+    JobsFull(String),
+    /// 503: the fleet's shared job queue is full.
+    QueueFull(String),
+    /// 503: the job store (Redis) cannot be reached.
+    StoreUnavailable(String),
     /// 500: our bug.
     Internal(String),
     /// 503: the daemon is stopping and starts no more runs.
@@ -55,7 +62,8 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy | ApiError::JobsFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QueueFull(_) | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -73,7 +81,9 @@ impl ApiError {
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_request",
-            ApiError::Busy => "too_many_requests",
+            ApiError::Busy | ApiError::JobsFull(_) => "too_many_requests",
+            ApiError::QueueFull(_) => "queue_full",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal_error",
             ApiError::Stopping => "shutting_down",
         }
@@ -85,7 +95,10 @@ impl ApiError {
             | ApiError::Invalid(m)
             | ApiError::Conflict(m)
             | ApiError::NoSuchJob(m)
+            | ApiError::QueueFull(m)
+            | ApiError::StoreUnavailable(m)
             | ApiError::Forbidden(m) => m.clone(),
+            ApiError::JobsFull(m) => format!("{m}; retry later"),
             ApiError::Unauthorized => "unauthorized".into(),
             ApiError::NotFound => "no such path".into(),
             ApiError::MethodNotAllowed(m) => {
@@ -113,7 +126,7 @@ impl ApiError {
                     headers.insert(ALLOW, v);
                 }
             }
-            ApiError::Busy => {
+            ApiError::Busy | ApiError::JobsFull(_) | ApiError::QueueFull(_) | ApiError::StoreUnavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {
@@ -132,6 +145,17 @@ impl From<RunError> for ApiError {
             RunError::Invalid(m) => ApiError::Invalid(m),
             RunError::Limit(e) => ApiError::Invalid(e.to_string()),
             RunError::Busy(_) => ApiError::Busy,
+            other => ApiError::Internal(crate::error_chain(&other)),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy(m) => ApiError::JobsFull(m),
+            e @ StoreError::QueueFull { .. } => ApiError::QueueFull(e.to_string()),
+            e @ StoreError::Redis(_) => ApiError::StoreUnavailable(format!("{}; retry later", crate::error_chain(&e))),
             other => ApiError::Internal(crate::error_chain(&other)),
         }
     }
@@ -169,6 +193,9 @@ mod tests {
             (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
             (ApiError::Invalid("x".into()), 422, "invalid_request"),
             (ApiError::Busy, 429, "too_many_requests"),
+            (ApiError::JobsFull("x".into()), 429, "too_many_requests"),
+            (ApiError::QueueFull("x".into()), 503, "queue_full"),
+            (ApiError::StoreUnavailable("x".into()), 503, "store_unavailable"),
             (ApiError::Internal("x".into()), 500, "internal_error"),
             (ApiError::Stopping, 503, "shutting_down"),
         ];
@@ -179,7 +206,10 @@ mod tests {
             assert!(!e.message().is_empty());
             let headers = resp.headers();
             assert_eq!(headers.get(ALLOW).is_some(), status == 405);
-            assert_eq!(headers.get(RETRY_AFTER).is_some(), status == 429);
+            assert_eq!(
+                headers.get(RETRY_AFTER).is_some(),
+                status == 429 || *e.code() != *"shutting_down" && status == 503
+            );
             assert_eq!(headers.get(WWW_AUTHENTICATE).is_some(), status == 401);
         }
         // the runner's refusals keep their meaning

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 
@@ -17,6 +17,8 @@ pub(super) struct Limiter {
     capacity: usize,
     admitted: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+    /// Told when a run slot is given back.
+    freed: Arc<Notify>,
 }
 
 /// An admitted request's place; given back on drop.
@@ -36,15 +38,19 @@ impl Drop for Ticket {
 /// it has really ended.
 #[derive(Debug)]
 pub(super) struct Permit {
-    _slot: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
     /// None for a job's run (jobs have their own bound) and for extra slots.
     _ticket: Option<Ticket>,
     running: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
+        // the slot first, so that whoever is told finds it free
+        drop(self.slot.take());
+        self.freed.notify_waiters();
     }
 }
 
@@ -55,6 +61,7 @@ impl Limiter {
             capacity: concurrency.saturating_add(queue),
             admitted: Arc::new(AtomicUsize::new(0)),
             running: Arc::new(AtomicUsize::new(0)),
+            freed: Arc::new(Notify::new()),
         }
     }
 
@@ -75,7 +82,12 @@ impl Limiter {
             .await
             .map_err(|_| ApiError::Internal("the run limiter is closed".into()))?;
         self.running.fetch_add(1, Ordering::SeqCst);
-        Ok(Permit { _slot: slot, _ticket: Some(ticket), running: Arc::clone(&self.running) })
+        Ok(Permit {
+            slot: Some(slot),
+            _ticket: Some(ticket),
+            running: Arc::clone(&self.running),
+            freed: Arc::clone(&self.freed),
+        })
     }
 
     /// Waits for a run slot for an async job (in line with requests, first come, first
@@ -86,7 +98,12 @@ impl Limiter {
             .await
             .map_err(|_| ApiError::Internal("the run limiter is closed".into()))?;
         self.running.fetch_add(1, Ordering::SeqCst);
-        Ok(Permit { _slot: slot, _ticket: None, running: Arc::clone(&self.running) })
+        Ok(Permit {
+            slot: Some(slot),
+            _ticket: None,
+            running: Arc::clone(&self.running),
+            freed: Arc::clone(&self.freed),
+        })
     }
 
     /// Up to `n` more slots for a request that already runs (a judge request's tests run in
@@ -97,9 +114,34 @@ impl Limiter {
         while out.len() < n {
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else { break };
             self.running.fetch_add(1, Ordering::SeqCst);
-            out.push(Permit { _slot: slot, _ticket: None, running: Arc::clone(&self.running) });
+            out.push(Permit {
+                slot: Some(slot),
+                _ticket: None,
+                running: Arc::clone(&self.running),
+                freed: Arc::clone(&self.freed),
+            });
         }
         out
+    }
+
+    /// Run slots free now.
+    pub(super) fn free(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Waits until a run slot is free, at most `timeout`; returns how many are free.
+    pub(super) async fn until_free(&self, timeout: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let freed = self.freed.notified();
+            let free = self.free();
+            if free > 0 {
+                return free;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.free();
+            }
+        }
     }
 
     pub(super) fn running(&self) -> usize {

@@ -176,11 +176,11 @@ async fn route(
     match endpoint {
         Endpoint::Execute => execute(api, req, caller, request_id, log).await,
         Endpoint::SubmitJob => job_routes::submit(api, req, caller, log).await,
-        Endpoint::GetJob => job_routes::get(api, id, caller),
-        Endpoint::CancelJob => job_routes::cancel(api, id, caller),
+        Endpoint::GetJob => job_routes::get(api, id, caller).await,
+        Endpoint::CancelJob => job_routes::cancel(api, id, caller).await,
         Endpoint::Languages => Ok(languages(api)),
         Endpoint::Capabilities => Ok(json(StatusCode::OK, &super::access::capabilities(&api.policy, caller))),
-        Endpoint::Health => Ok(health(api)),
+        Endpoint::Health => Ok(health(api).await),
         Endpoint::Version => Ok(version()),
     }
 }
@@ -251,7 +251,7 @@ async fn execute(
 /// Runs planned work on a blocking thread with `slot` (and, for tests, whatever extra slots
 /// are free), killed through `cancel` if this future is dropped. Returns the response body,
 /// the status for the log, and the time in the executor.
-async fn perform(
+pub(super) async fn perform(
     api: &Api,
     planned: Planned,
     slot: Permit,
@@ -410,7 +410,7 @@ fn languages(api: &Api) -> Resp {
     json(StatusCode::OK, &LanguagesResponse { languages })
 }
 
-fn health(api: &Api) -> Resp {
+async fn health(api: &Api) -> Resp {
     let d = &api.description;
     let body = HealthResponse {
         status: "ok",
@@ -425,7 +425,12 @@ fn health(api: &Api) -> Resp {
             running: api.limiter.running(),
             waiting: api.limiter.waiting(),
         },
-        jobs: JobsInfo { pending: api.jobs.pending(), max_pending: api.policy.max_pending_jobs },
+        jobs: JobsInfo {
+            pending: api.jobs.store.pending().await.ok(),
+            max_pending: api.policy.max_pending_jobs,
+            held: api.jobs.held(),
+            store: api.jobs.store.describe(),
+        },
         compile_cache: api.compile_cache.as_ref().map(|c| {
             let s = c.stats();
             CacheInfo { entries: s.entries, bytes: s.bytes, max_bytes: s.max_bytes }

@@ -144,6 +144,7 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
         }
     }
     let graceful = GracefulShutdown::new();
+    api.start_jobs();
     tokio::pin!(shutdown);
     loop {
         // at most max_connections at once; more wait in the kernel's listen backlog
@@ -178,7 +179,7 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
         let _ = std::fs::remove_file(format!("{}.lock", path.display()));
     }
     drop((unix, tcp));
-    api.cancel_queued_jobs();
+    api.stop_taking_jobs().await;
     let drained = graceful.shutdown();
     // requests answered and running jobs ended (they hold no connection)
     let idle = async {

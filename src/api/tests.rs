@@ -95,6 +95,8 @@ impl Server {
         config.server.unix_socket = socket.display().to_string();
         config.server.tcp = "127.0.0.1:0".into();
         config.runs.concurrency = 4;
+        // the journal, as a daemon has it by default
+        config.jobs.dir = dir.path().join("jobs").display().to_string();
         edit(&mut config);
         let settings = config.validate().unwrap();
         let fake = Arc::new(Fake::default());
@@ -110,8 +112,15 @@ impl Server {
             seccomp_instructions: 1,
             network_uplink: None,
         };
-        let api =
-            Api::new(Arc::clone(&fake) as Arc<dyn Executor>, description, languages, Policy::from(&settings), None);
+        let jobs = super::open_store(&settings).await.unwrap();
+        let api = Api::new(
+            Arc::clone(&fake) as Arc<dyn Executor>,
+            description,
+            languages,
+            Policy::from(&settings),
+            None,
+            jobs,
+        );
         let listeners = bind(&settings).await.unwrap();
         let tcp = Endpoint::Tcp(listeners.tcp_addr().unwrap().to_string());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -294,9 +294,13 @@ pub(super) struct NetworkInfo {
 
 #[derive(Debug, Serialize)]
 pub(super) struct JobsInfo {
-    /// Queued or running.
-    pub(super) pending: usize,
+    /// Queued or running (in a fleet: the fleet's); null when the store cannot be asked.
+    pub(super) pending: Option<usize>,
     pub(super) max_pending: usize,
+    /// Jobs this daemon has taken: waiting for a slot, running, or delivering a callback.
+    pub(super) held: usize,
+    /// Where jobs are kept: `memory`, `sqlite PATH` or `redis (consumer NAME)`.
+    pub(super) store: String,
 }
 
 #[derive(Debug, Serialize)]

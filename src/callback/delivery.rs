@@ -230,6 +230,8 @@ fn request(
         .header(USER_AGENT, concat!("codeexec/", env!("CARGO_PKG_VERSION")))
         .header(CONNECTION, "close")
         .header("x-codeexec-job", job_id)
+        // the same key for every delivery of a job, whichever daemon sends it
+        .header("idempotency-key", job_id)
         .header("x-codeexec-delivery", n.to_string())
         .header("x-codeexec-timestamp", &timestamp);
     if let Some(secret) = &policy.secret {

@@ -68,8 +68,9 @@ impl Target {
         &self.host
     }
 
-    /// Parses the syntax only (no resolution, no policy).
-    pub(super) fn parse(url: &str) -> Result<Target, CallbackError> {
+    /// Parses the syntax only (no resolution, no policy: [`super::check`] does both; a
+    /// job's URL checked at submission is parsed again when its callback is delivered).
+    pub fn parse(url: &str) -> Result<Target, CallbackError> {
         if url.len() > MAX_URL_LEN {
             return Err(syntax(format!("it is longer than {MAX_URL_LEN} bytes")));
         }

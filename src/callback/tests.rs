@@ -172,6 +172,7 @@ async fn delivers_signed_with_every_header() {
     assert_eq!(header(h, "content-type"), "application/json");
     assert_eq!(header(h, "user-agent"), format!("codeexec/{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(header(h, "x-codeexec-job"), "job-1");
+    assert_eq!(header(h, "idempotency-key"), "job-1");
     assert_eq!(header(h, "x-codeexec-delivery"), "1");
     let ts = header(h, "x-codeexec-timestamp");
     assert!(ts.parse::<u64>().unwrap().abs_diff(now_secs()) < 300, "timestamp {ts}");

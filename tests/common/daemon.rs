@@ -67,6 +67,8 @@ impl Daemon {
             .env("CODEEXEC_SERVER_LOG_FORMAT", "json")
             // each daemon its own compile cache, so hits and misses are the test's own
             .env("CODEEXEC_COMPILE_CACHE_DIR", dir.path().join("compile-cache"))
+            // and its own job journal (a journal serves one daemon)
+            .env("CODEEXEC_JOBS_DIR", dir.path().join("jobs"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

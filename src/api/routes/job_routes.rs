@@ -1,20 +1,23 @@
-//! The jobs' routes: submit (checked like an execute, then queued), the job's life on its
-//! own task (slot, run, result, callback), ask and cancel.
+//! The jobs' routes: submit (checked like an execute, then written to the job store before
+//! `202`), ask and cancel. The jobs run in the worker (`api/jobs/worker.rs`).
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Request, StatusCode};
 
 use super::super::error::{ApiError, from_json};
-use super::super::jobs;
-use super::super::plan::{Planned, plan};
+use super::super::jobs::{JobView, fingerprint};
+use super::super::plan::plan;
 use super::super::types::ExecuteRequest;
 use super::super::{Api, json};
-use super::{Caller, Resp, RunLog, perform, read_json_body};
+use super::{Caller, Resp, RunLog, read_json_body};
 use crate::callback;
+use crate::job::{self, Cancelled, NewJob, Submitted};
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// `POST /v1/jobs`: checked like `POST /v1/execute` (and its callback URL), then queued.
 pub(super) async fn submit(
@@ -23,96 +26,116 @@ pub(super) async fn submit(
     caller: Caller,
     log: &mut RunLog,
 ) -> Result<Resp, ApiError> {
+    let idempotency_key = idempotency_key(&req)?;
     // the place bounds the bodies read at once; the job then waits in the jobs' own queue
     let ticket = api.limiter.admit()?;
     let body = read_json_body(api, req).await?;
     let mut dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     let callback_url = dto.callback_url.take();
+    // checked now (a 422 is the client's to see); planned again when it runs
     let planned = plan(api, dto, caller)?;
     log.language = Some(planned.lang.id.clone());
-    let target = match callback_url {
-        Some(url) => Some(
-            callback::check(&url, &api.policy.callbacks)
+    drop(planned);
+    let callback = match callback_url {
+        Some(url) => {
+            let target = callback::check(&url, &api.policy.callbacks)
                 .await
-                .map_err(|e| ApiError::Invalid(format!("callback_url: {e}")))?,
-        ),
+                .map_err(|e| ApiError::Invalid(format!("callback_url: {e}")))?;
+            Some(job::Callback {
+                url,
+                host: target.authority().to_owned(),
+                state: job::CallbackState::Pending,
+                attempts: 0,
+                last_status: None,
+                last_error: None,
+            })
+        }
         None => None,
     };
-    let accepted = api.jobs.accept(target.as_ref(), body.len(), owner(caller))?;
+    let new = NewJob {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        owner: owner(api, caller),
+        request: body.to_vec(),
+        callback,
+        idempotency_key,
+    };
+    let submitted = api.jobs.store.submit(new).await?;
     drop(ticket);
-    let view = api.jobs.get(&accepted.id, None).ok_or_else(|| ApiError::Internal("a job vanished".into()))?;
-    tokio::spawn(run_job(Arc::clone(api), accepted, planned, target));
-    let mut resp = json(StatusCode::ACCEPTED, &view);
+    let (status, job, replayed) = match submitted {
+        Submitted::Accepted(j) => (StatusCode::ACCEPTED, j, false),
+        Submitted::Existing(j) => (StatusCode::OK, j, true),
+    };
+    let view = JobView::of(job);
+    let mut resp = json(status, &view);
     if let Ok(v) = HeaderValue::from_str(&view.status_url) {
         resp.headers_mut().insert(LOCATION, v);
+    }
+    if replayed {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(resp)
 }
 
-/// A job's life: wait for a slot (or a cancel), run, keep the result, call back.
-async fn run_job(api: Arc<Api>, job: jobs::Accepted, planned: Planned, target: Option<callback::Target>) {
-    let mut cancelled = job.cancelled;
-    let slot = tokio::select! {
-        s = api.limiter.job_slot() => s,
-        _ = cancelled.wait_for(|c| *c) => return,
-    };
-    let outcome = match slot {
-        Ok(slot) if api.jobs.start(&job.id) => {
-            perform(&api, planned, slot, job.cancel, &job.id).await.map(|(body, status, took)| {
-                tracing::info!(job = %job.id, status, run_ms = took.as_secs_f64() * 1000.0, "job done");
-                body
-            })
-        }
-        // cancelled between getting the slot and starting
-        Ok(_) => return,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &outcome {
-        tracing::warn!(job = %job.id, error = %e.message(), "job failed");
+/// The `Idempotency-Key` header, if given: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()));
+    match key {
+        Some(k) => Ok(Some(k.to_owned())),
+        None => Err(ApiError::Invalid(format!(
+            "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, no spaces"
+        ))),
     }
-    let Some(mut view) = api.jobs.finish(&job.id, outcome) else { return };
-    let Some(target) = target.filter(|_| view.status != jobs::State::Cancelled) else { return };
-    api.jobs.callback_state(&job.id, "delivering", None);
-    let policy = &api.policy.callbacks;
-    let mut body = serde_json::to_vec(&view).unwrap_or_default();
-    if body.len() > policy.max_body {
-        // too large to send: the receiver fetches it from status_url
-        view.result = None;
-        view.error = Some(jobs::ErrorView {
-            code: "result_too_large",
-            message: format!("the result is over {} bytes: GET {}", policy.max_body, view.status_url),
-        });
-        body = serde_json::to_vec(&view).unwrap_or_default();
-    }
-    let d = callback::deliver(&target, &job.id, Bytes::from(body), policy).await;
-    let delivered = d.outcome == callback::Outcome::Delivered;
-    tracing::info!(job = %job.id, host = %target.authority(), delivered, attempts = d.attempts, "job callback");
-    api.jobs.callback_state(&job.id, if delivered { "delivered" } else { "failed" }, Some(&d));
 }
 
-/// Whose job it is: a key's jobs are its own; local callers see every job.
-fn owner(caller: Caller) -> Option<usize> {
+/// Whose job it is: a key's jobs are its own (by the key's fingerprint); local callers
+/// see every job.
+fn owner(api: &Api, caller: Caller) -> Option<String> {
     match caller {
         Caller::Local => None,
-        Caller::Key(i) => Some(i),
+        Caller::Key(i) => api.policy.api_keys.get(i).map(|k| fingerprint(k)),
     }
 }
 
-/// `GET /v1/jobs/{id}`: a job another key submitted is not found.
-pub(super) fn get(api: &Api, id: &str, caller: Caller) -> Result<Resp, ApiError> {
-    let view = api.jobs.get(id, owner(caller)).ok_or_else(|| unknown_job(api, id))?;
-    Ok(json(StatusCode::OK, &view))
+/// The job, if it exists and the caller may see it (a job another key submitted is not
+/// found).
+async fn visible(api: &Api, id: &str, caller: Caller) -> Result<job::Job, ApiError> {
+    let job = api.jobs.store.get(id).await?.ok_or_else(|| unknown_job(api, id))?;
+    match owner(api, caller) {
+        Some(o) if job.owner.as_deref() != Some(o.as_str()) => Err(unknown_job(api, id)),
+        _ => Ok(job),
+    }
 }
 
-/// `DELETE /v1/jobs/{id}`.
-pub(super) fn cancel(api: &Api, id: &str, caller: Caller) -> Result<Resp, ApiError> {
-    let view = api.jobs.cancel(id, "cancelled by DELETE", owner(caller))?.ok_or_else(|| unknown_job(api, id))?;
-    Ok(json(StatusCode::OK, &view))
+/// `GET /v1/jobs/{id}`.
+pub(super) async fn get(api: &Api, id: &str, caller: Caller) -> Result<Resp, ApiError> {
+    let job = visible(api, id, caller).await?;
+    Ok(json(StatusCode::OK, &JobView::of(job)))
+}
+
+/// `DELETE /v1/jobs/{id}`: the job's run is killed on whichever daemon runs it.
+pub(super) async fn cancel(api: &Api, id: &str, caller: Caller) -> Result<Resp, ApiError> {
+    visible(api, id, caller).await?;
+    match api.jobs.store.cancel(id, "cancelled by DELETE").await? {
+        Cancelled::Now(job) => {
+            api.jobs.kill(id);
+            Ok(json(StatusCode::OK, &JobView::of(job)))
+        }
+        Cancelled::Ended(job) => {
+            Err(ApiError::Conflict(format!("job {id} has already ended ({})", job.status.as_str())))
+        }
+        Cancelled::Unknown => Err(unknown_job(api, id)),
+    }
 }
 
 fn unknown_job(api: &Api, id: &str) -> ApiError {
     ApiError::NoSuchJob(format!(
-        "no job {id:?}: finished jobs are kept {} s, and a restart of the daemon forgets every job",
-        api.policy.job_retention.as_secs()
+        "no job {id:?}: finished jobs are kept {} s{}",
+        api.policy.job_retention.as_secs(),
+        if api.jobs.store.describe() == "memory" { ", and a restart of the daemon forgets every job" } else { "" }
     ))
 }

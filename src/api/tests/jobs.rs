@@ -98,14 +98,81 @@ async fn a_job_is_queued_run_kept_and_forgotten_when_unknown() {
     let r = s.unix().await.send(Method::DELETE, &format!("/v1/jobs/{id}"), None, Bytes::new()).await.unwrap();
     expect_error(&r, StatusCode::CONFLICT, "conflict", "already ended");
     let r = s.unix().await.get("/v1/jobs/0123").await.unwrap();
-    expect_error(&r, StatusCode::NOT_FOUND, "not_found", "a restart of the daemon forgets every job");
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found", "finished jobs are kept 3600 s");
     // a bad job is refused as a bad run is, before it is queued
     let r = submit(&s, json!({"language": "cobol", "code": "x"})).await;
     expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "cobol");
     let r = s.execute(json!({"language": "bash", "code": "x", "callback_url": "http://example.com/"})).await;
     expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "callback_url is for POST /v1/jobs");
     let v = s.unix().await.get("/health").await.unwrap().json();
-    assert_eq!(v["jobs"], json!({"pending": 0, "max_pending": 1000}));
+    assert_eq!((v["jobs"]["pending"].as_u64(), v["jobs"]["max_pending"].as_u64()), (Some(0), Some(1000)), "{v}");
+    assert!(v["jobs"]["store"].as_str().unwrap().starts_with("sqlite "), "jobs are kept on disk by default: {v}");
+    assert_eq!(v["jobs"]["held"], 0);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_answers_the_first_job_again() {
+    let s = Server::start(|_| {}).await;
+    let body = json!({"language": "bash", "code": "once"});
+    let send = |key: &'static str| {
+        let body = body.clone();
+        let s = &s;
+        async move {
+            let req = hyper::Request::builder()
+                .method(Method::POST)
+                .uri("/v1/jobs")
+                .header("host", "localhost")
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(http_body_util::Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+                .unwrap();
+            s.unix().await.raw(req).await.unwrap()
+        }
+    };
+    let first = send("order-1").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let again = send("order-1").await;
+    assert_eq!(again.status, StatusCode::OK, "the same job, not a new one");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    let other = send("order-2").await;
+    assert_ne!(other.json()["id"], first.json()["id"]);
+    let bad = send("a key with spaces").await;
+    expect_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "Idempotency-Key");
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    until(&s, &id, "done", |v| v["status"] == "done").await;
+    assert_eq!(s.fake.started.load(Ordering::SeqCst), 2, "one run per key");
+    s.shutdown().await;
+}
+
+/// With the journal, a stopping daemon hands its jobs back: the next one on the same
+/// directory runs them (the interrupted run is not counted), and finished ones answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_outlive_the_daemon_on_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs_dir = dir.path().join("jobs").display().to_string();
+    let config = |c: &mut Config| {
+        c.runs.concurrency = 1;
+        c.server.shutdown_grace_ms = 100;
+        c.jobs.dir = jobs_dir.clone();
+    };
+    let s = Server::start(config).await;
+    let id = |r: Reply| r.json()["id"].as_str().unwrap().to_owned();
+    let done = id(submit(&s, json!({"language": "bash", "code": "first"})).await);
+    until(&s, &done, "done", |v| v["status"] == "done").await;
+    let sleeping = id(submit(&s, json!({"language": "bash", "code": "sleep"})).await);
+    until(&s, &sleeping, "running", |v| v["status"] == "running").await;
+    let queued = id(submit(&s, json!({"language": "bash", "code": "later"})).await);
+    s.shutdown().await;
+    let s = Server::start(config).await;
+    assert_eq!(job(&s, &done).await["result"]["stdout"], "first||bash main.sh", "a finished job answers as before");
+    let v = until(&s, &sleeping, "running again", |v| v["status"] == "running").await;
+    assert_eq!(v["runs"], 1, "handed back at the shutdown, not counted as a run");
+    let r = s.unix().await.send(Method::DELETE, &format!("/v1/jobs/{sleeping}"), None, Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let v = until(&s, &queued, "the queued job", |v| v["status"] == "done").await;
+    assert_eq!(v["result"]["stdout"], "later||bash main.sh");
     s.shutdown().await;
 }
 
@@ -131,6 +198,7 @@ async fn a_callback_is_signed_and_retried_until_delivered() {
     for (i, (headers, body)) in seen.iter().enumerate() {
         let h = |k: &str| headers[k].to_str().unwrap().to_owned();
         assert_eq!(h("x-codeexec-job"), id);
+        assert_eq!(h("idempotency-key"), id, "the same key at every delivery");
         assert_eq!(h("x-codeexec-delivery"), (i + 1).to_string());
         assert_eq!(h("content-type"), "application/json");
         let (ts, sig) = (h("x-codeexec-timestamp"), h("x-codeexec-signature"));
