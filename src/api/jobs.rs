@@ -229,6 +229,11 @@ impl Jobs {
         }
     }
 
+    /// Whether the daemon has stopped taking jobs (a shutdown began).
+    pub(super) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     /// The grace period is over: every run of a job is killed and its claim handed back.
     pub(super) fn hand_back_all(&self) {
         self.stop.send_replace(true);

@@ -117,12 +117,14 @@ enum Endpoint {
     Languages,
     Capabilities,
     Health,
+    Live,
+    Ready,
     Version,
 }
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
 /// segment.
-const ROUTES: [(Method, &str, Endpoint); 8] = [
+const ROUTES: [(Method, &str, Endpoint); 10] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
     (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
     (Method::GET, "/v1/jobs/{id}", Endpoint::GetJob),
@@ -130,6 +132,8 @@ const ROUTES: [(Method, &str, Endpoint); 8] = [
     (Method::GET, "/v1/languages", Endpoint::Languages),
     (Method::GET, "/v1/capabilities", Endpoint::Capabilities),
     (Method::GET, "/health", Endpoint::Health),
+    (Method::GET, "/livez", Endpoint::Live),
+    (Method::GET, "/readyz", Endpoint::Ready),
     (Method::GET, "/version", Endpoint::Version),
 ];
 
@@ -181,6 +185,11 @@ async fn route(
         Endpoint::Languages => Ok(languages(api)),
         Endpoint::Capabilities => Ok(json(StatusCode::OK, &super::access::capabilities(&api.policy, caller))),
         Endpoint::Health => Ok(health(api).await),
+        Endpoint::Live => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Endpoint::Ready if api.jobs.stopping() => {
+            Ok(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "stopping"})))
+        }
+        Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
     }
 }
@@ -195,10 +204,14 @@ pub(super) enum Caller {
     Key(usize),
 }
 
+/// Paths any client may ask without a key: the probes of an orchestrator (they say
+/// nothing but whether the daemon serves and takes work).
+const KEYLESS: [&str; 2] = ["/livez", "/readyz"];
+
 /// On TCP with keys configured: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, compared in
 /// constant time against every key.
 fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, ApiError> {
-    if matches!(peer, Peer::Unix) || api.policy.api_keys.is_empty() {
+    if matches!(peer, Peer::Unix) || api.policy.api_keys.is_empty() || KEYLESS.contains(&req.uri().path()) {
         return Ok(Caller::Local);
     }
     let headers = req.headers();

@@ -354,6 +354,11 @@ async fn tcp_needs_a_key_when_keys_are_set_and_the_unix_socket_never_does() {
     // 401 comes before anything else, so an unknown path tells nothing
     expect_error(&s.tcp(None).await.get("/nope").await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized", "");
     assert_eq!(s.tcp(Some(KEY)).await.get("/health").await.unwrap().status, StatusCode::OK);
+    // an orchestrator's probes need no key (and say nothing else)
+    let live = s.tcp(None).await.get("/livez").await.unwrap();
+    assert_eq!((live.status, live.json()), (StatusCode::OK, json!({"status": "ok"})));
+    let ready = s.tcp(None).await.get("/readyz").await.unwrap();
+    assert_eq!((ready.status, ready.json()), (StatusCode::OK, json!({"status": "ready"})));
     let mut c = s.tcp(None).await;
     let bearer = Bytes::new();
     let r = {
