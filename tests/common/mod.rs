@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 pub mod daemon;
+pub mod fleet;
 pub mod netlab;
 
 /// Gate for tests that need root. Without `CODEEXEC_PRIVILEGED_TESTS` the test prints why

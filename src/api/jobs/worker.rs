@@ -165,26 +165,34 @@ async fn execute(api: &Api, job: &Job, request: &[u8], slot: Permit, cancel: Can
     };
     match perform(api, planned, slot, cancel, &job.id).await {
         Ok((body, status, took)) => {
-            tracing::info!(job = %job.id, status, run_ms = took.as_secs_f64() * 1000.0, "job done");
+            tracing::debug!(job = %job.id, status, run_ms = took.as_secs_f64() * 1000.0, "job run ended");
             Outcome::Done(body)
         }
-        Err(e) => {
-            tracing::warn!(job = %job.id, error = %e.message(), "job failed");
-            failed(&e)
-        }
+        Err(e) => failed(&e),
     }
 }
 
 /// Records the outcome (retrying while the store cannot be reached, the claim renewed
-/// meanwhile), then delivers the callback if there is one.
+/// meanwhile), then delivers the callback if there is one. "job done" (or "job failed")
+/// is logged once the result is written.
 async fn finish(api: &Api, claim: &Claim, outcome: Outcome) {
     let mut wait = Duration::from_millis(100);
     for attempt in 1..=12 {
         match api.jobs.store.finish(claim, outcome.clone()).await {
-            Ok(Some(job)) if job.callback.as_ref().is_some_and(|c| !c.state.over()) => {
-                return call_back(api, claim, job).await;
+            Ok(Some(job)) => {
+                match &job.error {
+                    None => tracing::info!(job = %job.id, runs = job.runs, "job done"),
+                    Some(e) => tracing::warn!(job = %job.id, code = %e.code, error = %e.message, "job failed"),
+                }
+                if job.callback.as_ref().is_some_and(|c| !c.state.over()) {
+                    return call_back(api, claim, job).await;
+                }
+                break;
             }
-            Ok(_) => break,
+            Ok(None) => {
+                tracing::info!(job = %claim.id, "job ended already (cancelled, or another daemon's run was first)");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(job = %claim.id, attempt, error = %crate::error_chain(&e), "a job's result could not be written");
                 tokio::time::sleep(wait).await;
