@@ -3,6 +3,8 @@
 //! workers. A run here is everything the daemon will do per request: slot, cgroup, spawn
 //! through the zygote, supervision, accounting and cleanup.
 
+pub mod jobs;
+
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -36,6 +36,10 @@ pub enum Command {
     /// scripts/bench).
     #[command(hide = true)]
     BenchApi(BenchApiArgs),
+    /// Async jobs through a fleet's Redis: latency over a sync run, jobs per second
+    /// (used by scripts/bench).
+    #[command(hide = true)]
+    BenchJobs(BenchJobsArgs),
     /// Root filesystem images: import OCI layouts, list and remove them.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -249,6 +253,27 @@ pub struct BenchApiArgs {
     /// Seconds of each throughput phase.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+}
+
+/// `codeexec bench-jobs`.
+#[derive(Debug, Args)]
+pub struct BenchJobsArgs {
+    /// A daemon of the fleet (`unix:/path/to.sock` or `http://host:port`); repeat for more.
+    /// The first must allow callbacks to 127.0.0.1 when `--runs` is not 0.
+    #[arg(long, value_name = "ENDPOINT", required = true)]
+    pub endpoint: Vec<String>,
+    /// Jobs (and sync runs) timed one at a time, on the first daemon; 0: none.
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
+    /// Jobs submitted for the throughput.
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: usize,
+    /// Connections submitting them.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// The fleet's Redis, to measure what it carries alone (no runs).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 /// `codeexec bench`.

@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use codeexec::api::{self, Api, Description, Policy};
 use codeexec::cgroup::Mode;
-use codeexec::cli::{BenchApiArgs, BenchArgs, Cli, Command, CommonArgs, ImageCommand, RunArgs, ServeArgs};
+use codeexec::cli::{
+    BenchApiArgs, BenchArgs, BenchJobsArgs, Cli, Command, CommonArgs, ImageCommand, RunArgs, ServeArgs,
+};
 use codeexec::client::{self, Connection, Endpoint};
 use codeexec::config::Config;
 use codeexec::lang::{self, Registry};
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
                 Command::Info(common) => info(&common),
                 Command::Bench(args) => run_bench(&args),
                 Command::BenchApi(args) => run_bench_api(&args),
+                Command::BenchJobs(args) => run_bench_jobs(&args),
                 Command::Leaks(common) => leaks(&common),
                 Command::Image(cmd) => image_command(&cmd),
                 Command::Serve(_) => unreachable!("handled above"),
@@ -568,6 +571,46 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
                 "\n{}compile cache: a hit answers {speedup:.1}x faster than a miss (medians)\n",
                 bench::table(&rows)
             ));
+            Ok(out)
+        })
+    };
+    match report() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_INTERNAL, &e),
+    }
+}
+
+/// Jobs through a fleet: latency over a sync run, throughput, Redis's own ceiling.
+fn run_bench_jobs(args: &BenchJobsArgs) -> ExitCode {
+    let report = || -> anyhow::Result<String> {
+        let endpoints = args.endpoint.iter().map(|e| e.parse()).collect::<Result<Vec<Endpoint>, _>>()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        runtime.block_on(async {
+            use codeexec::bench::jobs;
+            let mut out = String::new();
+            if args.runs > 0 {
+                let (rows, added) = jobs::job_rows(&endpoints[0], args.runs).await.map_err(anyhow::Error::msg)?;
+                out.push_str(&format!("{}\na job adds {added:.2} ms over a sync run (medians)\n", bench::table(&rows)));
+            }
+            let rate = jobs::job_throughput(&endpoints, args.jobs, args.clients).await.map_err(anyhow::Error::msg)?;
+            out.push_str(&format!(
+                "throughput: {rate:.0} jobs of bash `:` per second through {} daemon(s), {} jobs, {} clients\n",
+                endpoints.len(),
+                args.jobs,
+                args.clients
+            ));
+            if let Some(url) = &args.redis {
+                let store = jobs::store_throughput(url, args.jobs * 5, 8).await.map_err(anyhow::Error::msg)?;
+                out.push_str(&format!(
+                    "Redis alone (submit, take, start, finish; no run; 8 workers): {store:.0} jobs per second\n\
+                     a fleet of N hosts like this one runs about N x {rate:.0} jobs/s of this size, until Redis's \
+                     {store:.0}: about {:.0} hosts\n",
+                    store / rate.max(1.0)
+                ));
+            }
             Ok(out)
         })
     };
