@@ -50,6 +50,14 @@ impl Daemon {
         Daemon::spawn(cmd, config, env)
     }
 
+    /// As `start`, but first moved into the cgroup2 directory `cgroup` (as a container's
+    /// process would be), by a shell that then execs the daemon.
+    pub fn start_in_cgroup(cgroup: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", r#"echo $$ > "$0/cgroup.procs" && exec "$@""#]).arg(cgroup).arg(bin());
+        Daemon::spawn(cmd, None, env)
+    }
+
     /// Runs `cmd serve` (`cmd` being the binary, or a wrapper that execs it).
     fn spawn(mut cmd: Command, config: Option<&str>, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
