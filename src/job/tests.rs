@@ -1,7 +1,8 @@
 //! One conformance suite for every store (in memory, the SQLite journal, Redis), then what
 //! only the durable ones do (a restart, the poison limit) and what only a fleet does
 //! (claims taken over, guarded heartbeats, cancels across daemons). The Redis tests start
-//! a `redis-server` of their own on a Unix socket in a temporary directory.
+//! a `redis-server` of their own on a Unix socket in a temporary directory, with its
+//! append-only file on, as a fleet's should be.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,7 +24,7 @@ impl RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("redis.sock");
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+            .args(["--port", "0", "--unixsocketperm", "700", "--save", "", "--appendonly", "yes"])
             .arg("--unixsocket")
             .arg(&socket)
             .arg("--dir")
