@@ -105,6 +105,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
                 cache,
                 keep: keep(files.as_ref()),
                 access,
+                rules: judge::Rules::default(),
             })
         }
     };

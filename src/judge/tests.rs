@@ -101,6 +101,7 @@ fn request(code: &str, tests: Vec<Test>) -> Request {
         cache: None,
         keep: Keep::default(),
         access: Default::default(),
+        rules: Rules::default(),
     }
 }
 
@@ -371,3 +372,5 @@ fn a_crash_is_a_runtime_error_for_a_judge() {
     assert_eq!(verdicts(&j), ["runtime_error"]);
     assert_eq!(j.tests[0].run.as_ref().unwrap().signal, Some(6), "the signal is still there");
 }
+
+mod contest;
