@@ -11,6 +11,7 @@
 //! `server.rs`.
 
 mod access;
+mod contest;
 mod error;
 mod jobs;
 mod limiter;

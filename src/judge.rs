@@ -89,7 +89,7 @@ pub struct Request {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     /// The problem's own checker (instead of `checker`).
-    pub program: Option<ProgramChecker>,
+    pub program: Option<Box<ProgramChecker>>,
     /// The built-in checkers (not `exact`) ignore the case of ASCII letters.
     pub ignore_case: bool,
     /// Batches of tests with points (validated by [`batch::order`]).
@@ -251,7 +251,7 @@ pub struct Judged {
     /// The tests' results, in the tests' order.
     pub tests: Vec<TestResult>,
     /// The checker program's stages (its compile), with one.
-    pub checker: Option<Outcome>,
+    pub checker: Option<Box<Outcome>>,
     /// Each batch's result, in the request's order (none without batches).
     pub batches: Vec<BatchResult>,
 }
@@ -320,12 +320,12 @@ fn judge_tests(
     };
     let prepared = match pipeline::prepare(exec, lang, req.source.clone(), req.cancel.clone(), req.cache.as_ref())? {
         Prepare::Ready(p) => p,
-        Prepare::Refused(outcome) => return Ok(refused(outcome, n, checker.map(|c| c.outcome().clone()))),
+        Prepare::Refused(outcome) => return Ok(refused(outcome, n, checker.map(|c| Box::new(c.outcome().clone())))),
     };
     let workers = workers(n);
     let ctx = schedule::Ctx { exec, lang, program: &prepared, checker: checker.as_ref(), req, workers };
     let tests = schedule::run(&ctx)?;
-    let checker = checker.map(|c| c.outcome().clone());
+    let checker = checker.map(|c| Box::new(c.outcome().clone()));
     // a program that never parsed fails every test: one that passed any did parse
     let none_passed = !tests.iter().any(|t| t.verdict.passed());
     if none_passed && tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
@@ -340,7 +340,7 @@ fn judge_tests(
 }
 
 /// Every test marked with the verdict of a program that never ran.
-fn refused(outcome: Outcome, n: usize, checker: Option<Outcome>) -> Judged {
+fn refused(outcome: Outcome, n: usize, checker: Option<Box<Outcome>>) -> Judged {
     let verdict = match outcome.verdict {
         Verdict::SyntaxError => TestVerdict::SyntaxError,
         Verdict::CompileError => TestVerdict::CompileError,
@@ -365,7 +365,7 @@ fn broken_checker(checker: Outcome, n: usize) -> Judged {
         compile_cache: None,
     };
     let tests = vec![TestResult::without_run(TestVerdict::JudgeError, message); n];
-    Judged { outcome, tests, checker: Some(checker), batches: Vec::new() }
+    Judged { outcome, tests, checker: Some(Box::new(checker)), batches: Vec::new() }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub(super) enum Slot {
     /// Not run: the set stopped before it.
     Stopped,
     /// Run (or refused).
-    Done(Result<TestResult, RunError>),
+    Done(Box<Result<TestResult, RunError>>),
 }
 
 /// The results of a set of tests as they come in, and the files they may still keep:
@@ -36,8 +36,12 @@ impl Finished {
         while let Some(slot) = self.results.get_mut(self.frontier) {
             match slot {
                 Slot::Pending => break,
-                Slot::Done(Ok(t)) => spend(t, &mut self.left),
-                Slot::Done(Err(_)) | Slot::Stopped => {}
+                Slot::Done(r) => {
+                    if let Ok(t) = r.as_mut() {
+                        spend(t, &mut self.left);
+                    }
+                }
+                Slot::Stopped => {}
             }
             self.frontier += 1;
         }

@@ -100,20 +100,20 @@ fn run_set(ctx: &Ctx<'_>, indices: &[usize], batch: Option<&str>, board: &mut Bo
             let k = next.fetch_add(1, Ordering::SeqCst);
             let Some(&i) = indices.get(k) else { break };
             let slot = if req.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
-                Slot::Done(Ok(TestResult::without_run(
+                Slot::Done(Box::new(Ok(TestResult::without_run(
                     TestVerdict::Run(Status::InternalError),
                     Some("not run: the request was cancelled".into()),
-                )))
+                ))))
             } else if stop.load(Ordering::SeqCst) || (req.stop_on_failure && failed.load(Ordering::SeqCst)) {
                 Slot::Stopped
             } else {
-                Slot::Done(trial::one(ctx, i).map(|mut r| {
+                Slot::Done(Box::new(trial::one(ctx, i).map(|mut r| {
                     keep::trim(&mut r, &req.keep);
                     r
-                }))
+                })))
             };
             if let Slot::Done(r) = &slot {
-                if r.as_ref().map_or(true, |r| !r.verdict.passed()) {
+                if r.as_ref().as_ref().map_or(true, |r| !r.verdict.passed()) {
                     failed.store(true, Ordering::SeqCst);
                     if batch.is_some() || r.is_err() {
                         stop.store(true, Ordering::SeqCst);
@@ -134,9 +134,11 @@ fn run_set(ctx: &Ctx<'_>, indices: &[usize], batch: Option<&str>, board: &mut Bo
     for (k, slot) in finished.results.into_iter().enumerate() {
         let i = indices[k];
         match slot {
-            Slot::Done(Ok(t)) => board.results[i] = Some(t),
-            // an error that stopped the others is the answer, not the tests it made skip
-            Slot::Done(Err(e)) => return Err(e),
+            Slot::Done(r) => match *r {
+                Ok(t) => board.results[i] = Some(t),
+                // an error that stopped the others is the answer, not the tests it made skip
+                Err(e) => return Err(e),
+            },
             Slot::Stopped if req.stop_on_failure && failed.load(Ordering::SeqCst) => {
                 board.why_not[i] = Some(STOPPED.into());
             }

@@ -81,7 +81,7 @@ fn a_checker_program_decides_each_test() {
     let tests = ["same", "pe", "half", "other", "fail", "crash"].iter().map(|s| test(s, "same")).collect();
     let mut r = request("x", tests);
     r.tests[0].expected = Expected::Output(b"same".to_vec());
-    r.rules.program = Some(checker());
+    r.rules.program = Some(Box::new(checker()));
     let j = judge(&f, &lang("c"), r, &mut |_| 2).unwrap();
     assert_eq!(
         verdicts(&j),
@@ -112,7 +112,7 @@ fn a_checker_that_does_not_compile_is_a_judge_error_for_every_test() {
         }
     }
     let mut r = request("x", vec![test("1", "1"), test("2", "2")]);
-    r.rules.program = Some(checker());
+    r.rules.program = Some(Box::new(checker()));
     r.rules.batches = vec![Batch { name: "all".into(), points: 10.0, tests: vec![0, 1], depends_on: vec![] }];
     let j = judge(&NoCompile, &lang("c"), r, &mut |_| 2).unwrap();
     assert_eq!(verdicts(&j), ["judge_error", "judge_error"]);
