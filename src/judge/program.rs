@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use super::TestVerdict;
+use crate::diagnostics::RuntimeError;
 use crate::lang::Language;
 use crate::limit::Limits;
 use crate::pipeline::{self, CacheRef, Executor, Invocation, Outcome, Prepare, Prepared, Source};
@@ -144,7 +145,7 @@ impl Ready<'_> {
             files,
         };
         let ran = pipeline::run(exec, &spec.lang, &self.prepared, inv)?;
-        Ok(decide(spec.protocol, ran.run))
+        Ok(decide(spec.protocol, ran.run, ran.error.as_ref()))
     }
 }
 
@@ -165,8 +166,9 @@ fn with_testlib(lang: &Language, source: Source) -> Source {
     Source::Files(files)
 }
 
-/// The verdict a checker's run gives.
-fn decide(protocol: Protocol, mut run: RunOutcome) -> Checked {
+/// The verdict a checker's run gives. A checker that died of an uncaught error (a Python
+/// traceback exits 1, which would otherwise read as "wrong answer") crashed.
+fn decide(protocol: Protocol, mut run: RunOutcome, error: Option<&RuntimeError>) -> Checked {
     let feedback = feedback(&mut run);
     let said = message(&run, feedback.as_deref());
     let judge_error = |why: String, run: RunOutcome| Checked {
@@ -181,6 +183,9 @@ fn decide(protocol: Protocol, mut run: RunOutcome) -> Checked {
     if !matches!(run.status, Status::Ok | Status::RuntimeError) {
         let what = run.message.clone().unwrap_or_else(|| run.status.as_str().to_owned());
         return judge_error(format!("the checker failed ({what})"), shorten(run));
+    }
+    if let Some(e) = error {
+        return judge_error(format!("the checker crashed ({}: {})", e.kind, e.message), shorten(run));
     }
     let code = run.exit_code.unwrap_or(-1);
     let verdict = |verdict, points| Checked { verdict, points, message: said.clone(), run: shorten(run.clone()) };
@@ -279,7 +284,7 @@ mod tests {
 
     #[test]
     fn testlib_exit_codes_are_verdicts() {
-        let v = |code, out: &str, err: &str| decide(Protocol::Testlib, exited(code, out, err));
+        let v = |code, out: &str, err: &str| decide(Protocol::Testlib, exited(code, out, err), None);
         assert_eq!(v(0, "", "ok 3 numbers").verdict, TestVerdict::Accepted);
         let wa = v(1, "", "wrong answer 1st numbers differ - expected: '3', found: '4'");
         assert_eq!(wa.verdict, TestVerdict::WrongAnswer);
@@ -294,7 +299,7 @@ mod tests {
 
     #[test]
     fn partial_points_are_the_first_number_printed() {
-        let v = |out: &str, err: &str| decide(Protocol::Testlib, exited(7, out, err));
+        let v = |out: &str, err: &str| decide(Protocol::Testlib, exited(7, out, err), None);
         let p = v("0.25 half of it\n", "");
         assert_eq!((p.verdict, p.points), (TestVerdict::Partial, 0.25));
         // testlib's quitp writes "points 0.5 message" to stderr
@@ -311,13 +316,21 @@ mod tests {
         let mut o = exited(0, "", "");
         o.status = Status::TimeLimit;
         o.message = Some("cpu time limit of 1000 ms exceeded".into());
-        let c = decide(Protocol::Testlib, o);
+        let c = decide(Protocol::Testlib, o, None);
         assert_eq!(c.verdict, TestVerdict::JudgeError);
         assert!(c.message.unwrap().contains("cpu time limit"));
         let mut o = exited(0, "", "");
         o.status = Status::Signaled;
         o.exit_code = None;
-        assert_eq!(decide(Protocol::Testlib, o).verdict, TestVerdict::JudgeError);
+        assert_eq!(decide(Protocol::Testlib, o, None).verdict, TestVerdict::JudgeError);
+    }
+
+    #[test]
+    fn an_uncaught_error_is_a_crash_not_a_wrong_answer() {
+        let e = RuntimeError { kind: "ZeroDivisionError".into(), message: "division by zero".into(), frames: vec![] };
+        let c = decide(Protocol::Testlib, exited(1, "", "Traceback …"), Some(&e));
+        assert_eq!(c.verdict, TestVerdict::JudgeError);
+        assert!(c.message.unwrap().starts_with("the checker crashed (ZeroDivisionError: division by zero)"));
     }
 
     #[test]
@@ -327,12 +340,12 @@ mod tests {
             path: ".judge/feedback/judgemessage.txt".into(),
             content: FileContent::File { bytes: b"wrong count\n".to_vec(), executable: false },
         }];
-        let c = decide(Protocol::Kattis, o);
+        let c = decide(Protocol::Kattis, o, None);
         assert_eq!((c.verdict, c.message.as_deref()), (TestVerdict::WrongAnswer, Some("wrong count")));
         assert!(c.run.files.is_empty());
-        assert_eq!(decide(Protocol::Kattis, exited(42, "", "")).verdict, TestVerdict::Accepted);
-        assert_eq!(decide(Protocol::Kattis, exited(0, "", "")).verdict, TestVerdict::JudgeError);
-        assert_eq!(decide(Protocol::Kattis, exited(1, "", "")).verdict, TestVerdict::JudgeError);
+        assert_eq!(decide(Protocol::Kattis, exited(42, "", ""), None).verdict, TestVerdict::Accepted);
+        assert_eq!(decide(Protocol::Kattis, exited(0, "", ""), None).verdict, TestVerdict::JudgeError);
+        assert_eq!(decide(Protocol::Kattis, exited(1, "", ""), None).verdict, TestVerdict::JudgeError);
     }
 
     #[test]

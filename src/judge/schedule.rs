@@ -68,7 +68,7 @@ fn run_batch(ctx: &Ctx<'_>, b: usize, passed: &[bool], board: &mut Board) -> Res
     todo.dedup();
     let why = if let Some(&d) = batch.depends_on.iter().find(|&&d| !passed[d]) {
         Some(format!("not run: batch {:?} depends on batch {:?}, which did not pass", batch.name, batches[d].name))
-    } else if batch.tests.iter().any(|&t| board.results[t].as_ref().is_some_and(|r| !r.verdict.passed())) {
+    } else if batch.tests.iter().any(|&t| board.results[t].as_ref().is_some_and(|r| r.fraction() <= 0.0)) {
         Some(format!("not run: a test of batch {:?} failed", batch.name))
     } else {
         run_set(ctx, &todo, Some(&format!("not run: an earlier test of batch {:?} failed", batch.name)), board)?;
@@ -84,8 +84,9 @@ fn run_batch(ctx: &Ctx<'_>, b: usize, passed: &[bool], board: &mut Board) -> Res
 }
 
 /// Runs the tests `indices` on the workers, in that order; with `batch` (the message of a
-/// test not run) the set stops at its first failure. A `RunError` stops everything and is
-/// the answer.
+/// test not run) the set stops at its first test that earns nothing (one with partial
+/// points does not decide the batch's least). A `RunError` stops everything and is the
+/// answer.
 fn run_set(ctx: &Ctx<'_>, indices: &[usize], batch: Option<&str>, board: &mut Board) -> Result<(), RunError> {
     if indices.is_empty() {
         return Ok(());
@@ -113,11 +114,12 @@ fn run_set(ctx: &Ctx<'_>, indices: &[usize], batch: Option<&str>, board: &mut Bo
                 })))
             };
             if let Slot::Done(r) = &slot {
-                if r.as_ref().as_ref().map_or(true, |r| !r.verdict.passed()) {
+                let r = r.as_ref().as_ref();
+                if r.map_or(true, |r| !r.verdict.passed()) {
                     failed.store(true, Ordering::SeqCst);
-                    if batch.is_some() || r.is_err() {
-                        stop.store(true, Ordering::SeqCst);
-                    }
+                }
+                if r.map_or(true, |r| r.fraction() <= 0.0) && (batch.is_some() || r.is_err()) {
+                    stop.store(true, Ordering::SeqCst);
                 }
             }
             done.lock().unwrap_or_else(PoisonError::into_inner).store(k, slot);

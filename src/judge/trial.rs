@@ -52,12 +52,15 @@ fn counted((cpu, wall): (Duration, Duration), by: TimeBy) -> Duration {
     }
 }
 
-/// The limits a test is held to (the CPU limit raised to the wall limit when wall time
-/// counts), and those it is killed at (both with the extra time).
+/// The limits a test is held to (the CPU limit lifted to what the run's cores can use in
+/// its wall time, when wall time counts), and those it is killed at (both with the extra
+/// time).
 fn limits(t: &Limits, rules: &Rules) -> (Limits, Limits) {
     let mut held = t.clone();
     if rules.time_by == TimeBy::Wall {
-        held.cpu_time = held.cpu_time.max(held.wall_time).min(MAX_EXTRA);
+        // what the run's cores can use in its wall time: the CPU limit never decides
+        let cores = held.cpu_millicores.div_ceil(1000).max(1);
+        held.cpu_time = held.wall_time.saturating_mul(cores).min(MAX_EXTRA);
     }
     let extra = rules.extra_time.min(MAX_EXTRA);
     let mut killed = held.clone();
@@ -231,6 +234,8 @@ mod tests {
         let (held, killed) = limits(&t, &rules);
         assert_eq!(held.cpu_time, Duration::from_secs(2), "the CPU limit never decides first");
         assert_eq!(killed, held);
+        let two = Limits { cpu_millicores: 1500, ..t };
+        assert_eq!(limits(&two, &rules).0.cpu_time, Duration::from_secs(4), "two cores' worth");
         assert_eq!(counted((Duration::from_secs(1), Duration::from_secs(2)), TimeBy::Wall), Duration::from_secs(2));
     }
 }

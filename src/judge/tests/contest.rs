@@ -198,3 +198,16 @@ fn case_can_be_ignored() {
     r.rules.ignore_case = true;
     assert_eq!(verdicts(&judge(&f, &lang("c"), r, &mut |_| 1).unwrap()), ["accepted"]);
 }
+
+#[test]
+fn partial_points_do_not_stop_a_batch_but_nothing_earned_does() {
+    let f = Contest { seen: Mutex::new(Vec::new()) };
+    let tests = ["half", "same", "other", "same"].iter().map(|s| test(s, "same")).collect();
+    let mut r = request("x", tests);
+    r.tests[1].expected = Expected::Output(b"same".to_vec());
+    r.rules.program = Some(Box::new(checker()));
+    r.rules.batches = vec![Batch { name: "b".into(), points: 8.0, tests: vec![0, 1, 2, 3], depends_on: vec![] }];
+    let j = judge(&f, &lang("c"), r, &mut |_| 1).unwrap();
+    assert_eq!(verdicts(&j), ["partial", "accepted", "wrong_answer", "skipped"]);
+    assert_eq!(j.score(), Some((0.0, 8.0)));
+}
