@@ -90,6 +90,9 @@ pub struct Request {
 pub struct Rules {
     /// The problem's own checker (instead of `checker`).
     pub program: Option<Box<ProgramChecker>>,
+    /// Programs that must accept each test's input before the program runs on it
+    /// ([`Protocol::KattisInput`]); one that does not makes the test a `judge_error`.
+    pub input_validators: Vec<ProgramChecker>,
     /// The built-in checkers (not `exact`) ignore the case of ASCII letters.
     pub ignore_case: bool,
     /// Batches of tests with points (validated by [`batch::order`]).
@@ -314,16 +317,31 @@ fn judge_tests(
     let checker = match &req.rules.program {
         Some(spec) => match program::prepare(exec, spec, req.cancel.clone())? {
             Ok(ready) => Some(ready),
-            Err(outcome) => return Ok(broken_checker(outcome, n)),
+            Err(outcome) => return Ok(broken_checker(outcome, n, "checker")),
         },
         None => None,
     };
+    let mut validators = Vec::with_capacity(req.rules.input_validators.len());
+    for spec in &req.rules.input_validators {
+        match program::prepare(exec, spec, req.cancel.clone())? {
+            Ok(ready) => validators.push(ready),
+            Err(outcome) => return Ok(broken_checker(outcome, n, "input validator")),
+        }
+    }
     let prepared = match pipeline::prepare(exec, lang, req.source.clone(), req.cancel.clone(), req.cache.as_ref())? {
         Prepare::Ready(p) => p,
         Prepare::Refused(outcome) => return Ok(refused(outcome, n, checker.map(|c| Box::new(c.outcome().clone())))),
     };
     let workers = workers(n);
-    let ctx = schedule::Ctx { exec, lang, program: &prepared, checker: checker.as_ref(), req, workers };
+    let ctx = schedule::Ctx {
+        exec,
+        lang,
+        program: &prepared,
+        checker: checker.as_ref(),
+        validators: &validators,
+        req,
+        workers,
+    };
     let tests = schedule::run(&ctx)?;
     let checker = checker.map(|c| Box::new(c.outcome().clone()));
     // a program that never parsed fails every test: one that passed any did parse
@@ -350,10 +368,11 @@ fn refused(outcome: Outcome, n: usize, checker: Option<Box<Outcome>>) -> Judged 
     Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n], checker, batches: Vec::new() }
 }
 
-/// Every test a `judge_error`: the checker did not compile; the program was not tried.
-fn broken_checker(checker: Outcome, n: usize) -> Judged {
+/// Every test a `judge_error`: the checker (or an input validator) did not compile; the
+/// program was not tried.
+fn broken_checker(checker: Outcome, n: usize, what: &str) -> Judged {
     let why = checker.message.clone().unwrap_or_else(|| checker.verdict.as_str().to_owned());
-    let message = Some(format!("the checker did not compile ({}): {why}", checker.verdict.as_str()));
+    let message = Some(format!("the {what} did not compile ({}): {why}", checker.verdict.as_str()));
     let outcome = Outcome {
         verdict: Verdict::Run(Status::Ok),
         message: None,

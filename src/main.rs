@@ -35,6 +35,7 @@ fn main() -> ExitCode {
                 Command::BenchApi(args) => run_bench_api(&args),
                 Command::Leaks(common) => leaks(&common),
                 Command::Image(cmd) => image_command(&cmd),
+                Command::Judge(args) => ExitCode::from(codeexec::problem::command::run(&args)),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }

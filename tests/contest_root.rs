@@ -257,3 +257,57 @@ fn extra_time_shows_the_true_time_of_a_slow_program_and_wall_time_can_count() {
         assert_eq!(v["tests"][0]["exceeded"], "cpu_time", "{v:#}");
     });
 }
+
+/// The Kattis package written for these tests.
+const HYPOTENUSE: &str = "tests/fixtures/kattis/hypotenuse";
+
+#[test]
+fn a_kattis_package_is_judged_from_the_command_line() {
+    require_privileged!();
+    let sub = |s: &str| format!("{HYPOTENUSE}/submissions/{s}");
+    let out = common::codeexec(&["judge", HYPOTENUSE, &sub("accepted/hyp.py")], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("sample/1   accepted"), "{text}");
+    assert_eq!(lines[4], "accepted: 4 of 4 tests passed");
+    // the C++ solution rounds: right on the sample, wrong (says the package's validator) on 1 1
+    let out = common::codeexec(&["judge", HYPOTENUSE, &sub("wrong_answer/hyp.cpp"), "--json"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["problem"].as_str(), v["status"].as_str()), (Some("Hypotenuse"), Some("wrong_answer")), "{v:#}");
+    let statuses: Vec<&str> = v["tests"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["accepted", "wrong_answer", "accepted", "wrong_answer"], "{v:#}");
+    assert_eq!(v["tests"][1]["message"], "expected 1.4142135623730951, got 1.0");
+    // an input the package's input validator rejects is the problem's fault (exit 3)
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(std::path::Path::new(HYPOTENUSE), broken.path());
+    std::fs::write(broken.path().join("data/secret/02.in"), "5 12000\n").unwrap();
+    let dir = broken.path().to_str().unwrap();
+    let out = common::codeexec(&["judge", dir, &sub("accepted/hyp.py")], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("secret/02  judge_error"), "{text}");
+    assert!(text.contains("the input validator rejected the test's input"), "{text}");
+    // a package without tests, or a solution in no known language, starts nothing (exit 2)
+    let out = common::codeexec(&["judge", "tests/fixtures", &sub("accepted/hyp.py")], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data/secret holds no test"));
+    let out = common::codeexec(&["judge", HYPOTENUSE, &format!("{HYPOTENUSE}/problem.yaml")], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no language takes .yaml files"));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -60,6 +60,7 @@ pub(super) fn rules(api: &Api, r: RulesIn, function: bool, tests: usize) -> Resu
     let batches = batches(r.batches.unwrap_or_default(), tests)?;
     Ok(judge::Rules {
         program,
+        input_validators: Vec::new(),
         ignore_case: r.ignore_case,
         batches,
         runs,

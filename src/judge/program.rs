@@ -40,6 +40,9 @@ pub enum Protocol {
     Testlib,
     /// Kattis' output validators'.
     Kattis,
+    /// Kattis' input validators': the test's input on stdin, the flags as arguments;
+    /// exit 42 accepts it, 43 rejects it.
+    KattisInput,
 }
 
 /// A checker program.
@@ -128,6 +131,7 @@ impl Ready<'_> {
                 vec![path("input"), path("answer"), format!("{}/", path("feedback"))],
                 output.to_vec(),
             ),
+            Protocol::KattisInput => (Vec::new(), Vec::new(), input.to_vec()),
         };
         args.extend(spec.args.iter().cloned());
         let size: u64 = files.iter().map(|f| f.contents.len() as u64).sum::<u64>() + stdin.len() as u64;
@@ -190,7 +194,10 @@ fn decide(protocol: Protocol, mut run: RunOutcome, error: Option<&RuntimeError>)
     let code = run.exit_code.unwrap_or(-1);
     let verdict = |verdict, points| Checked { verdict, points, message: said.clone(), run: shorten(run.clone()) };
     match (protocol, code) {
-        (Protocol::Testlib, 0) | (Protocol::Kattis, 42) => verdict(TestVerdict::Accepted, 1.0),
+        (Protocol::Testlib, 0) | (Protocol::Kattis | Protocol::KattisInput, 42) => {
+            verdict(TestVerdict::Accepted, 1.0)
+        }
+        (Protocol::KattisInput, 43) => judge_error("the input validator rejected the test's input".into(), shorten(run)),
         (Protocol::Testlib, 1) | (Protocol::Kattis, 43) => verdict(TestVerdict::WrongAnswer, 0.0),
         // 4 is testlib's "dirt" (extra output) and 8 its unexpected end of file: both
         // presentation errors as testlib itself reports them

@@ -18,6 +18,7 @@ pub(super) struct Ctx<'a> {
     pub(super) lang: &'a Language,
     pub(super) program: &'a Prepared,
     pub(super) checker: Option<&'a program::Ready<'a>>,
+    pub(super) validators: &'a [program::Ready<'a>],
     pub(super) req: &'a Request,
     pub(super) workers: usize,
 }

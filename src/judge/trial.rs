@@ -16,6 +16,14 @@ const MAX_EXTRA: Duration = Duration::from_secs(3600);
 /// Runs test `i` (`rules.runs` times, stopping at a failed run) and checks it.
 pub(super) fn one(ctx: &Ctx<'_>, i: usize) -> Result<TestResult, RunError> {
     let t = &ctx.req.tests[i];
+    for v in ctx.validators {
+        let c = v.check(ctx.exec, &t.stdin, &[], &[], ctx.req.cancel.clone())?;
+        if c.verdict != TestVerdict::Accepted {
+            let mut r = TestResult::without_run(TestVerdict::JudgeError, c.message);
+            r.checker = Some(c.run);
+            return Ok(r);
+        }
+    }
     let rules = &ctx.req.rules;
     let runs = rules.runs.max(1) as usize;
     let mut passed: Vec<TestResult> = Vec::with_capacity(runs);
