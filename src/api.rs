@@ -15,6 +15,7 @@ mod contest;
 mod error;
 mod jobs;
 mod limiter;
+mod package;
 mod plan;
 mod routes;
 mod server;

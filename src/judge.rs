@@ -54,6 +54,8 @@ pub struct Test {
     pub limits: Limits,
     /// What it should print or return.
     pub expected: Expected,
+    /// Its name, if it has one (a package's tests: `secret/01`).
+    pub name: Option<String>,
 }
 
 /// Splits a harness run's stdout into the user's own output and the returned value (see
@@ -219,6 +221,8 @@ pub struct TestResult {
     pub checker: Option<RunOutcome>,
     /// Each run's CPU and wall time, when the test ran more than once.
     pub times: Vec<(Duration, Duration)>,
+    /// The test's name, if it has one.
+    pub name: Option<String>,
 }
 
 impl TestResult {
@@ -232,6 +236,7 @@ impl TestResult {
             points: None,
             checker: None,
             times: Vec::new(),
+            name: None,
         }
     }
 
@@ -304,6 +309,9 @@ pub fn judge(
 ) -> Result<Judged, RunError> {
     let mut judged = judge_tests(exec, lang, &req, workers)?;
     judged.batches = batch::results(&req.rules.batches, &judged.tests);
+    for (r, t) in judged.tests.iter_mut().zip(&req.tests) {
+        r.name.clone_from(&t.name);
+    }
     Ok(judged)
 }
 

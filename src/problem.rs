@@ -218,6 +218,7 @@ impl Problem {
                 args: Vec::new(),
                 limits: j.limits.clone(),
                 expected: Expected::Output(t.answer.clone()),
+                name: Some(t.name.clone()),
             })
             .collect();
         let program = self

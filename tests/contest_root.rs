@@ -311,3 +311,27 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn a_kattis_package_is_judged_through_the_api_by_upload() {
+    require_privileged!();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    tar.append_dir_all("hypotenuse", HYPOTENUSE).unwrap();
+    let archive = tar.into_inner().unwrap().finish().unwrap();
+    let package = base64::engine::general_purpose::STANDARD.encode(archive);
+    let source = |s: &str| std::fs::read_to_string(format!("{HYPOTENUSE}/submissions/{s}")).unwrap();
+    let d = Daemon::start(&[]);
+    runtime().block_on(async {
+        let unix = d.unix();
+        let body = json!({"language": "python", "code": source("accepted/hyp.py"), "package": package});
+        let v = judge(&unix, &body).await;
+        assert_eq!(v["status"], "accepted", "{v:#}");
+        let names: Vec<&str> = v["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["sample/1", "secret/01", "secret/02", "secret/03"]);
+        let body = json!({"language": "cpp", "code": source("wrong_answer/hyp.cpp"), "package": package});
+        let v = judge(&unix, &body).await;
+        assert_eq!(statuses(&v), ["accepted", "wrong_answer", "accepted", "wrong_answer"], "{v:#}");
+        assert_eq!(v["tests"][1]["message"], "expected 1.4142135623730951, got 1.0");
+        assert_eq!(v["checker"]["status"], "ok", "the package's validator: {v:#}");
+    });
+}

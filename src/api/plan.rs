@@ -55,6 +55,9 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
     check_args(&args)?;
     let defaults = language_defaults(lang, &api.policy.default_limits, &api.policy.max_limits);
     let stack = dto.limits.as_ref().and_then(|l| l.stack_mb);
+    let given = dto.limits.as_ref().map_or([false; 3], |l| {
+        [l.cpu_time_ms.is_some() || l.wall_time_ms.is_some(), l.memory_mb.is_some(), l.output_kb.is_some()]
+    });
     let table = limit_table(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default(), "limits")?;
     let limits = with_stack(to_limits(&table)?, stack, "limits")?;
     let files = dto.return_files.map(file_filter).transpose()?.flatten();
@@ -72,6 +75,34 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
         ("cpu_extra_time_ms", dto.cpu_extra_time_ms.is_some()),
         ("time_limit_by", dto.time_limit_by.is_some()),
     ];
+    if let Some(archive) = dto.package {
+        let from_package = [
+            ("tests", dto.tests.is_some()),
+            ("checker", dto.checker.is_some()),
+            ("batches", dto.batches.is_some()),
+            ("function_name", dto.function_name.is_some()),
+            ("stdin", dto.stdin.is_some()),
+            ("args", !args.is_empty()),
+        ];
+        if let Some((name, _)) = from_package.iter().find(|(_, given)| *given) {
+            return Err(invalid(format!("with a package, the package gives the tests: no {name}")));
+        }
+        let rules = super::contest::RulesIn {
+            program: None,
+            ignore_case: false,
+            batches: None,
+            number_of_runs: dto.number_of_runs,
+            cpu_extra_time_ms: dto.cpu_extra_time_ms,
+            time_limit_by: dto.time_limit_by,
+        };
+        let p = super::package::PackageIn { archive, table, given, stack_mb: stack, rules };
+        let mut request = super::package::request(api, source, p)?;
+        request.cache = cache;
+        request.keep = keep(files.as_ref());
+        request.access = access;
+        request.stop_on_failure = dto.stop_on_first_failure.unwrap_or(false);
+        return Ok(Planned { lang: lang.clone(), version, work: Work::Judge(request), files });
+    }
     let work = match dto.tests {
         None => {
             if let Some((name, _)) = judge_only.iter().find(|(_, given)| *given) {
@@ -233,7 +264,7 @@ fn test(
     let stack = t.limits.as_ref().and_then(|l| l.stack_mb).or(stack);
     let what = format!("tests[{i}].limits");
     let table = limit_table(base, max, t.limits.unwrap_or_default(), &what)?;
-    Ok(Test { stdin, args, limits: with_stack(to_limits(&table)?, stack, &what)?, expected })
+    Ok(Test { stdin, args, limits: with_stack(to_limits(&table)?, stack, &what)?, expected, name: None })
 }
 
 /// A string's bytes in its encoding.

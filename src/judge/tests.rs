@@ -87,6 +87,7 @@ fn test(stdin: &str, expected: &str) -> Test {
         args: Vec::new(),
         limits: Limits::default(),
         expected: Expected::Output(expected.as_bytes().to_vec()),
+        name: None,
     }
 }
 
@@ -242,6 +243,7 @@ fn the_function_harness_compares_values() {
         args: Vec::new(),
         limits: Limits::default(),
         expected: Expected::Value(v),
+        name: None,
     };
     let mut r = request(
         "x",

@@ -113,3 +113,67 @@ async fn bad_contest_rules_are_422() {
     }
     s.shutdown().await;
 }
+
+/// A tar.gz of these files, base64.
+fn package(files: &[(&str, &str)]) -> String {
+    use base64::Engine as _;
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("sum/{name}"), data.as_bytes()).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_package_gives_the_tests() {
+    let s = Server::start(|_| {}).await;
+    let pkg = package(&[
+        ("problem.yaml", "name: Echo\nlimits:\n  memory: 100\n"),
+        (".timelimit", "1.5"),
+        ("data/sample/1.in", "a"),
+        ("data/sample/1.ans", "P|A|BASH MAIN.SH"),
+        ("data/secret/1.in", "b"),
+        ("data/secret/1.ans", "p|b|bash main.sh\n"),
+        ("data/secret/2.in", "c"),
+        ("data/secret/2.ans", "wrong"),
+    ]);
+    let r = s.execute(json!({"language": "bash", "code": "p", "package": pkg, "number_of_runs": 2})).await;
+    let v = r.json();
+    assert_eq!(r.status, StatusCode::OK, "{v}");
+    assert_eq!(statuses(&v), ["accepted", "accepted", "wrong_answer"], "the default validator ignores case: {v:#}");
+    let names: Vec<&str> = v["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sample/1", "secret/1", "secret/2"]);
+    assert_eq!(v["tests"][0]["runs"].as_array().unwrap().len(), 2);
+    let last = s.fake.last.lock().unwrap().clone().unwrap();
+    assert_eq!((last.limits.cpu_time, last.limits.memory_bytes), (Duration::from_millis(1500), 100 << 20));
+    // the request's own limits come first
+    let r = s.execute(json!({"language": "bash", "code": "p", "package": pkg, "limits": {"cpu_time_ms": 700}})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(s.fake.last.lock().unwrap().as_ref().unwrap().limits.cpu_time, Duration::from_millis(700));
+    let interactive = package(&[
+        ("problem.yaml", "validation: custom interactive\n"),
+        ("data/secret/1.in", ""),
+        ("data/secret/1.ans", ""),
+    ]);
+    for (body, needle) in [
+        (json!({"language": "bash", "code": "p", "package": "%%%"}), "package: not valid base64"),
+        (json!({"language": "bash", "code": "p", "package": "aGVsbG8="}), "package: "),
+        (
+            json!({"language": "bash", "code": "p", "package": pkg, "tests": [{}]}),
+            "the package gives the tests: no tests",
+        ),
+        (json!({"language": "bash", "code": "p", "package": pkg, "checker": "exact"}), "no checker"),
+        (json!({"language": "bash", "code": "p", "package": interactive}), "interactive problems are not supported"),
+        (json!({"language": "bash", "code": "p", "package": package(&[("x", "")])}), "data/secret holds no test"),
+    ] {
+        let r = s.execute(body.clone()).await;
+        expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", needle);
+    }
+    s.shutdown().await;
+}

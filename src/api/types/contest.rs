@@ -106,6 +106,9 @@ fn checker(o: &Outcome) -> CheckerOut {
 /// What a test adds with contest rules.
 #[derive(Debug, Default, Serialize)]
 pub(in crate::api) struct TestContestOut {
+    /// The test's name (a package's tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     /// The fraction of the test's worth a checker program gave.
     #[serde(skip_serializing_if = "Option::is_none")]
     points: Option<f64>,
@@ -121,6 +124,7 @@ impl TestContestOut {
     pub(in crate::api) fn new(t: &TestResult) -> Self {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         TestContestOut {
+            name: t.name.clone(),
             points: t.points,
             checker: t.checker.as_ref().map(StageInfo::new),
             runs: (!t.times.is_empty())
