@@ -42,7 +42,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a checker name (\"exact\", \"trim\", \"tokens\", \"float\"), {\"type\": \"float\", \"absolute\": …, \"relative\": …} or {\"type\": \"program\", \"language\": …, \"code\": …}"
+    expecting = "a checker name (\"exact\", \"trim\", \"tokens\", \"float\") or {\"type\": \"float\", \"absolute\": …, \"relative\": …} or {\"type\": \"program\", \"language\": …, \"code\": …}"
 )]
 pub(in crate::api) enum CheckerIn {
     Name(String),
