@@ -11,6 +11,7 @@ use super::Api;
 use super::contest::RulesIn;
 use super::error::ApiError;
 use super::plan::{to_limits, toolchain, with_stack};
+use super::types::contest::TimeByIn;
 use crate::config::LimitTable;
 use crate::judge;
 use crate::lang::{Availability, Language};
@@ -31,13 +32,22 @@ pub(super) struct PackageIn {
     /// the others).
     pub(super) given: [bool; 3],
     pub(super) stack_mb: Option<u64>,
-    /// Repeated runs, extra time, which time counts (no checker, no batches).
-    pub(super) rules: RulesIn,
+    /// Fields the package gives, and whether the request gave them too (refused).
+    pub(super) from_package: [(&'static str, bool); 6],
+    /// `number_of_runs`, `cpu_extra_time_ms`, `time_limit_by`.
+    pub(super) rules: (Option<u32>, Option<u64>, Option<TimeByIn>),
+    pub(super) stop_on_failure: bool,
+    pub(super) keep: judge::Keep,
+    pub(super) access: crate::run::Access,
+    pub(super) cache: Option<CacheRef>,
 }
 
 /// The judge request for `source` against the uploaded package.
 pub(super) fn request(api: &Api, source: Source, p: PackageIn) -> Result<judge::Request, ApiError> {
     let invalid = |m: String| ApiError::Invalid(format!("package: {m}"));
+    if let Some((name, _)) = p.from_package.iter().find(|(_, given)| *given) {
+        return Err(ApiError::Invalid(format!("with a package, the package gives the tests: no {name}")));
+    }
     let archive = base64::engine::general_purpose::STANDARD
         .decode(p.archive.as_bytes())
         .map_err(|e| invalid(format!("not valid base64: {e}")))?;
@@ -63,10 +73,17 @@ pub(super) fn request(api: &Api, source: Source, p: PackageIn) -> Result<judge::
     let judging =
         Judging { language_of: &language_of, limits, validator_limits: to_limits(&capped(&validators, max))? };
     let mut req = problem.request(source, &judging).map_err(|e| invalid(e.to_string()))?;
-    let asked = super::contest::rules(api, p.rules, false, req.tests.len())?;
+    let (number_of_runs, cpu_extra_time_ms, time_limit_by) = p.rules;
+    let rules =
+        RulesIn { program: None, ignore_case: false, batches: None, number_of_runs, cpu_extra_time_ms, time_limit_by };
+    let asked = super::contest::rules(api, rules, false, req.tests.len())?;
     req.rules.runs = asked.runs;
     req.rules.extra_time = asked.extra_time;
     req.rules.time_by = asked.time_by;
+    req.stop_on_failure = p.stop_on_failure;
+    req.keep = p.keep;
+    req.access = p.access;
+    req.cache = p.cache;
     Ok(req)
 }
 

@@ -84,24 +84,24 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
             ("stdin", dto.stdin.is_some()),
             ("args", !args.is_empty()),
         ];
-        if let Some((name, _)) = from_package.iter().find(|(_, given)| *given) {
-            return Err(invalid(format!("with a package, the package gives the tests: no {name}")));
-        }
-        let rules = super::contest::RulesIn {
-            program: None,
-            ignore_case: false,
-            batches: None,
-            number_of_runs: dto.number_of_runs,
-            cpu_extra_time_ms: dto.cpu_extra_time_ms,
-            time_limit_by: dto.time_limit_by,
+        let p = super::package::PackageIn {
+            archive,
+            table,
+            given,
+            stack_mb: stack,
+            from_package,
+            rules: (dto.number_of_runs, dto.cpu_extra_time_ms, dto.time_limit_by),
+            stop_on_failure: dto.stop_on_first_failure.unwrap_or(false),
+            keep: keep(files.as_ref()),
+            access,
+            cache,
         };
-        let p = super::package::PackageIn { archive, table, given, stack_mb: stack, rules };
-        let mut request = super::package::request(api, source, p)?;
-        request.cache = cache;
-        request.keep = keep(files.as_ref());
-        request.access = access;
-        request.stop_on_failure = dto.stop_on_first_failure.unwrap_or(false);
-        return Ok(Planned { lang: lang.clone(), version, work: Work::Judge(request), files });
+        return Ok(Planned {
+            lang: lang.clone(),
+            version,
+            work: Work::Judge(super::package::request(api, source, p)?),
+            files,
+        });
     }
     let work = match dto.tests {
         None => {
