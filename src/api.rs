@@ -11,9 +11,11 @@
 //! `server.rs`.
 
 mod access;
+mod contest;
 mod error;
 mod jobs;
 mod limiter;
+mod package;
 mod plan;
 mod routes;
 mod server;

@@ -40,6 +40,9 @@ pub enum Command {
     /// (used by scripts/bench).
     #[command(hide = true)]
     BenchJobs(BenchJobsArgs),
+    /// Judge a solution against a Kattis/ICPC problem package (needs root); exits 0 only
+    /// when it is accepted.
+    Judge(Box<JudgeArgs>),
     /// Root filesystem images: import OCI layouts, list and remove them.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -239,6 +242,28 @@ impl RunArgs {
         }
         out
     }
+}
+
+/// `codeexec judge`.
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// The package directory (problem.yaml, data/sample, data/secret, output_validators,
+    /// input_validators).
+    pub package: PathBuf,
+    /// The solution's source file.
+    pub solution: PathBuf,
+    /// The solution's language [default: from its file's extension].
+    #[arg(short, long, value_name = "LANG")]
+    pub language: Option<String>,
+    /// The time limit [default: the package's, else 1s].
+    #[arg(long, value_name = "DURATION", value_parser = |s: &str| limit::parse_duration("--time-limit", s))]
+    pub time_limit: Option<Duration>,
+    /// Print one JSON object instead of a line per test.
+    #[arg(long)]
+    pub json: bool,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// `codeexec bench-api`.

@@ -6,20 +6,29 @@
 //! A program refused before it runs (syntax or compile error) marks every test with that
 //! verdict. So does a program of an interpreted language whose failed test turns out to
 //! be a syntax error: it never parsed, so no test really ran.
+//!
+//! Contest rules ([`Rules`]) add a checker program of the problem's own (`program`), batches
+//! of tests with points (`batch`), and repeated runs and time rules (`trial`).
 
+pub mod batch;
 pub mod checker;
+mod keep;
+pub mod program;
+mod schedule;
+mod trial;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use serde_json::Value;
 
+pub use batch::{Batch, BatchResult};
 pub use checker::Checker;
+pub use program::{ProgramChecker, Protocol};
 
 use crate::diagnostics::RuntimeError;
 use crate::lang::Language;
 use crate::limit::Limits;
-use crate::pipeline::{self, CacheRef, Executor, Invocation, Outcome, Prepare, Prepared, Source, Verdict};
+use crate::pipeline::{self, CacheRef, Executor, Outcome, Prepare, Source, Verdict};
 use crate::run::{Access, Cancel, RunError, RunOutcome, Status};
 
 /// What a test expects.
@@ -45,6 +54,8 @@ pub struct Test {
     pub limits: Limits,
     /// What it should print or return.
     pub expected: Expected,
+    /// Its name, if it has one (a package's tests: `secret/01`).
+    pub name: Option<String>,
 }
 
 /// Splits a harness run's stdout into the user's own output and the returned value (see
@@ -72,6 +83,39 @@ pub struct Request {
     pub keep: Keep,
     /// What each test's run may reach: network, host mounts.
     pub access: Access,
+    /// Contest rules: a checker program, batches, repeated runs, time rules.
+    pub rules: Rules,
+}
+
+/// How a contest judges, beyond comparing outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// The problem's own checker (instead of `checker`).
+    pub program: Option<Box<ProgramChecker>>,
+    /// Programs that must accept each test's input before the program runs on it
+    /// ([`Protocol::KattisInput`]); one that does not makes the test a `judge_error`.
+    pub input_validators: Vec<ProgramChecker>,
+    /// The built-in checkers (not `exact`) ignore the case of ASCII letters.
+    pub ignore_case: bool,
+    /// Batches of tests with points (validated by [`batch::order`]).
+    pub batches: Vec<Batch>,
+    /// Runs of each test (0 and 1: once); the run of median time is reported.
+    pub runs: u32,
+    /// Extra time past the limits before the program is killed: a program that ends
+    /// within it is still over its limit, but its true time is known.
+    pub extra_time: Duration,
+    /// Which time decides the limit and the median.
+    pub time_by: TimeBy,
+}
+
+/// The time that counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeBy {
+    /// CPU time (the CPU limit decides; the wall limit only catches a program that waits).
+    #[default]
+    Cpu,
+    /// Wall-clock time (the CPU limit is raised to the wall limit).
+    Wall,
 }
 
 /// What a test's result keeps once checked, so a request of many tests with large
@@ -125,6 +169,13 @@ pub enum TestVerdict {
     CompileError,
     /// Not run: an earlier test failed and the request stops at the first failure.
     Skipped,
+    /// A checker program said the output's format is wrong.
+    PresentationError,
+    /// A checker program gave part of the test's points.
+    Partial,
+    /// The problem's checker failed (crashed, timed out, exited with "fail" or nonsense):
+    /// not the contestant's fault.
+    JudgeError,
 }
 
 impl TestVerdict {
@@ -138,6 +189,9 @@ impl TestVerdict {
             TestVerdict::SyntaxError => "syntax_error",
             TestVerdict::CompileError => "compile_error",
             TestVerdict::Skipped => "skipped",
+            TestVerdict::PresentationError => "presentation_error",
+            TestVerdict::Partial => "partial",
+            TestVerdict::JudgeError => "judge_error",
         }
     }
 
@@ -161,11 +215,38 @@ pub struct TestResult {
     pub error: Option<RuntimeError>,
     /// What the function returned (function harness).
     pub returned: Option<Value>,
+    /// The fraction of the test's worth a checker program gave (with one).
+    pub points: Option<f64>,
+    /// The checker program's run (with one).
+    pub checker: Option<RunOutcome>,
+    /// Each run's CPU and wall time, when the test ran more than once.
+    pub times: Vec<(Duration, Duration)>,
+    /// The test's name, if it has one.
+    pub name: Option<String>,
 }
 
 impl TestResult {
     fn without_run(verdict: TestVerdict, message: Option<String>) -> Self {
-        TestResult { verdict, message, run: None, error: None, returned: None }
+        TestResult {
+            verdict,
+            message,
+            run: None,
+            error: None,
+            returned: None,
+            points: None,
+            checker: None,
+            times: Vec::new(),
+            name: None,
+        }
+    }
+
+    /// The fraction of its worth the test earned: 1 passed, a checker's for `partial`, else 0.
+    pub fn fraction(&self) -> f64 {
+        match self.verdict {
+            v if v.passed() => 1.0,
+            TestVerdict::Partial => self.points.unwrap_or(0.0),
+            _ => 0.0,
+        }
     }
 }
 
@@ -177,12 +258,22 @@ pub struct Judged {
     pub outcome: Outcome,
     /// The tests' results, in the tests' order.
     pub tests: Vec<TestResult>,
+    /// The checker program's stages (its compile), with one.
+    pub checker: Option<Box<Outcome>>,
+    /// Each batch's result, in the request's order (none without batches).
+    pub batches: Vec<BatchResult>,
 }
 
 impl Judged {
-    /// The overall verdict's wire name: `accepted` when every test passed, else the
-    /// first failed test's verdict (or the program's, when it never ran).
+    /// The overall verdict's wire name: `judge_error` when the problem's checker failed
+    /// anywhere, `accepted` when every test passed, else the first failed test's verdict
+    /// (or the program's, when it never ran).
     pub fn status(&self) -> &'static str {
+        if self.checker.as_ref().is_some_and(|c| c.verdict != Verdict::Run(Status::Ok))
+            || self.tests.iter().any(|t| t.verdict == TestVerdict::JudgeError)
+        {
+            return TestVerdict::JudgeError.as_str();
+        }
         if self.outcome.verdict != Verdict::Run(Status::Ok) {
             return self.outcome.verdict.as_str();
         }
@@ -196,245 +287,112 @@ impl Judged {
     pub fn passed(&self) -> usize {
         self.tests.iter().filter(|t| t.verdict.passed()).count()
     }
+
+    /// The score and the most there is, with batches.
+    pub fn score(&self) -> Option<(f64, f64)> {
+        if self.batches.is_empty() {
+            return None;
+        }
+        Some((self.batches.iter().map(|b| b.score).sum(), self.batches.iter().map(|b| b.points).sum()))
+    }
 }
 
-/// Judges `req` in `lang`. Once the program is ready, `workers(n)` is asked how many tests
-/// may run at once (at most `n`, the tests there are); the caller takes its run slots then,
-/// not while the compiler runs. `Err` only when nothing could be attempted.
+/// Judges `req` in `lang`. Once the program (and its checker) is ready, `workers(n)` is
+/// asked how many tests may run at once (at most `n`, the tests there are); the caller
+/// takes its run slots then, not while the compiler runs. `Err` only when nothing could be
+/// attempted.
 pub fn judge(
     exec: &dyn Executor,
     lang: &Language,
     req: Request,
     workers: &mut dyn FnMut(usize) -> usize,
 ) -> Result<Judged, RunError> {
+    let mut judged = judge_tests(exec, lang, &req, workers)?;
+    judged.batches = batch::results(&req.rules.batches, &judged.tests);
+    for (r, t) in judged.tests.iter_mut().zip(&req.tests) {
+        r.name.clone_from(&t.name);
+    }
+    Ok(judged)
+}
+
+fn judge_tests(
+    exec: &dyn Executor,
+    lang: &Language,
+    req: &Request,
+    workers: &mut dyn FnMut(usize) -> usize,
+) -> Result<Judged, RunError> {
+    let n = req.tests.len();
+    let checker = match &req.rules.program {
+        Some(spec) => match program::prepare(exec, spec, req.cancel.clone())? {
+            Ok(ready) => Some(ready),
+            Err(outcome) => return Ok(broken_checker(outcome, n, "checker")),
+        },
+        None => None,
+    };
+    let mut validators = Vec::with_capacity(req.rules.input_validators.len());
+    for spec in &req.rules.input_validators {
+        match program::prepare(exec, spec, req.cancel.clone())? {
+            Ok(ready) => validators.push(ready),
+            Err(outcome) => return Ok(broken_checker(outcome, n, "input validator")),
+        }
+    }
     let prepared = match pipeline::prepare(exec, lang, req.source.clone(), req.cancel.clone(), req.cache.as_ref())? {
         Prepare::Ready(p) => p,
-        Prepare::Refused(outcome) => return Ok(refused(outcome, req.tests.len())),
+        Prepare::Refused(outcome) => return Ok(refused(outcome, n, checker.map(|c| Box::new(c.outcome().clone())))),
     };
-    let workers = workers(req.tests.len());
-    let tests = run_tests(exec, lang, &prepared, &req, workers)?;
+    let workers = workers(n);
+    let ctx = schedule::Ctx {
+        exec,
+        lang,
+        program: &prepared,
+        checker: checker.as_ref(),
+        validators: &validators,
+        req,
+        workers,
+    };
+    let tests = schedule::run(&ctx)?;
+    let checker = checker.map(|c| Box::new(c.outcome().clone()));
     // a program that never parsed fails every test: one that passed any did parse
     let none_passed = !tests.iter().any(|t| t.verdict.passed());
     if none_passed && tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
         if let Some(c) = pipeline::syntax_after_failure(exec, lang, &prepared, req.cancel.clone())? {
             if c.refused {
                 let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
-                return Ok(refused(outcome, req.tests.len()));
+                return Ok(refused(outcome, n, checker));
             }
         }
     }
-    Ok(Judged { outcome: prepared.outcome.clone(), tests })
+    Ok(Judged { outcome: prepared.outcome.clone(), tests, checker, batches: Vec::new() })
 }
 
 /// Every test marked with the verdict of a program that never ran.
-fn refused(outcome: Outcome, n: usize) -> Judged {
+fn refused(outcome: Outcome, n: usize, checker: Option<Box<Outcome>>) -> Judged {
     let verdict = match outcome.verdict {
         Verdict::SyntaxError => TestVerdict::SyntaxError,
         Verdict::CompileError => TestVerdict::CompileError,
         Verdict::Run(s) => TestVerdict::Run(s),
     };
     let message = outcome.message.clone();
-    Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n] }
+    Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n], checker, batches: Vec::new() }
 }
 
-fn run_tests(
-    exec: &dyn Executor,
-    lang: &Language,
-    p: &Prepared,
-    req: &Request,
-    workers: usize,
-) -> Result<Vec<TestResult>, RunError> {
-    let n = req.tests.len();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let done = Mutex::new(Finished {
-        results: (0..n).map(|_| None).collect(),
-        frontier: 0,
-        left: req.keep.files.as_ref().map_or((0, 0), |f| (f.count, f.bytes)),
-    });
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::SeqCst);
-            if i >= n {
-                break;
-            }
-            let result = if req.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
-                Ok(TestResult::without_run(
-                    TestVerdict::Run(Status::InternalError),
-                    Some("not run: the request was cancelled".into()),
-                ))
-            } else if stop.load(Ordering::SeqCst) {
-                Ok(TestResult::without_run(
-                    TestVerdict::Skipped,
-                    Some("not run: an earlier test failed (stop_on_first_failure)".into()),
-                ))
-            } else {
-                one(exec, lang, p, req, &req.tests[i]).map(|mut r| {
-                    trim(&mut r, &req.keep);
-                    r
-                })
-            };
-            let failed = result.as_ref().map_or(true, |r| !r.verdict.passed());
-            if failed && (req.stop_on_failure || result.is_err()) {
-                stop.store(true, Ordering::SeqCst);
-            }
-            done.lock().unwrap_or_else(PoisonError::into_inner).store(i, result);
-        }
+/// Every test a `judge_error`: the checker (or an input validator) did not compile; the
+/// program was not tried.
+fn broken_checker(checker: Outcome, n: usize, what: &str) -> Judged {
+    let why = checker.message.clone().unwrap_or_else(|| checker.verdict.as_str().to_owned());
+    let message = Some(format!("the {what} did not compile ({}): {why}", checker.verdict.as_str()));
+    let outcome = Outcome {
+        verdict: Verdict::Run(Status::Ok),
+        message: None,
+        syntax: None,
+        compile: None,
+        run: None,
+        diagnostics: Vec::new(),
+        error: None,
+        compile_cache: None,
     };
-    std::thread::scope(|s| {
-        for _ in 1..workers.clamp(1, n.max(1)) {
-            s.spawn(work);
-        }
-        work();
-    });
-    let mut out = Vec::with_capacity(n);
-    for r in done.into_inner().unwrap_or_else(PoisonError::into_inner).results {
-        match r {
-            Some(Ok(t)) => out.push(t),
-            // an error that stopped the others is the answer, not the tests it made skip
-            Some(Err(e)) => return Err(e),
-            None => out.push(never_ran()),
-        }
-    }
-    Ok(out)
-}
-
-/// The tests' results as they come in, and the files they may still keep: those are
-/// spent in the tests' order (whichever finishes first), so the same request keeps the
-/// same files.
-struct Finished {
-    results: Vec<Option<Result<TestResult, RunError>>>,
-    /// Every test before it has finished and spent its share.
-    frontier: usize,
-    /// Files and bytes left for the tests from the frontier on.
-    left: (usize, u64),
-}
-
-impl Finished {
-    fn store(&mut self, i: usize, result: Result<TestResult, RunError>) {
-        self.results[i] = Some(result);
-        while let Some(Some(r)) = self.results.get_mut(self.frontier) {
-            if let Ok(t) = r {
-                spend(t, &mut self.left);
-            }
-            self.frontier += 1;
-        }
-    }
-}
-
-/// Trims a checked test's result to what it may keep: its output, and the wanted files
-/// within the caps of all tests (what is left of them is settled in test order, `spend`).
-fn trim(r: &mut TestResult, keep: &Keep) {
-    let Some(run) = r.run.as_mut() else { return };
-    for (out, truncated) in [(&mut run.stdout, &mut run.stdout_truncated), (&mut run.stderr, &mut run.stderr_truncated)]
-    {
-        if out.len() > keep.output {
-            out.truncate(keep.output);
-            out.shrink_to_fit();
-            *truncated = true;
-        }
-    }
-    let Some(files) = &keep.files else { return };
-    let mut left = (files.count, files.bytes);
-    run.files.retain(|f| (files.wanted)(&f.path));
-    keep_within(&mut run.files, &mut run.files_truncated, &mut left);
-}
-
-/// A test's files within what all tests may still keep.
-fn spend(r: &mut TestResult, left: &mut (usize, u64)) {
-    if let Some(run) = r.run.as_mut() {
-        keep_within(&mut run.files, &mut run.files_truncated, left);
-    }
-}
-
-fn keep_within(files: &mut Vec<crate::run::OutputFile>, truncated: &mut bool, left: &mut (usize, u64)) {
-    let before = files.len();
-    files.retain(|f| {
-        let size = match &f.content {
-            crate::run::FileContent::File { bytes, .. } => bytes.len() as u64,
-            crate::run::FileContent::Symlink(t) => t.len() as u64,
-        };
-        if left.0 == 0 || size > left.1 {
-            *truncated = true;
-            return false;
-        }
-        left.0 -= 1;
-        left.1 -= size;
-        true
-    });
-    if files.len() < before {
-        files.shrink_to_fit();
-    }
-}
-
-fn never_ran() -> TestResult {
-    TestResult::without_run(TestVerdict::Run(Status::InternalError), Some("the test was never run".into()))
-}
-
-/// Runs one test and checks its output.
-fn one(exec: &dyn Executor, lang: &Language, p: &Prepared, req: &Request, t: &Test) -> Result<TestResult, RunError> {
-    let inv = Invocation {
-        stdin: t.stdin.clone(),
-        args: t.args.clone(),
-        limits: t.limits.clone(),
-        cancel: req.cancel.clone(),
-        collect_files: req.keep.files.is_some(),
-        access: req.access.clone(),
-    };
-    let ran = pipeline::run(exec, lang, p, inv)?;
-    let mut run = ran.run;
-    let mut result =
-        TestResult { verdict: TestVerdict::Ok, message: None, run: None, error: ran.error, returned: None };
-    let answer = match req.function {
-        Some(split) => {
-            let (own, value) = split(&run.stdout);
-            run.stdout = own;
-            Some(value)
-        }
-        None => None,
-    };
-    if run.status != Status::Ok {
-        // a judge calls a crash a runtime error, whatever signal ended it (an uncaught C++
-        // exception aborts); the signal is in the run
-        let status = if run.status == Status::Signaled { Status::RuntimeError } else { run.status };
-        result.verdict = TestVerdict::Run(status);
-        result.message.clone_from(&run.message);
-        result.run = Some(run);
-        return Ok(result);
-    }
-    let checked = match (&t.expected, answer) {
-        (_, Some(None)) => Err((
-            TestVerdict::Run(Status::RuntimeError),
-            "the program ended before the function returned (did it exit?)".to_owned(),
-        )),
-        (_, Some(Some(Err(e)))) => Err((TestVerdict::WrongAnswer, format!("the result is not JSON: {e}"))),
-        (Expected::Value(want), Some(Some(Ok(got)))) => {
-            let r = req.checker.check_json(want, &got).map_err(|m| (TestVerdict::WrongAnswer, m));
-            result.returned = Some(got);
-            r
-        }
-        (Expected::Output(want), None) => {
-            req.checker.check(want, &run.stdout).map_err(|m| (TestVerdict::WrongAnswer, m))
-        }
-        (Expected::Nothing, Some(Some(Ok(got)))) => {
-            result.returned = Some(got);
-            Ok(())
-        }
-        (Expected::Nothing, _) => Ok(()),
-        (Expected::Value(_), None) | (Expected::Output(_), Some(_)) => {
-            return Err(RunError::Invalid("a test's expected output does not fit the request's mode".into()));
-        }
-    };
-    result.verdict = match (&t.expected, checked) {
-        (_, Err((v, m))) => {
-            result.message = Some(m);
-            v
-        }
-        (Expected::Nothing, Ok(())) => TestVerdict::Ok,
-        (_, Ok(())) => TestVerdict::Accepted,
-    };
-    result.run = Some(run);
-    Ok(result)
+    let tests = vec![TestResult::without_run(TestVerdict::JudgeError, message); n];
+    Judged { outcome, tests, checker: Some(Box::new(checker)), batches: Vec::new() }
 }
 
 #[cfg(test)]

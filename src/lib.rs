@@ -62,6 +62,7 @@ pub mod leak;
 pub mod limit;
 pub mod network;
 pub mod pipeline;
+pub mod problem;
 pub mod report;
 pub mod run;
 pub mod sandbox;

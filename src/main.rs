@@ -38,6 +38,7 @@ fn main() -> ExitCode {
                 Command::BenchJobs(args) => run_bench_jobs(&args),
                 Command::Leaks(common) => leaks(&common),
                 Command::Image(cmd) => image_command(&cmd),
+                Command::Judge(args) => ExitCode::from(codeexec::problem::command::run(&args)),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }

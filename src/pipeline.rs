@@ -178,6 +178,9 @@ pub struct Invocation {
     pub collect_files: bool,
     /// What it may reach: network, host mounts.
     pub access: Access,
+    /// More files for its `/sandbox`, beside the program's (a checker's input, output
+    /// and answer).
+    pub files: Vec<InputFile>,
 }
 
 /// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
@@ -205,6 +208,7 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         cancel: cancel.clone(),
         collect_files: program.collect_files,
         access: program.access,
+        files: Vec::new(),
     };
     let ran = run(exec, lang, &prepared, invocation)?;
     let mut out = prepared.outcome.clone();
@@ -231,6 +235,19 @@ pub fn prepare(
     source: Source,
     cancel: Option<Cancel>,
     cache: Option<&CacheRef>,
+) -> Result<Prepare, RunError> {
+    prepare_with(exec, lang, source, cancel, cache, None)
+}
+
+/// As [`prepare`], with the compiler's CPU and wall time raised to at least `compile_time`
+/// (a judge's checker including a large header compiles slowly).
+pub fn prepare_with(
+    exec: &dyn Executor,
+    lang: &Language,
+    source: Source,
+    cancel: Option<Cancel>,
+    cache: Option<&CacheRef>,
+    compile_time: Option<(std::time::Duration, std::time::Duration)>,
 ) -> Result<Prepare, RunError> {
     let r = resolve(lang, source)?;
     let mut out = Outcome {
@@ -272,7 +289,11 @@ pub fn prepare(
         let disk_floor = 0;
         return Ok(Prepare::Ready(Prepared { run_files: r.files.clone(), resolved: r, disk_floor, outcome: out }));
     };
-    let limits = c.limits.over(&lang::compile_defaults());
+    let mut limits = c.limits.over(&lang::compile_defaults());
+    if let Some((cpu, wall)) = compile_time {
+        limits.cpu_time = limits.cpu_time.max(cpu);
+        limits.wall_time = limits.wall_time.max(wall);
+    }
     let request = stage_request(lang, &c.command, &c.env, &r, &r.files, limits, &[], &[], cancel, true);
     let Compiled { outcome: mut o, outputs, truncated, used } = compile(exec, lang, &request, cache)?;
     out.diagnostics.extend(parse(c.diagnostics, &o, &r.files));
@@ -312,12 +333,19 @@ pub fn prepare(
 pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) -> Result<Ran, RunError> {
     let mut limits = inv.limits;
     limits.disk_bytes = limits.disk_bytes.max(p.disk_floor);
+    let with_extra;
+    let files = if inv.files.is_empty() {
+        &p.run_files
+    } else {
+        with_extra = [p.run_files.as_slice(), &inv.files].concat();
+        &with_extra
+    };
     let mut request = stage_request(
         lang,
         &lang.run.command,
         &lang.run.env,
         &p.resolved,
-        &p.run_files,
+        files,
         limits,
         &inv.args,
         &inv.stdin,

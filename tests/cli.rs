@@ -57,6 +57,16 @@ fn bad_env_and_files_are_usage_errors() {
 }
 
 #[test]
+fn a_package_that_cannot_be_judged_is_a_usage_error() {
+    let solution = "tests/fixtures/kattis/hypotenuse/submissions/accepted/hyp.py";
+    usage_error(&["judge", "tests/no-such-package", solution], "tests/no-such-package");
+    usage_error(&["judge", "tests/fixtures", solution], "data/secret holds no test");
+    usage_error(&["judge", "tests/fixtures/kattis/hypotenuse", "Cargo.toml"], "no language takes .toml files");
+    usage_error(&["judge", "tests/fixtures/kattis/hypotenuse", solution, "--language", "cobol"], "cobol");
+    usage_error(&["judge", "tests/fixtures/kattis/hypotenuse", solution, "--time-limit", "soon"], "--time-limit");
+}
+
+#[test]
 fn help_lists_the_run_flags() {
     let out = codeexec(&["run", "--help"], b"");
     let help = String::from_utf8_lossy(&out.stdout);

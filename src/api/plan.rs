@@ -54,8 +54,12 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
     let args = dto.args.unwrap_or_default();
     check_args(&args)?;
     let defaults = language_defaults(lang, &api.policy.default_limits, &api.policy.max_limits);
+    let stack = dto.limits.as_ref().and_then(|l| l.stack_mb);
+    let given = dto.limits.as_ref().map_or([false; 3], |l| {
+        [l.cpu_time_ms.is_some() || l.wall_time_ms.is_some(), l.memory_mb.is_some(), l.output_kb.is_some()]
+    });
     let table = limit_table(&defaults, &api.policy.max_limits, dto.limits.unwrap_or_default(), "limits")?;
-    let limits = to_limits(&table)?;
+    let limits = with_stack(to_limits(&table)?, stack, "limits")?;
     let files = dto.return_files.map(file_filter).transpose()?.flatten();
     let access = super::access::access(&api.policy, dto.network, dto.mounts, caller)?;
     let cache = api.compile_cache.as_ref().map(|c| CacheRef {
@@ -66,7 +70,39 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
         ("checker", dto.checker.is_some()),
         ("stop_on_first_failure", dto.stop_on_first_failure.is_some()),
         ("function_name", dto.function_name.is_some()),
+        ("batches", dto.batches.is_some()),
+        ("number_of_runs", dto.number_of_runs.is_some()),
+        ("cpu_extra_time_ms", dto.cpu_extra_time_ms.is_some()),
+        ("time_limit_by", dto.time_limit_by.is_some()),
     ];
+    if let Some(archive) = dto.package {
+        let from_package = [
+            ("tests", dto.tests.is_some()),
+            ("checker", dto.checker.is_some()),
+            ("batches", dto.batches.is_some()),
+            ("function_name", dto.function_name.is_some()),
+            ("stdin", dto.stdin.is_some()),
+            ("args", !args.is_empty()),
+        ];
+        let p = super::package::PackageIn {
+            archive,
+            table,
+            given,
+            stack_mb: stack,
+            from_package,
+            rules: (dto.number_of_runs, dto.cpu_extra_time_ms, dto.time_limit_by),
+            stop_on_failure: dto.stop_on_first_failure.unwrap_or(false),
+            keep: keep(files.as_ref()),
+            access,
+            cache,
+        };
+        return Ok(Planned {
+            lang: lang.clone(),
+            version,
+            work: Work::Judge(super::package::request(api, source, p)?),
+            files,
+        });
+    }
     let work = match dto.tests {
         None => {
             if let Some((name, _)) = judge_only.iter().find(|(_, given)| *given) {
@@ -93,18 +129,30 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
             let function = dto.function_name.is_some();
             let mut out = Vec::with_capacity(tests.len());
             for (i, t) in tests.into_iter().enumerate() {
-                out.push(test(i, t, function, &table, &api.policy.max_limits)?);
+                out.push(test(i, t, function, &table, &api.policy.max_limits, stack)?);
             }
+            let (builtin, program) = super::contest::split_checker(dto.checker);
+            let (checker, ignore_case) = checker(builtin)?;
+            let rules_in = super::contest::RulesIn {
+                program,
+                ignore_case,
+                batches: dto.batches,
+                number_of_runs: dto.number_of_runs,
+                cpu_extra_time_ms: dto.cpu_extra_time_ms,
+                time_limit_by: dto.time_limit_by,
+            };
+            let rules = super::contest::rules(api, rules_in, function, out.len())?;
             Work::Judge(judge::Request {
                 source,
                 tests: out,
-                checker: checker(dto.checker)?,
+                checker,
                 stop_on_failure: dto.stop_on_first_failure.unwrap_or(false),
                 function: function.then_some(crate::harness::split_output as judge::SplitOutput),
                 cancel: None,
                 cache,
                 keep: keep(files.as_ref()),
                 access,
+                rules,
             })
         }
     };
@@ -126,12 +174,12 @@ fn keep(files: Option<&FileFilter>) -> judge::Keep {
 
 /// What tells a toolchain apart in the compile cache: its version, the root it runs on,
 /// the operator's epoch, and this codeexec's version.
-fn toolchain(lang: &Language, version: &str, epoch: &str) -> String {
+pub(super) fn toolchain(lang: &Language, version: &str, epoch: &str) -> String {
     let root = lang.placement.image.as_ref().map_or("host", |i| i.digest.as_str());
     format!("{version}\0{root}\0{epoch}\0{}", env!("CARGO_PKG_VERSION"))
 }
 
-fn source(
+pub(super) fn source(
     lang: &Language,
     code: Option<String>,
     files: Option<Vec<super::types::FileIn>>,
@@ -170,9 +218,21 @@ fn check_args(args: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// One test: its stdin (or the function's arguments), expectation, arguments and limits.
-fn test(i: usize, t: TestIn, function: bool, base: &LimitTable, max: &LimitTable) -> Result<Test, ApiError> {
+/// One test: its stdin (or the function's arguments), expectation, arguments and limits
+/// (the stack: its own, else the request's).
+fn test(
+    i: usize,
+    t: TestIn,
+    function: bool,
+    base: &LimitTable,
+    max: &LimitTable,
+    stack: Option<u64>,
+) -> Result<Test, ApiError> {
     let invalid = |m: String| ApiError::Invalid(format!("tests[{i}]: {m}"));
+    let base64 = super::types::Encoding::Base64;
+    if function && (t.stdin_encoding == base64 || t.expected_output_encoding == base64) {
+        return Err(invalid("with function_name, input and expected_output are JSON, not base64".into()));
+    }
     let args = t.args.unwrap_or_default();
     check_args(&args).map_err(|_| invalid("args must not contain NUL bytes".into()))?;
     let (stdin, expected) = if function {
@@ -192,40 +252,89 @@ fn test(i: usize, t: TestIn, function: bool, base: &LimitTable, max: &LimitTable
         }
         let expected = match t.expected_output {
             None => Expected::Nothing,
-            Some(Value::String(s)) => Expected::Output(s.into_bytes()),
+            Some(Value::String(s)) => Expected::Output(
+                decode(s, t.expected_output_encoding).map_err(|e| invalid(format!("expected_output: {e}")))?,
+            ),
             Some(_) => return Err(invalid("expected_output must be a string".into())),
         };
-        (t.stdin.unwrap_or_default().into_bytes(), expected)
+        let stdin =
+            decode(t.stdin.unwrap_or_default(), t.stdin_encoding).map_err(|e| invalid(format!("stdin: {e}")))?;
+        (stdin, expected)
     };
-    let table = limit_table(base, max, t.limits.unwrap_or_default(), &format!("tests[{i}].limits"))?;
-    Ok(Test { stdin, args, limits: to_limits(&table)?, expected })
+    let stack = t.limits.as_ref().and_then(|l| l.stack_mb).or(stack);
+    let what = format!("tests[{i}].limits");
+    let table = limit_table(base, max, t.limits.unwrap_or_default(), &what)?;
+    Ok(Test { stdin, args, limits: with_stack(to_limits(&table)?, stack, &what)?, expected, name: None })
 }
 
-fn checker(c: Option<CheckerIn>) -> Result<Checker, ApiError> {
+/// A string's bytes in its encoding.
+fn decode(s: String, encoding: super::types::Encoding) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    match encoding {
+        super::types::Encoding::Utf8 => Ok(s.into_bytes()),
+        super::types::Encoding::Base64 => {
+            base64::engine::general_purpose::STANDARD.decode(s.as_bytes()).map_err(|e| format!("not valid base64: {e}"))
+        }
+    }
+}
+
+/// `limits` with the stack asked for (1 MiB to the memory limit; absent: the default).
+pub(super) fn with_stack(
+    mut limits: crate::limit::Limits,
+    stack_mb: Option<u64>,
+    what: &str,
+) -> Result<crate::limit::Limits, ApiError> {
+    let Some(mb) = stack_mb else { return Ok(limits) };
+    let max = limits.memory_bytes >> 20;
+    if !(1..=max).contains(&mb) {
+        return Err(ApiError::Invalid(format!("{what}.stack_mb = {mb}: must be 1 to the memory limit, {max}")));
+    }
+    limits.stack_bytes = mb << 20;
+    Ok(limits)
+}
+
+/// A built-in checker, and whether it ignores case.
+fn checker(c: Option<CheckerIn>) -> Result<(Checker, bool), ApiError> {
     let invalid = |m: String| ApiError::Invalid(m);
-    let (kind, absolute, relative) = match c {
-        None => return Ok(Checker::Trim),
-        Some(CheckerIn::Name(n)) => (n, None, None),
-        Some(CheckerIn::Spec(s)) => (s.kind, s.absolute, s.relative),
+    let (kind, absolute, relative, ignore_case) = match c {
+        None => return Ok((Checker::Trim, false)),
+        Some(CheckerIn::Name(n)) => (n, None, None, None),
+        Some(CheckerIn::Spec(s)) => {
+            if s.language.is_some()
+                || s.code.is_some()
+                || s.files.is_some()
+                || s.limits.is_some()
+                || s.protocol.is_some()
+            {
+                return Err(invalid(format!(
+                    "checker {:?} takes no language, code, files, limits or protocol; a program checker does",
+                    s.kind
+                )));
+            }
+            (s.kind, s.absolute, s.relative, s.ignore_case)
+        }
     };
     if kind != "float" && (absolute.is_some() || relative.is_some()) {
         return Err(invalid(format!("checker {kind:?} takes no tolerance; only float does")));
+    }
+    if kind == "exact" && ignore_case == Some(true) {
+        return Err(invalid("checker \"exact\" compares bytes; it cannot ignore case".into()));
     }
     let tolerance = |name: &str, v: Option<f64>| match v {
         None => Ok(judge::checker::DEFAULT_TOLERANCE),
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
         Some(v) => Err(invalid(format!("checker.{name} = {v}: a tolerance is a finite number, 0 or more"))),
     };
-    match kind.as_str() {
-        "exact" => Ok(Checker::Exact),
-        "trim" => Ok(Checker::Trim),
-        "tokens" => Ok(Checker::Tokens),
-        "float" => Ok(Checker::Float {
-            absolute: tolerance("absolute", absolute)?,
-            relative: tolerance("relative", relative)?,
-        }),
-        other => Err(invalid(format!("checker {other:?}: one of exact, trim, tokens, float"))),
-    }
+    let checker = match kind.as_str() {
+        "exact" => Checker::Exact,
+        "trim" => Checker::Trim,
+        "tokens" => Checker::Tokens,
+        "float" => {
+            Checker::Float { absolute: tolerance("absolute", absolute)?, relative: tolerance("relative", relative)? }
+        }
+        other => return Err(invalid(format!("checker {other:?}: one of exact, trim, tokens, float, program"))),
+    };
+    Ok((checker, ignore_case.unwrap_or(false)))
 }
 
 /// `return_files` as a filter (None for `false`).
@@ -263,7 +372,12 @@ pub(super) fn language_defaults(lang: &Language, default: &LimitTable, max: &Lim
 
 /// The limits asked over `default`, each checked against its maximum (`what` names them in
 /// errors).
-fn limit_table(default: &LimitTable, max: &LimitTable, asked: LimitsIn, what: &str) -> Result<LimitTable, ApiError> {
+pub(super) fn limit_table(
+    default: &LimitTable,
+    max: &LimitTable,
+    asked: LimitsIn,
+    what: &str,
+) -> Result<LimitTable, ApiError> {
     let pick = |name: &str, asked: Option<u64>, default: u64, max: u64| match asked {
         None => Ok(default),
         Some(v) if (1..=max).contains(&v) => Ok(v),
@@ -279,7 +393,7 @@ fn limit_table(default: &LimitTable, max: &LimitTable, asked: LimitsIn, what: &s
     })
 }
 
-fn to_limits(table: &LimitTable) -> Result<crate::limit::Limits, ApiError> {
+pub(super) fn to_limits(table: &LimitTable) -> Result<crate::limit::Limits, ApiError> {
     let limits = table.to_limits();
     limits.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
     Ok(limits)
@@ -321,27 +435,38 @@ mod tests {
     fn an_expected_null_is_expected() {
         let t: TestIn = serde_json::from_str(r#"{"input": [], "expected_output": null}"#).unwrap();
         let limits = Config::default().limits;
-        let t = test(0, t, true, &limits.default, &limits.max).unwrap();
+        let t = test(0, t, true, &limits.default, &limits.max, None).unwrap();
         assert_eq!(t.expected, Expected::Value(Value::Null));
         let t: TestIn = serde_json::from_str(r#"{"input": []}"#).unwrap();
-        assert_eq!(test(0, t, true, &limits.default, &limits.max).unwrap().expected, Expected::Nothing);
+        assert_eq!(test(0, t, true, &limits.default, &limits.max, None).unwrap().expected, Expected::Nothing);
     }
 
     #[test]
     fn checkers_and_file_patterns_are_checked() {
-        assert_eq!(checker(None).unwrap(), Checker::Trim);
-        assert_eq!(checker(Some(CheckerIn::Name("tokens".into()))).unwrap(), Checker::Tokens);
+        assert_eq!(checker(None).unwrap(), (Checker::Trim, false));
+        assert_eq!(checker(Some(CheckerIn::Name("tokens".into()))).unwrap(), (Checker::Tokens, false));
         let spec = |kind: &str, absolute, relative| {
-            Some(CheckerIn::Spec(crate::api::types::judge::CheckerSpec { kind: kind.into(), absolute, relative }))
+            Some(CheckerIn::Spec(Box::new(crate::api::types::judge::CheckerSpec {
+                kind: kind.into(),
+                absolute,
+                relative,
+                ignore_case: None,
+                language: None,
+                code: None,
+                files: None,
+                limits: None,
+                protocol: None,
+            })))
         };
-        assert_eq!(checker(spec("float", Some(0.5), None)).unwrap(), Checker::Float { absolute: 0.5, relative: 1e-6 });
+        let float = Checker::Float { absolute: 0.5, relative: 1e-6 };
+        assert_eq!(checker(spec("float", Some(0.5), None)).unwrap(), (float, false));
         for bad in
             [spec("float", Some(-1.0), None), spec("float", None, Some(f64::NAN)), spec("exact", Some(1.0), None)]
         {
             assert!(matches!(checker(bad), Err(ApiError::Invalid(_))));
         }
         let e = checker(Some(CheckerIn::Name("fuzzy".into()))).unwrap_err();
-        assert!(matches!(&e, ApiError::Invalid(m) if m.contains("exact, trim, tokens, float")), "{e:?}");
+        assert!(matches!(&e, ApiError::Invalid(m) if m.contains("exact, trim, tokens, float, program")), "{e:?}");
         assert!(file_filter(ReturnFilesIn::All(false)).unwrap().is_none());
         assert!(file_filter(ReturnFilesIn::Globs(vec!["[".into()])).is_err());
         assert!(file_filter(ReturnFilesIn::Globs(vec![])).is_err());

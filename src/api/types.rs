@@ -1,6 +1,7 @@
 //! Wire types of the HTTP API: what requests carry and responses say. Domain types never
 //! appear on the wire; the conversions are here.
 
+pub(super) mod contest;
 pub(super) mod judge;
 
 use base64::Engine as _;
@@ -39,6 +40,15 @@ pub(super) struct ExecuteRequest {
     pub(super) network: Option<NetworkIn>,
     /// Host directories the operator offers, by name (each at `/mnt/<name>`).
     pub(super) mounts: Option<Vec<String>>,
+    /// Contest rules (with tests): batches with points, runs of each test, extra time,
+    /// the time that counts.
+    pub(super) batches: Option<Vec<contest::BatchIn>>,
+    pub(super) number_of_runs: Option<u32>,
+    pub(super) cpu_extra_time_ms: Option<u64>,
+    pub(super) time_limit_by: Option<contest::TimeByIn>,
+    /// A Kattis/ICPC problem package (a tar archive, gzip-compressed or not, base64): its
+    /// tests, checker and batches instead of the request's.
+    pub(super) package: Option<String>,
 }
 
 /// `network`: on or off, or on for an allow-list only.
@@ -99,6 +109,8 @@ pub(super) struct LimitsIn {
     pub(super) processes: Option<u64>,
     pub(super) output_kb: Option<u64>,
     pub(super) file_size_kb: Option<u64>,
+    /// The main thread's stack (at most the memory limit).
+    pub(super) stack_mb: Option<u64>,
 }
 
 /// The response to a completed request, whatever the program did. The top-level fields

@@ -41,11 +41,17 @@ impl Checker {
 
     /// `Ok` when `actual` matches `expected`; else where and how they differ, in a sentence.
     pub fn check(self, expected: &[u8], actual: &[u8]) -> Result<(), String> {
+        self.check_case(expected, actual, false)
+    }
+
+    /// As [`Checker::check`]; with `ignore_case`, ASCII letters match in either case (for
+    /// every checker but `exact`).
+    pub fn check_case(self, expected: &[u8], actual: &[u8], ignore_case: bool) -> Result<(), String> {
         match self {
             Checker::Exact => exact(expected, actual),
-            Checker::Trim => trim(expected, actual),
-            Checker::Tokens => tokens(expected, actual, None),
-            Checker::Float { absolute, relative } => tokens(expected, actual, Some((absolute, relative))),
+            Checker::Trim => trim(expected, actual, ignore_case),
+            Checker::Tokens => tokens(expected, actual, None, ignore_case),
+            Checker::Float { absolute, relative } => tokens(expected, actual, Some((absolute, relative)), ignore_case),
         }
     }
 
@@ -76,14 +82,14 @@ fn exact(expected: &[u8], actual: &[u8]) -> Result<(), String> {
 
 /// Lines and tokens are compared as they are split, never collected: a 16 MiB output costs
 /// no more memory than itself.
-fn trim(expected: &[u8], actual: &[u8]) -> Result<(), String> {
+fn trim(expected: &[u8], actual: &[u8], ignore_case: bool) -> Result<(), String> {
     let mut e = expected.split(|&b| b == b'\n').map(<[u8]>::trim_ascii_end);
     let mut a = actual.split(|&b| b == b'\n').map(<[u8]>::trim_ascii_end);
     let mut n = 0usize;
     loop {
         n += 1;
         match (e.next(), a.next()) {
-            (Some(x), Some(y)) if x == y => {}
+            (Some(x), Some(y)) if same(x, y, ignore_case) => {}
             (None, None) => return Ok(()),
             (x, y) => {
                 let x = x.unwrap_or_default();
@@ -111,7 +117,7 @@ fn trim(expected: &[u8], actual: &[u8]) -> Result<(), String> {
     }
 }
 
-fn tokens(expected: &[u8], actual: &[u8], tolerance: Option<(f64, f64)>) -> Result<(), String> {
+fn tokens(expected: &[u8], actual: &[u8], tolerance: Option<(f64, f64)>, ignore_case: bool) -> Result<(), String> {
     let mut e = expected.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty());
     let mut a = actual.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty());
     let mut n = 0usize;
@@ -133,7 +139,7 @@ fn tokens(expected: &[u8], actual: &[u8], tolerance: Option<(f64, f64)>) -> Resu
             }
             (Some(x), Some(y)) => (x, y),
         };
-        if x == y {
+        if same(x, y, ignore_case) {
             continue;
         }
         match tolerance.and_then(|t| Some((number(x)?, number(y)?, t))) {
@@ -148,6 +154,10 @@ fn tokens(expected: &[u8], actual: &[u8], tolerance: Option<(f64, f64)>) -> Resu
             None => return Err(format!("token {n} differs: expected {}, got {}", quote_bytes(x), quote_bytes(y))),
         }
     }
+}
+
+fn same(x: &[u8], y: &[u8], ignore_case: bool) -> bool {
+    if ignore_case { x.eq_ignore_ascii_case(y) } else { x == y }
 }
 
 /// A token as a finite number (`inf` and `nan` are compared as text).
@@ -291,6 +301,16 @@ mod tests {
         assert!(FLOAT.check(b"inf", b"1e308").is_err());
         let loose = Checker::Float { absolute: 0.1, relative: 0.0 };
         assert!(loose.check(b"1", b"1.09").is_ok() && loose.check(b"1", b"1.2").is_err());
+    }
+
+    #[test]
+    fn case_can_be_ignored() {
+        assert!(Checker::Tokens.check(b"YES\n", b"yes").is_err());
+        assert!(Checker::Tokens.check_case(b"YES\n", b"yes", true).is_ok());
+        assert!(Checker::Trim.check_case(b"Hello World\n", b"hello world", true).is_ok());
+        assert!(Checker::Trim.check_case(b"Hello World\n", b"hello  world", true).is_err());
+        assert!(FLOAT.check_case(b"Inf 1.5", b"INF 1.5000001", true).is_ok());
+        assert!(Checker::Exact.check_case(b"A", b"a", true).is_err(), "exact is byte for byte");
     }
 
     #[test]

@@ -87,6 +87,7 @@ fn test(stdin: &str, expected: &str) -> Test {
         args: Vec::new(),
         limits: Limits::default(),
         expected: Expected::Output(expected.as_bytes().to_vec()),
+        name: None,
     }
 }
 
@@ -101,6 +102,7 @@ fn request(code: &str, tests: Vec<Test>) -> Request {
         cache: None,
         keep: Keep::default(),
         access: Default::default(),
+        rules: Rules::default(),
     }
 }
 
@@ -241,6 +243,7 @@ fn the_function_harness_compares_values() {
         args: Vec::new(),
         limits: Limits::default(),
         expected: Expected::Value(v),
+        name: None,
     };
     let mut r = request(
         "x",
@@ -371,3 +374,5 @@ fn a_crash_is_a_runtime_error_for_a_judge() {
     assert_eq!(verdicts(&j), ["runtime_error"]);
     assert_eq!(j.tests[0].run.as_ref().unwrap().signal, Some(6), "the signal is still there");
 }
+
+mod contest;

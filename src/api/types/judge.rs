@@ -25,6 +25,12 @@ pub(in crate::api) struct TestIn {
     pub(in crate::api) args: Option<Vec<String>>,
     /// This test's limits over the request's.
     pub(in crate::api) limits: Option<LimitsIn>,
+    /// `stdin` is `utf8` (default) or `base64`.
+    #[serde(default)]
+    pub(in crate::api) stdin_encoding: super::Encoding,
+    /// `expected_output` is `utf8` (default) or `base64`.
+    #[serde(default)]
+    pub(in crate::api) expected_output_encoding: super::Encoding,
 }
 
 /// A field that is there, even as `null` (serde's `Option` takes `null` for absent).
@@ -36,11 +42,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a checker name (\"exact\", \"trim\", \"tokens\", \"float\") or {\"type\": \"float\", \"absolute\": …, \"relative\": …}"
+    expecting = "a checker name (\"exact\", \"trim\", \"tokens\", \"float\") or {\"type\": \"float\", \"absolute\": …, \"relative\": …} or {\"type\": \"program\", \"language\": …, \"code\": …}"
 )]
 pub(in crate::api) enum CheckerIn {
     Name(String),
-    Spec(CheckerSpec),
+    Spec(Box<CheckerSpec>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +56,14 @@ pub(in crate::api) struct CheckerSpec {
     pub(in crate::api) kind: String,
     pub(in crate::api) absolute: Option<f64>,
     pub(in crate::api) relative: Option<f64>,
+    /// Built-in checkers but `exact`: letters match in either case.
+    pub(in crate::api) ignore_case: Option<bool>,
+    /// `program`: the checker's language, source (`code` or `files`), limits, protocol.
+    pub(in crate::api) language: Option<String>,
+    pub(in crate::api) code: Option<String>,
+    pub(in crate::api) files: Option<Vec<super::FileIn>>,
+    pub(in crate::api) limits: Option<LimitsIn>,
+    pub(in crate::api) protocol: Option<super::contest::ProtocolIn>,
 }
 
 /// `"return_files": true` (everything the program created or changed) or a list of glob
@@ -173,6 +187,9 @@ pub(in crate::api) struct JudgeResponse {
     pub(in crate::api) diagnostics: Vec<Diagnostic>,
     pub(in crate::api) tests: Vec<TestOut>,
     pub(in crate::api) summary: Summary,
+    /// Score, batches and checker program, with contest rules.
+    #[serde(flatten)]
+    pub(in crate::api) contest: super::contest::ContestOut,
 }
 
 /// One test's result.
@@ -201,6 +218,9 @@ pub(in crate::api) struct TestOut {
     pub(in crate::api) files: Option<Vec<FileOut>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(in crate::api) files_truncated: Option<bool>,
+    /// Points, the checker's run and repeated runs, with contest rules.
+    #[serde(flatten)]
+    pub(in crate::api) contest: super::contest::TestContestOut,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,7 +259,9 @@ impl JudgeResponse {
                 Some(format!("test {i}: {}", t.message.as_deref().unwrap_or(t.verdict.as_str())))
             }),
         };
+        let contest = super::contest::ContestOut::new(&j);
         JudgeResponse {
+            contest,
             request_id: request_id.to_owned(),
             status,
             message,
@@ -274,8 +296,10 @@ impl TestOut {
             None => (String::new(), "utf8", false, String::new(), "utf8", false),
         };
         let (files, files_truncated) = files_out(filter, t.run.as_ref(), budget);
+        let contest = super::contest::TestContestOut::new(&t);
         let r = t.run.as_ref();
         TestOut {
+            contest,
             index,
             status: t.verdict.as_str(),
             message: t.message,
