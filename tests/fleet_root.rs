@@ -121,7 +121,7 @@ fn redis_pending(lab: &FleetLab) -> (String, String) {
 fn a_fleet_finishes_every_job_when_a_daemon_is_killed() {
     require_privileged!();
     let lab = FleetLab::new(3, false);
-    let warm = [("CODEEXEC_RUNS_WARM", "0")];
+    let warm = [("CODEEXEC_RUNS_WARM", "0"), ("CODEEXEC_NETWORK_ENABLED", "true")];
     let mut d = start(&lab, 3, &warm);
     let rt = runtime();
     let endpoints: Vec<Endpoint> = d.iter().map(Daemon::unix).collect();

@@ -164,7 +164,7 @@ impl FleetLab {
     }
 
     /// What makes host `i`'s daemon a member of the fleet, apart from its neighbours on
-    /// the host; `extra` on top.
+    /// the host (network runs are off unless `extra` turns them on); `extra` on top.
     pub fn daemon_env(&self, i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("CODEEXEC_QUEUE_REDIS", format!("redis://{REDIS_ADDR}:6379")),
@@ -175,7 +175,6 @@ impl FleetLab {
             ("CODEEXEC_RUNS_STATE_DIR", self.state_dir(i).display().to_string()),
             ("CODEEXEC_RUNS_CGROUP_PARENT", self.cgroup_parent(i)),
             ("CODEEXEC_RUNS_UID_BASE", (2_001_000_000 + 2048 * i).to_string()),
-            ("CODEEXEC_NETWORK_ENABLED", "true".into()),
             ("CODEEXEC_NETWORK_RESOLVER", "192.0.2.53".into()),
             ("CODEEXEC_NETWORK_SUBNET", format!("10.{}.0.0/16", 201 + i)),
             ("CODEEXEC_CALLBACKS_ALLOW_NETWORKS", "192.0.2.1/32".into()),
@@ -268,6 +267,14 @@ impl Drop for FleetLab {
             let _ = t.join();
         }
         for ns in self.hosts.iter().chain(std::iter::once(&self.store)) {
+            // a network daemon killed in it left its marks, which only a successor in the
+            // same namespace would clear: the namespace goes, so do they
+            if let Ok(meta) = std::fs::metadata(netns_path(ns)) {
+                use std::os::unix::fs::MetadataExt;
+                for end in ["lock", "forwarding"] {
+                    let _ = std::fs::remove_file(format!("/run/codeexec-network-{}.{end}", meta.ino()));
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         // what daemons killed by a test left (their daemons are gone by now)
