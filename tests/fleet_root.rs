@@ -265,7 +265,8 @@ fn a_cancel_reaches_the_job_on_another_daemon() {
 fn a_redis_restart_loses_no_accepted_job() {
     require_privileged!();
     let mut lab = FleetLab::new(2, true);
-    let d = start(&lab, 2, &[]);
+    // every 20th job asks for the network
+    let d = start(&lab, 2, &[("CODEEXEC_NETWORK_ENABLED", "true")]);
     let rt = runtime();
     let endpoints: Vec<Endpoint> = d.iter().map(Daemon::unix).collect();
     let mut jobs = Vec::new();
