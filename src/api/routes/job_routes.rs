@@ -37,19 +37,7 @@ pub(super) async fn submit(
     log.language = Some(planned.lang.id.clone());
     drop(planned);
     let callback = match callback_url {
-        Some(url) => {
-            let target = callback::check(&url, &api.policy.callbacks)
-                .await
-                .map_err(|e| ApiError::Invalid(format!("callback_url: {e}")))?;
-            Some(job::Callback {
-                url,
-                host: target.authority().to_owned(),
-                state: job::CallbackState::Pending,
-                attempts: 0,
-                last_status: None,
-                last_error: None,
-            })
-        }
+        Some(url) => Some(checked_callback(api, url).await?),
         None => None,
     };
     let new = NewJob {
@@ -74,6 +62,22 @@ pub(super) async fn submit(
         resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(resp)
+}
+
+/// A callback URL checked against the policy (a refusal is the client's: 422), as the job
+/// keeps it.
+async fn checked_callback(api: &Api, url: String) -> Result<job::Callback, ApiError> {
+    let target = callback::check(&url, &api.policy.callbacks)
+        .await
+        .map_err(|e| ApiError::Invalid(format!("callback_url: {e}")))?;
+    Ok(job::Callback {
+        url,
+        host: target.authority().to_owned(),
+        state: job::CallbackState::Pending,
+        attempts: 0,
+        last_status: None,
+        last_error: None,
+    })
 }
 
 /// The `Idempotency-Key` header, if given: 1 to 255 visible ASCII characters.
