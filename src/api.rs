@@ -181,7 +181,11 @@ impl Api {
         compile_cache: Option<Arc<CompileCache>>,
         jobs: Arc<dyn JobStore>,
     ) -> Arc<Api> {
-        let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
+        let limiter = limiter::Limiter::new(
+            policy.concurrency,
+            policy.queue,
+            usize::try_from(policy.max_body_bytes).unwrap_or(usize::MAX),
+        );
         let jobs = jobs::Jobs::new(jobs, policy.job_lease);
         Arc::new(Api {
             executor,
