@@ -213,6 +213,11 @@ impl Api {
         }
     }
 
+    /// Whether the shutdown's grace period is over (runs still going are being killed).
+    fn stopping(&self) -> bool {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner).stopping
+    }
+
     /// The start of a shutdown: no more jobs are taken (queued jobs kept only in memory
     /// are cancelled; the others stay queued for the next start or another daemon), and
     /// running ones get the grace period, as requests do.

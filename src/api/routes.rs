@@ -275,6 +275,7 @@ pub(super) async fn perform(
     // Dropped when the client goes away (hyper drops this future) or the run ends: in the
     // first case the run is killed.
     let _running = Running::new(api, id, cancel.clone())?;
+    let killed = cancel.clone();
     let limiter = api.limiter.clone();
     let executor = Arc::clone(&api.executor);
     let Planned { lang, version, work, files } = planned;
@@ -319,6 +320,10 @@ pub(super) async fn perform(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))?;
+    if killed.is_cancelled() && api.stopping() {
+        // killed at the shutdown's deadline: not the program's doing, nor a daemon fault
+        return Err(ApiError::Stopping);
+    }
     let (body, status) = result?;
     Ok((body, status, took))
 }

@@ -461,8 +461,8 @@ async fn shutdown_waits_for_runs_within_the_grace_period_then_cancels_them() {
     assert!(!socket.exists(), "the socket file is removed");
     assert!(!PathBuf::from(format!("{}.lock", socket.display())).exists(), "and its lock");
     let r = run.await.unwrap().unwrap();
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["status"], "internal_error");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["error"]["code"], "shutting_down");
     assert_eq!(fake.cancelled.load(Ordering::SeqCst), 1);
     // after the grace period nothing new may start
     assert!(api.inflight.lock().unwrap().stopping);
