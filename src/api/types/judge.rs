@@ -272,7 +272,12 @@ impl JudgeResponse {
             diagnostics: j.outcome.diagnostics.clone(),
             tests: {
                 let mut budget = Budget::default();
-                j.tests.into_iter().enumerate().map(|(i, t)| TestOut::new(i, t, files, &mut budget)).collect()
+                let interactive = j.interactive;
+                let mut out = Vec::with_capacity(j.tests.len());
+                for (i, t) in j.tests.into_iter().enumerate() {
+                    out.push(TestOut::new(i, t, files, &mut budget, interactive));
+                }
+                out
             },
             summary,
         }
@@ -280,7 +285,7 @@ impl JudgeResponse {
 }
 
 impl TestOut {
-    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget) -> Self {
+    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget, interactive: bool) -> Self {
         let mut shown = |b: &[u8], truncated: bool| {
             let cut = b.len().min(TEST_OUTPUT_SHOWN).min(budget.output);
             budget.output -= cut;
@@ -296,7 +301,7 @@ impl TestOut {
             None => (String::new(), "utf8", false, String::new(), "utf8", false),
         };
         let (files, files_truncated) = files_out(filter, t.run.as_ref(), budget);
-        let contest = super::contest::TestContestOut::new(&t);
+        let contest = super::contest::TestContestOut::new(&t, interactive);
         let r = t.run.as_ref();
         TestOut {
             contest,
