@@ -2,8 +2,8 @@
 //! game written for these tests: a number from 1 to n in at most 20 questions, the
 //! interactor in C++ with testlib and in Python, right and wrong programs, programs that
 //! never answer, read ahead or look for the secret, interactors that crash or never finish
-//! (`judge_error`), the transcript and its bound, requests refused, and a Kattis package
-//! in interactive mode judged from the command line. Root only (see `require_privileged!`).
+//! (`judge_error`), the transcript and its bound, and a Kattis package in interactive
+//! mode judged from the command line. Root only (see `require_privileged!`).
 
 // An integration test crate is all tests: the lints for tests inside `src/` do not fit it.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
@@ -217,15 +217,19 @@ fn a_program_that_never_answers_or_reads_ahead_is_a_wall_time_limit() {
 }
 
 /// Looks for the secret where a careless judge would leave it; without it, answers 1.
-const CHEAT: &str = r#"import os, sys
+const CHEAT: &str = r#"import os, stat, sys
 n = int(input())
 found = None
-for root, _, files in os.walk("/"):
-    if root.startswith(("/proc", "/sys")):
-        continue
+for root, dirs, files in os.walk("/"):
+    if root == "/":
+        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
     for f in files:
+        path = os.path.join(root, f)
         try:
-            words = open(os.path.join(root, f)).read(64).split()
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 64:
+                continue
+            words = open(path).read(64).split()
         except Exception:
             continue
         if len(words) == 2 and words[0] == str(n) and words[1].isdigit():
@@ -284,42 +288,6 @@ fn an_interactor_that_crashes_or_never_finishes_is_a_judge_error() {
             let m = v["tests"][0]["message"].as_str().unwrap();
             assert!(m.starts_with("the interactor failed") && m.contains(needle), "{m}");
             assert_eq!(v["tests"][0]["exit_code"], 0, "the program itself ended well: {v:#}");
-        }
-    });
-}
-
-#[test]
-fn interactive_requests_that_make_no_sense_are_refused() {
-    require_privileged!();
-    let d = Daemon::start(&[]);
-    runtime().block_on(async {
-        let unix = d.unix();
-        let refused = |mut body: Value, key: &str, value: Value| {
-            body[key] = value;
-            body
-        };
-        let base = game(BINARY, python(PYTHON_INTERACTOR));
-        for (body, needle) in [
-            (refused(base.clone(), "checker", json!("tokens")), "the interactor decides: no checker"),
-            (
-                refused(
-                    base.clone(),
-                    "interactor",
-                    json!({"language": "python", "code": "x", "transcript_bytes": 70_000}),
-                ),
-                "transcript_bytes = 70000",
-            ),
-            (refused(base.clone(), "interactor", json!({"code": "x"})), "missing field `language`"),
-            (refused(base.clone(), "interactor", json!({"language": "cobol", "code": "x"})), "interactor"),
-            (
-                json!({"language": "python", "code": "print(1)", "interactor": python(PYTHON_INTERACTOR)}),
-                "interactor needs tests",
-            ),
-        ] {
-            let r = post(&unix, None, &body).await;
-            let v = r.json();
-            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-            assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{needle}: {v}");
         }
     });
 }
