@@ -215,6 +215,10 @@ async fn route(
         Endpoint::Ready if api.jobs.stopping() => {
             Ok(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "stopping"})))
         }
+        // the runner (the sandbox machinery) is up once the daemon serves; a language must run
+        Endpoint::Ready if !api.languages.all().iter().any(|(_, a)| matches!(a, Availability::Available { .. })) => {
+            Ok(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "no_language_available"})))
+        }
         Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
         Endpoint::Service(e) => super::service::route(api, e).await,
