@@ -280,7 +280,7 @@ async fn execute(
     request_id: &str,
     log: &mut RunLog,
 ) -> Result<Resp, ApiError> {
-    // the key's own bound first (it costs nothing to refuse before the body is read)
+    // the key's own bound first: a key over it sends no body to hold
     let _per_key = api.rate.run(match caller {
         Caller::Key(i) => Some(i),
         Caller::Local => None,
