@@ -402,6 +402,7 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
         collect_files: false,
         cache: None,
         access: codeexec::run::Access::default(),
+        live: None,
     };
     Ok((lang, program))
 }
@@ -461,6 +462,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         collect_files: args.files_out,
         root: 0,
         access: codeexec::run::Access::default(),
+        live: None,
     })
 }
 

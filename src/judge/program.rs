@@ -147,6 +147,7 @@ impl Ready<'_> {
             collect_files: spec.protocol == Protocol::Kattis,
             access: Default::default(),
             files,
+            live: None,
         };
         let ran = pipeline::run(exec, &spec.lang, &self.prepared, inv)?;
         Ok(decide(spec.protocol, ran.run, ran.error.as_ref()))
