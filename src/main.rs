@@ -463,6 +463,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         root: 0,
         access: codeexec::run::Access::default(),
         live: None,
+        plug: None,
     })
 }
 

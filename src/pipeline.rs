@@ -21,7 +21,7 @@ use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
 use crate::run::{
-    Access, Cancel, Exceeded, FileContent, InputFile, Live, RunError, RunOutcome, RunRequest, Runner, Status,
+    Access, Cancel, Exceeded, FileContent, InputFile, Live, Plug, RunError, RunOutcome, RunRequest, Runner, Status,
 };
 
 /// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
@@ -188,6 +188,8 @@ pub struct Invocation {
     pub files: Vec<InputFile>,
     /// A live run (see [`Program::live`]).
     pub live: Option<Live>,
+    /// Cross-connected with another run: its stdin and stdout go to the relay.
+    pub plug: Option<Plug>,
 }
 
 /// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
@@ -219,6 +221,7 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         access: program.access,
         files: Vec::new(),
         live: program.live,
+        plug: None,
     };
     let ran = run(exec, lang, &prepared, invocation)?;
     let mut out = prepared.outcome.clone();
@@ -226,13 +229,13 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
     out.message.clone_from(&ran.run.message);
     out.error = ran.error;
     out.run = Some(ran.run);
-    if out.verdict == Verdict::Run(Status::RuntimeError) {
-        if let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)? {
-            if c.refused {
-                return Ok(refused_after_failure(out, c));
-            }
-            out.syntax = Some(c.check);
+    if out.verdict == Verdict::Run(Status::RuntimeError)
+        && let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)?
+    {
+        if c.refused {
+            return Ok(refused_after_failure(out, c));
         }
+        out.syntax = Some(c.check);
     }
     Ok(out)
 }
@@ -383,6 +386,7 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
         }
         request.live = Some(live.stage("run"));
     }
+    request.plug = inv.plug;
     let mut run = exec.execute(&request)?;
     if inv.collect_files {
         // what the program created or changed, not what it was given
@@ -390,14 +394,14 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
     }
     let mut error = None;
     if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
-        error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
+        error = diagnostics::parse_runtime_error(format, &run.stderr);
     }
-    if run.status == Status::RuntimeError {
-        if let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind)) {
-            run.status = Status::MemoryLimit;
-            run.exceeded = Some(Exceeded::Memory);
-            run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
-        }
+    if run.status == Status::RuntimeError
+        && let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind))
+    {
+        run.status = Status::MemoryLimit;
+        run.exceeded = Some(Exceeded::Memory);
+        run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
     }
     Ok(Ran { run, error })
 }
@@ -532,6 +536,7 @@ fn stage_request(
         root: lang.placement.root,
         access: Access::default(),
         live: None,
+        plug: None,
     }
 }
 

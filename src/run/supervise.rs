@@ -81,7 +81,8 @@ pub(super) struct Observed {
 pub(super) struct Streams<'a> {
     pub(super) stdin: Option<OwnedFd>,
     pub(super) stdin_data: &'a [u8],
-    pub(super) stdout: OwnedFd,
+    /// None when handed to a relay.
+    pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: OwnedFd,
 }
 
@@ -121,7 +122,7 @@ pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>
     l.next_cpu_check = w.released + l.cpu_interval(w.limits.cpu_time);
     let (pid1, chan, limits) = (w.pid1, w.chan, w.limits);
     let Streams { mut stdin, stdin_data, stdout, stderr } = streams;
-    let (mut stdout, mut stderr) = (Some(stdout), Some(stderr));
+    let (mut stdout, mut stderr) = (stdout, Some(stderr));
     let (mut alive, mut chan_open) = (true, true);
     let mut feed =
         Feed { fixed: stdin_data, extra: Vec::new(), written: 0, more: live.is_some_and(Live::interactive_stdin) };
