@@ -110,7 +110,8 @@ int main(void) {
 
 async def signal():
     code = (
-        "import time\ntry:\n    print('ready')\n    time.sleep(60)\n"
+        # one write: print() writes its end apart, and the signal could come between
+        "import sys, time\ntry:\n    sys.stdout.write('ready\\n')\n    time.sleep(60)\n"
         "except KeyboardInterrupt:\n    print('interrupted')\n    raise SystemExit(3)\n"
     )
     async with websockets.connect(f"ws://{TCP}/v1/connect") as ws:
