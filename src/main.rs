@@ -575,6 +575,11 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
                 "\n{}compile cache: a hit answers {speedup:.1}x faster than a miss (medians)\n",
                 bench::table(&rows)
             ));
+            let rows = bench::stream_rows(&endpoint, args.runs.clamp(5, 50)).await.map_err(anyhow::Error::msg)?;
+            out.push_str(&format!(
+                "\nstreamed runs (NDJSON): the first output byte, and the whole run\n{}",
+                bench::table(&rows)
+            ));
             Ok(out)
         })
     };
