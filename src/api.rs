@@ -3,7 +3,8 @@
 //! an [`Executor`] on a blocking thread within the concurrency limit, and turns the outcome
 //! into JSON. It never runs sandbox code on the async runtime's threads.
 //!
-//! Routes (`routes.rs`): `POST /v1/execute` (one run, or a judge run over tests),
+//! Routes (`routes.rs`): `POST /v1/execute` (one run, or a judge run over tests; streamed
+//! as NDJSON or SSE, and interactive on the WebSocket `GET /v1/connect`: `live.rs`),
 //! `POST /v1/jobs`, `GET` and `DELETE /v1/jobs/{id}` (`routes/job_routes.rs`, the job
 //! store in `jobs.rs`), `GET /v1/languages`, `GET /health`, `GET /version`. Requests are
 //! checked and planned in `plan.rs`; wire types in `types.rs`, the one error-to-response
@@ -15,6 +16,7 @@ mod contest;
 mod error;
 mod jobs;
 mod limiter;
+mod live;
 mod metrics;
 mod package;
 mod plan;
@@ -176,6 +178,8 @@ pub struct Api {
     inflight: Mutex<Inflight>,
     next_run: AtomicU64,
     started: Instant,
+    /// Places for streams and WebSockets (`live::MAX_LIVE`).
+    live: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -215,6 +219,7 @@ impl Api {
             inflight: Mutex::new(Inflight::default()),
             next_run: AtomicU64::new(0),
             started: Instant::now(),
+            live: Arc::new(tokio::sync::Semaphore::new(live::MAX_LIVE)),
         })
     }
 

@@ -411,6 +411,7 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
         collect_files: false,
         cache: None,
         access: codeexec::run::Access::default(),
+        live: None,
     };
     Ok((lang, program))
 }
@@ -470,6 +471,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         collect_files: args.files_out,
         root: 0,
         access: codeexec::run::Access::default(),
+        live: None,
         plug: None,
     })
 }
@@ -580,6 +582,11 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
                 .map_err(anyhow::Error::msg)?;
             out.push_str(&format!(
                 "\n{}compile cache: a hit answers {speedup:.1}x faster than a miss (medians)\n",
+                bench::table(&rows)
+            ));
+            let rows = bench::stream_rows(&endpoint, args.runs.clamp(5, 50)).await.map_err(anyhow::Error::msg)?;
+            out.push_str(&format!(
+                "\nstreamed runs (NDJSON): the first output byte, and the whole run\n{}",
                 bench::table(&rows)
             ));
             Ok(out)

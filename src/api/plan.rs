@@ -119,6 +119,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
                 collect_files: files.is_some(),
                 cache,
                 access,
+                live: None,
             })
         }
         Some(tests) => {

@@ -36,6 +36,8 @@ pub(super) enum Peer {
 }
 
 type Resp = Response<Full<Bytes>>;
+/// A response whose body may be streamed (a live run's events).
+pub(super) type Reply = Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>;
 
 /// What the request log line says about a run.
 #[derive(Debug, Default)]
@@ -80,7 +82,7 @@ impl Drop for AccessLog {
 }
 
 /// Answers one request (never fails: errors become responses) and logs one line for it.
-pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) -> Resp {
+pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) -> Reply {
     let mut log = AccessLog {
         request_id: uuid::Uuid::new_v4().simple().to_string(),
         peer,
@@ -103,7 +105,7 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
             tracing::error!(request_id = %log.request_id, message = %m, "internal error");
         }
         api.metrics.rejected(e.code());
-        e.into_response(&log.request_id)
+        e.into_response(&log.request_id).map(BodyExt::boxed)
     });
     if let Ok(Caller::Key(i)) = caller {
         api.rate.headers(i, resp.headers_mut());
@@ -119,6 +121,7 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Endpoint {
     Execute,
+    Connect,
     SubmitJob,
     GetJob,
     CancelJob,
@@ -134,8 +137,9 @@ pub(super) enum Endpoint {
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
 /// segment.
-const ROUTES: [(Method, &str, Endpoint); 10] = [
+const ROUTES: [(Method, &str, Endpoint); 11] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
+    (Method::GET, "/v1/connect", Endpoint::Connect),
     (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
     (Method::GET, "/v1/jobs/{id}", Endpoint::GetJob),
     (Method::DELETE, "/v1/jobs/{id}", Endpoint::CancelJob),
@@ -200,11 +204,13 @@ async fn route(
     caller: Caller,
     request_id: &str,
     log: &mut RunLog,
-) -> Result<Resp, ApiError> {
+) -> Result<Reply, ApiError> {
     let path = req.uri().path().to_owned();
     let (endpoint, id) = select(req.method(), &path)?;
-    match endpoint {
-        Endpoint::Execute => execute(api, req, caller, request_id, log).await,
+    let full = |r: Resp| r.map(BodyExt::boxed);
+    let resp = match endpoint {
+        Endpoint::Execute => return execute(api, req, caller, request_id, log).await,
+        Endpoint::Connect => return super::live::connect(api, req, caller, request_id),
         Endpoint::SubmitJob => job_routes::submit(api, req, caller, log).await,
         Endpoint::GetJob => job_routes::get(api, id, caller).await,
         Endpoint::CancelJob => job_routes::cancel(api, id, caller).await,
@@ -222,7 +228,8 @@ async fn route(
         Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
         Endpoint::Service(e) => super::service::route(api, e).await,
-    }
+    };
+    resp.map(full)
 }
 
 /// Who is asking: what a job's owner is, so only its owner sees it.
@@ -274,12 +281,13 @@ fn bearer(value: &str) -> Option<&str> {
 }
 
 async fn execute(
-    api: &Api,
+    api: &Arc<Api>,
     req: Request<Incoming>,
     caller: Caller,
     request_id: &str,
     log: &mut RunLog,
-) -> Result<Resp, ApiError> {
+) -> Result<Reply, ApiError> {
+    let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // the key's own bound first: a key over it sends no body to hold
     let _per_key = api.rate.run(match caller {
         Caller::Key(i) => Some(i),
@@ -292,8 +300,12 @@ async fn execute(
     if dto.callback_url.is_some() {
         return Err(ApiError::Invalid("callback_url is for POST /v1/jobs".into()));
     }
+    let stream = super::live::format(accept.as_deref(), dto.stream);
     let planned = plan(api, dto, caller)?;
     log.language = Some(planned.lang.id.clone());
+    if let Some(format) = stream {
+        return super::live::stream(api, planned, ticket, format, request_id);
+    }
     let waiting = Instant::now();
     let slot = api.limiter.slot(ticket).await?;
     let network = match &planned.work {
@@ -305,7 +317,7 @@ async fn execute(
     let (body, status, took) = perform(api, planned, slot, cancel, request_id).await?;
     log.run_ms = Some(took.as_secs_f64() * 1000.0);
     log.status = Some(status);
-    Ok(json(StatusCode::OK, &body))
+    Ok(json(StatusCode::OK, &body).map(BodyExt::boxed))
 }
 
 /// Runs planned work on a blocking thread with `slot` (and, for tests, whatever extra slots

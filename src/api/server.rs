@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::{TcpListener, UnixListener};
@@ -234,11 +234,14 @@ fn connection(
         let api = Arc::clone(&api);
         async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
     });
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    // HTTP/1 only; hyper-util's auto builder is what serves upgrades (the WebSocket at
+    // /v1/connect) under a graceful shutdown
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     match conn {
         Conn::Unix(s) => {
-            let watched = graceful.watch(builder.serve_connection(TokioIo::new(s), service));
+            let served = builder.serve_connection_with_upgrades(TokioIo::new(s), service).into_owned();
+            let watched = graceful.watch(served);
             tokio::spawn(async move {
                 if let Err(e) = watched.await {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -248,7 +251,8 @@ fn connection(
         }
         Conn::Tcp(s) => {
             let _ = s.set_nodelay(true);
-            let watched = graceful.watch(builder.serve_connection(TokioIo::new(s), service));
+            let served = builder.serve_connection_with_upgrades(TokioIo::new(s), service).into_owned();
+            let watched = graceful.watch(served);
             tokio::spawn(async move {
                 if let Err(e) = watched.await {
                     tracing::debug!(error = %e, "connection ended with an error");

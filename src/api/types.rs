@@ -52,6 +52,8 @@ pub(super) struct ExecuteRequest {
     /// A Kattis/ICPC problem package (a tar archive, gzip-compressed or not, base64): its
     /// tests, checker and batches instead of the request's.
     pub(super) package: Option<String>,
+    /// Answer at once with the run's events (NDJSON; SSE with `Accept: text/event-stream`).
+    pub(super) stream: Option<bool>,
 }
 
 /// `network`: on or off, or on for an allow-list only.

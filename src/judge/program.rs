@@ -193,6 +193,7 @@ impl Ready<'_> {
             collect_files: spec.protocol == Protocol::Kattis,
             access: Default::default(),
             files,
+            live: None,
             plug: None,
         }
     }

@@ -109,6 +109,7 @@ fn once(ctx: &Ctx<'_>, t: &Test) -> Result<TestResult, RunError> {
         collect_files: req.keep.files.is_some(),
         access: req.access.clone(),
         files: Vec::new(),
+        live: None,
         plug: None,
     };
     if let Some(interactor) = ctx.interactor {

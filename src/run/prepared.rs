@@ -237,7 +237,7 @@ impl Prepared {
         let streams = Streams { stdin, stdin_data: &req.stdin, stdout, stderr: taken(&mut self.stderr)? };
         let cgroup = self.cgroup()?;
         let watch = supervise::Watch { pid1: &self.pid1, chan: &self.chan, cgroup, limits, cores, released, cpu_base };
-        let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref());
+        let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref(), req.live.as_ref());
         // Final: every process of the run is dead (PID 1 killed the rest before its report).
         let stats = cgroup.stats()?;
         let collected = if req.collect_files { take_files(&mut observed, collect_spec(limits)) } else { None };
