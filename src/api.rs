@@ -19,6 +19,7 @@ mod package;
 mod plan;
 mod routes;
 mod server;
+mod sessions;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -112,6 +113,8 @@ pub struct Policy {
     pub network: Option<NetworkSettings>,
     /// Host directories offered.
     pub mounts: Vec<MountSettings>,
+    /// Sessions' bounds.
+    pub sessions: crate::config::SessionSettings,
 }
 
 impl From<&Settings> for Policy {
@@ -135,6 +138,7 @@ impl From<&Settings> for Policy {
             callbacks: s.callbacks.clone(),
             network: s.network.clone(),
             mounts: s.mounts.clone(),
+            sessions: s.sessions,
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct Api {
     inflight: Mutex<Inflight>,
     next_run: AtomicU64,
     started: Instant,
+    /// Open sessions.
+    sessions: sessions::Sessions,
 }
 
 impl std::fmt::Debug for Api {
@@ -194,6 +200,7 @@ impl Api {
             inflight: Mutex::new(Inflight::default()),
             next_run: AtomicU64::new(0),
             started: Instant::now(),
+            sessions: sessions::Sessions::new(),
         })
     }
 
@@ -219,6 +226,7 @@ impl Api {
     /// Starts taking jobs from the store (once, inside the runtime: `serve` does).
     pub fn start_jobs(self: &Arc<Self>) {
         jobs::start(self);
+        sessions::start(self);
     }
 
     /// Waits until no run is in progress and no job this daemon took waits or runs.

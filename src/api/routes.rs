@@ -23,6 +23,7 @@ use super::types::{
 use super::{Api, json};
 
 mod job_routes;
+mod session_routes;
 use crate::judge;
 use crate::lang::{Availability, When};
 use crate::pipeline;
@@ -35,15 +36,15 @@ pub(super) enum Peer {
     Tcp(SocketAddr),
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// What the request log line says about a run.
 #[derive(Debug, Default)]
-struct RunLog {
-    language: Option<String>,
-    status: Option<&'static str>,
+pub(super) struct RunLog {
+    pub(super) language: Option<String>,
+    pub(super) status: Option<&'static str>,
     /// Time in the executor (sandbox and program), to tell it from the API's own.
-    run_ms: Option<f64>,
+    pub(super) run_ms: Option<f64>,
 }
 
 /// One request's log line, written when it is answered, or when hyper drops the request
@@ -120,11 +121,18 @@ enum Endpoint {
     Live,
     Ready,
     Version,
+    OpenSession,
+    ListSessions,
+    CloseSession,
+    ExecuteCell,
+    GetFile,
+    PutFile,
+    DeleteFile,
 }
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
 /// segment.
-const ROUTES: [(Method, &str, Endpoint); 10] = [
+const ROUTES: [(Method, &str, Endpoint); 17] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
     (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
     (Method::GET, "/v1/jobs/{id}", Endpoint::GetJob),
@@ -135,14 +143,30 @@ const ROUTES: [(Method, &str, Endpoint); 10] = [
     (Method::GET, "/livez", Endpoint::Live),
     (Method::GET, "/readyz", Endpoint::Ready),
     (Method::GET, "/version", Endpoint::Version),
+    (Method::POST, "/v1/sessions", Endpoint::OpenSession),
+    (Method::GET, "/v1/sessions", Endpoint::ListSessions),
+    (Method::DELETE, "/v1/sessions/{id}", Endpoint::CloseSession),
+    (Method::POST, "/v1/sessions/{id}/execute", Endpoint::ExecuteCell),
+    (Method::GET, "/v1/sessions/{id}/files/{path}", Endpoint::GetFile),
+    (Method::PUT, "/v1/sessions/{id}/files/{path}", Endpoint::PutFile),
+    (Method::DELETE, "/v1/sessions/{id}/files/{path}", Endpoint::DeleteFile),
 ];
 
-/// Whether `path` matches `pattern`, and the `{id}` it holds.
+/// Whether `path` matches `pattern`, and the `{id}` it holds: `{id}` matches one path
+/// segment, a final `{path}` the rest (one segment or more).
 fn matches<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
-    match pattern.strip_suffix("{id}") {
-        Some(prefix) => path.strip_prefix(prefix).filter(|id| !id.is_empty() && !id.contains('/')),
-        None => (pattern == path).then_some(""),
-    }
+    let Some((prefix, suffix)) = pattern.split_once("{id}") else { return (pattern == path).then_some("") };
+    let rest = path.strip_prefix(prefix)?;
+    let id = match suffix.strip_suffix("{path}") {
+        Some(middle) => {
+            let (id, file) =
+                rest.split_once('/').map(|(id, r)| (id, r.strip_prefix(middle.trim_start_matches('/'))))?;
+            file.filter(|f| !f.is_empty())?;
+            id
+        }
+        None => rest.strip_suffix(suffix)?,
+    };
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// The endpoint (and `{id}`) for a method and path: 404 for an unknown path, 405 (with
@@ -151,6 +175,9 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     const GET: &[Method] = &[Method::GET];
     const POST: &[Method] = &[Method::POST];
     const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+    const GET_POST: &[Method] = &[Method::GET, Method::POST];
+    const DELETE: &[Method] = &[Method::DELETE];
+    const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
     let mut allowed = Vec::new();
     for (m, pattern, e) in &ROUTES {
         if let Some(id) = matches(pattern, path) {
@@ -163,8 +190,11 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     match allowed.as_slice() {
         [] => Err(ApiError::NotFound),
         [m] if *m == Method::POST => Err(ApiError::MethodNotAllowed(POST)),
+        [m] if *m == Method::DELETE => Err(ApiError::MethodNotAllowed(DELETE)),
         [_] => Err(ApiError::MethodNotAllowed(GET)),
-        _ => Err(ApiError::MethodNotAllowed(GET_DELETE)),
+        [a, b] if *a == Method::POST || *b == Method::POST => Err(ApiError::MethodNotAllowed(GET_POST)),
+        [_, _] => Err(ApiError::MethodNotAllowed(GET_DELETE)),
+        _ => Err(ApiError::MethodNotAllowed(GET_PUT_DELETE)),
     }
 }
 
@@ -191,6 +221,13 @@ async fn route(
         }
         Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
+        Endpoint::OpenSession => session_routes::open(api, req, caller).await,
+        Endpoint::ListSessions => Ok(session_routes::list(api, caller)),
+        Endpoint::CloseSession => session_routes::close(api, id, caller).await,
+        Endpoint::ExecuteCell => session_routes::execute(api, req, id, caller, request_id, log).await,
+        Endpoint::GetFile => session_routes::get_file(api, &path, id, caller).await,
+        Endpoint::PutFile => session_routes::put_file(api, req, id, caller).await,
+        Endpoint::DeleteFile => session_routes::delete_file(api, &path, id, caller).await,
     }
 }
 
@@ -359,10 +396,10 @@ impl Drop for Running<'_> {
 
 /// A client has this long to send its body (a slow one holds no run slot meanwhile, but it
 /// holds a connection).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks the content type and size, then reads the body.
-async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(super) async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
