@@ -15,6 +15,7 @@ mod contest;
 mod error;
 mod jobs;
 mod limiter;
+mod mcp;
 mod package;
 mod plan;
 mod routes;
@@ -115,6 +116,8 @@ pub struct Policy {
     pub mounts: Vec<MountSettings>,
     /// Sessions' bounds.
     pub sessions: crate::config::SessionSettings,
+    /// `Host` values `/mcp` accepts (empty: any), against DNS rebinding.
+    pub mcp_hosts: Vec<String>,
 }
 
 impl From<&Settings> for Policy {
@@ -139,7 +142,18 @@ impl From<&Settings> for Policy {
             network: s.network.clone(),
             mounts: s.mounts.clone(),
             sessions: s.sessions,
+            mcp_hosts: mcp_hosts(s.tcp),
         }
+    }
+}
+
+/// The loopback names, and the TCP address's own; any host when TCP listens on every
+/// address (keys guard it then).
+fn mcp_hosts(tcp: Option<std::net::SocketAddr>) -> Vec<String> {
+    match tcp {
+        Some(a) if a.ip().is_unspecified() => Vec::new(),
+        Some(a) => vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), a.ip().to_string()],
+        None => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
     }
 }
 
@@ -167,6 +181,8 @@ pub struct Api {
     started: Instant,
     /// Open sessions.
     sessions: sessions::Sessions,
+    /// The `/mcp` service.
+    mcp: mcp::Service,
 }
 
 impl std::fmt::Debug for Api {
@@ -189,7 +205,8 @@ impl Api {
     ) -> Arc<Api> {
         let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
         let jobs = jobs::Jobs::new(jobs, policy.job_lease);
-        Arc::new(Api {
+        Arc::new_cyclic(|me| Api {
+            mcp: mcp::service(me.clone(), policy.mcp_hosts.clone()),
             executor,
             description,
             languages,

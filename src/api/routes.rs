@@ -121,6 +121,7 @@ enum Endpoint {
     Live,
     Ready,
     Version,
+    Mcp,
     OpenSession,
     ListSessions,
     CloseSession,
@@ -132,7 +133,7 @@ enum Endpoint {
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
 /// segment.
-const ROUTES: [(Method, &str, Endpoint); 17] = [
+const ROUTES: [(Method, &str, Endpoint); 20] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
     (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
     (Method::GET, "/v1/jobs/{id}", Endpoint::GetJob),
@@ -143,6 +144,9 @@ const ROUTES: [(Method, &str, Endpoint); 17] = [
     (Method::GET, "/livez", Endpoint::Live),
     (Method::GET, "/readyz", Endpoint::Ready),
     (Method::GET, "/version", Endpoint::Version),
+    (Method::POST, "/mcp", Endpoint::Mcp),
+    (Method::GET, "/mcp", Endpoint::Mcp),
+    (Method::DELETE, "/mcp", Endpoint::Mcp),
     (Method::POST, "/v1/sessions", Endpoint::OpenSession),
     (Method::GET, "/v1/sessions", Endpoint::ListSessions),
     (Method::DELETE, "/v1/sessions/{id}", Endpoint::CloseSession),
@@ -221,6 +225,7 @@ async fn route(
         }
         Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
+        Endpoint::Mcp => Ok(super::mcp::handle(&api.mcp, req, caller).await),
         Endpoint::OpenSession => session_routes::open(api, req, caller).await,
         Endpoint::ListSessions => Ok(session_routes::list(api, caller)),
         Endpoint::CloseSession => session_routes::close(api, id, caller).await,
@@ -296,6 +301,20 @@ async fn execute(
     log.run_ms = Some(took.as_secs_f64() * 1000.0);
     log.status = Some(status);
     Ok(json(StatusCode::OK, &body))
+}
+
+/// A `/v1/execute` request given as JSON (the MCP tool's), answered as JSON.
+pub(super) async fn execute_value(
+    api: &Api,
+    body: serde_json::Value,
+    caller: Caller,
+) -> Result<serde_json::Value, ApiError> {
+    let ticket = api.limiter.admit()?;
+    let dto: ExecuteRequest = serde_json::from_value(body).map_err(|e| from_json(&e))?;
+    let planned = plan(api, dto, caller)?;
+    let slot = api.limiter.slot(ticket).await?;
+    let (body, _, _) = perform(api, planned, slot, Cancel::new()?, "mcp").await?;
+    Ok(body)
 }
 
 /// Runs planned work on a blocking thread with `slot` (and, for tests, whatever extra slots
@@ -420,7 +439,16 @@ pub(super) async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<
 }
 
 fn languages(api: &Api) -> Resp {
-    let languages = api
+    json(StatusCode::OK, &LanguagesResponse { languages: language_infos(api) })
+}
+
+/// `GET /v1/languages`' list as JSON values (for the MCP tool).
+pub(super) fn language_list(api: &Api) -> Vec<serde_json::Value> {
+    language_infos(api).iter().filter_map(|l| serde_json::to_value(l).ok()).collect()
+}
+
+fn language_infos(api: &Api) -> Vec<LanguageInfo> {
+    api
         .languages
         .all()
         .iter()
@@ -456,8 +484,7 @@ fn languages(api: &Api) -> Resp {
                 default_limits: language_defaults(l, &api.policy.default_limits, &api.policy.max_limits),
             }
         })
-        .collect();
-    json(StatusCode::OK, &LanguagesResponse { languages })
+        .collect()
 }
 
 async fn health(api: &Api) -> Resp {
