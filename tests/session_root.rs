@@ -208,9 +208,25 @@ fn a_frozen_idle_session_thaws_for_its_next_cell() {
         let id = open(&ep, json!({ "language": "javascript" })).await;
         cell(&ep, &id, "var n = 1").await;
         tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(frozen_cgroups() >= 1, "no frozen cgroup of ours while the session idles");
         let v = cell(&ep, &id, "n + 1").await;
         assert_eq!(v["value"], "2", "{v:#}");
     });
+}
+
+/// How many of our run cgroups are frozen now (cgroup.freeze of cgroup v2, or of the
+/// hybrid host's controller-less cgroup2 mount).
+fn frozen_cgroups() -> usize {
+    let mut n = 0;
+    for parent in ["/sys/fs/cgroup/codeexec", "/sys/fs/cgroup/unified/codeexec"] {
+        let Ok(dir) = std::fs::read_dir(parent) else { continue };
+        for e in dir.flatten() {
+            if std::fs::read_to_string(e.path().join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1") {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 #[test]

@@ -167,7 +167,9 @@ impl Tools {
         Tools { api, tool_router: Self::tool_router() }
     }
 
-    #[tool(description = "Run code in a fresh sandbox, or in a session (pass session_id from create_session to keep variables and files). Figures (matplotlib) come back as images.")]
+    #[tool(
+        description = "Run code in a fresh sandbox, or in a session (pass session_id from create_session to keep variables and files). Figures (matplotlib) come back as images."
+    )]
     async fn run_code(
         &self,
         Parameters(p): Parameters<RunCode>,
@@ -202,13 +204,20 @@ impl Tools {
         )
     }
 
-    #[tool(description = "Open a session: a sandbox whose interpreter keeps variables, imports and files between run_code calls. Returns session_id.")]
+    #[tool(
+        description = "Open a session: a sandbox whose interpreter keeps variables, imports and files between run_code calls. Returns session_id."
+    )]
     async fn create_session(
         &self,
         Parameters(p): Parameters<CreateSession>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let dto = SessionIn { language: p.language, version: p.version, idle_timeout_s: p.idle_timeout_s, ..Default::default() };
+        let dto = SessionIn {
+            language: p.language,
+            version: p.version,
+            idle_timeout_s: p.idle_timeout_s,
+            ..Default::default()
+        };
         answer(sessions::create(&self.api, dto, caller(&ctx)).await.map(|out| {
             let mut v = serde_json::to_value(&out).unwrap_or_default();
             v["session_id"] = v["id"].clone();
@@ -247,8 +256,12 @@ impl Tools {
         let size = data.as_ref().map_or(0, Vec::len);
         let path = p.path.clone();
         let written = match data {
-            Ok(data) if data.len() as u64 > sessions::MAX_FILE_BYTES => Err(ApiError::TooLarge(sessions::MAX_FILE_BYTES)),
-            Ok(data) => sessions::with_files(&self.api, &p.session_id, caller(&ctx), move |s| s.write_file(&path, &data)).await,
+            Ok(data) if data.len() as u64 > sessions::MAX_FILE_BYTES => {
+                Err(ApiError::TooLarge(sessions::MAX_FILE_BYTES))
+            }
+            Ok(data) => {
+                sessions::with_files(&self.api, &p.session_id, caller(&ctx), move |s| s.write_file(&path, &data)).await
+            }
             Err(e) => Err(e),
         };
         answer(written.map(|()| {
@@ -285,7 +298,9 @@ impl Tools {
         }))
     }
 
-    #[tool(description = "The languages this daemon runs, with their versions and whether sessions keep their variables.")]
+    #[tool(
+        description = "The languages this daemon runs, with their versions and whether sessions keep their variables."
+    )]
     async fn list_languages(&self) -> Result<CallToolResult, ErrorData> {
         let langs = super::routes::language_list(&self.api);
         let names: Vec<String> = langs.iter().filter_map(|l| l["id"].as_str().map(str::to_owned)).collect();
@@ -300,6 +315,8 @@ impl ServerHandler for Tools {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("codeexec", env!("CARGO_PKG_VERSION")))
-            .with_instructions("Run code in sandboxes. Use create_session and pass session_id to run_code to keep state.")
+            .with_instructions(
+                "Run code in sandboxes. Use create_session and pass session_id to run_code to keep state.",
+            )
     }
 }

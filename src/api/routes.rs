@@ -448,8 +448,7 @@ pub(super) fn language_list(api: &Api) -> Vec<serde_json::Value> {
 }
 
 fn language_infos(api: &Api) -> Vec<LanguageInfo> {
-    api
-        .languages
+    api.languages
         .all()
         .iter()
         .map(|(l, a)| {

@@ -61,7 +61,14 @@ impl Driver {
     /// Its environment on top of the base one.
     fn env(self) -> Vec<(String, String)> {
         let pairs: &[(&str, &str)] = match self {
-            Driver::Python => &[("PYTHONDONTWRITEBYTECODE", "1"), ("MPLBACKEND", "Agg"), ("MPLCONFIGDIR", "/tmp")],
+            // Debian's matplotlib looks for /etc/matplotlibrc, which the host root's
+            // generated /etc lacks; the same file is in /usr
+            Driver::Python => &[
+                ("PYTHONDONTWRITEBYTECODE", "1"),
+                ("MPLBACKEND", "Agg"),
+                ("MPLCONFIGDIR", "/tmp"),
+                ("MATPLOTLIBRC", "/usr/share/matplotlib/mpl-data/matplotlibrc"),
+            ],
             Driver::JavaScript => &[],
             Driver::TypeScript => &[("CODEEXEC_TS", "1"), ("NODE_PATH", "/usr/lib/node_modules")],
             Driver::Ruby => &[],

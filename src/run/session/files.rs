@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, setfsgid, setfsuid, unlinkat};
 
 use super::Session;
 use crate::run::OutputFile;
@@ -109,9 +109,12 @@ impl Session {
     }
 
     /// Writes `data` to `path` (relative to `/sandbox`), making its directories, owned by
-    /// the program's user inside.
+    /// the program's user inside. The calling thread creates them as that user (its
+    /// filesystem ids): the sandbox's tmpfs belongs to its user namespace, where our root
+    /// has no id, so files root made there could not be owned by anyone (EOVERFLOW).
     pub fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
         let path = checked(path)?;
+        let _as_owner = FsIds::become_(self.owner);
         let (dir, name) = match path.rsplit_once('/') {
             Some((dir, name)) => (Some(self.make_dirs(dir)?), name),
             None => (None, path),
@@ -123,7 +126,6 @@ impl Session {
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return Err(FileError::NotAFile(path.to_owned()));
         }
-        fchown(&fd, Some(Uid::from_raw(self.owner)), Some(Gid::from_raw(self.owner))).map_err(sys("fchown", path))?;
         let mut f = std::fs::File::from(fd);
         f.write_all(data).map_err(|e| sys("write", path)(Errno::from_raw(e.raw_os_error().unwrap_or(0))))
     }
@@ -161,8 +163,6 @@ impl Session {
             }
             let fd = openat2(parent, part, how(OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()))
                 .map_err(sys("openat2", dir))?;
-            fchown(&fd, Some(Uid::from_raw(self.owner)), Some(Gid::from_raw(self.owner)))
-                .map_err(sys("fchown", dir))?;
             at = Some(fd);
         }
         at.ok_or_else(|| FileError::BadPath(dir.to_owned()))
@@ -206,6 +206,29 @@ impl Session {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         (files, left_out)
+    }
+}
+
+/// The calling thread's filesystem uid and gid set to a sandbox's program's host id for
+/// as long as this lives (setfsuid(2): per thread; going from 0 to another id drops the
+/// file capabilities from the effective set, and going back restores them).
+struct FsIds {
+    uid: Uid,
+    gid: Gid,
+}
+
+impl FsIds {
+    fn become_(id: u32) -> FsIds {
+        let gid = setfsgid(Gid::from_raw(id));
+        let uid = setfsuid(Uid::from_raw(id));
+        FsIds { uid, gid }
+    }
+}
+
+impl Drop for FsIds {
+    fn drop(&mut self) {
+        setfsuid(self.uid);
+        setfsgid(self.gid);
     }
 }
 
