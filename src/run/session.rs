@@ -175,10 +175,9 @@ impl Session {
         start: &crate::sandbox::StartRequest,
     ) -> Result<(Fds, OwnedFd, u32), RunError> {
         let streams = sandbox.release(limits, start)?;
-        let stdin = streams.stdin.ok_or_else(|| RunError::Invalid("the driver has no stdin".into()))?;
         let workdir = files::open_workdir(sandbox.pid1().pid.as_raw())
             .map_err(|e| RunError::Invalid(format!("opening the session's /sandbox: {}", chain(&e))))?;
-        Ok(((stdin, streams.stdout, streams.stderr), workdir, sandbox.program_host_id(runner)))
+        Ok((streams, workdir, sandbox.program_host_id(runner)))
     }
 
     /// Its driver.

@@ -15,7 +15,7 @@ use crate::api::types::session::{CellIn, SessionIn};
 use crate::api::{Api, json};
 
 pub(super) async fn open(api: &Arc<Api>, req: Request<Incoming>, caller: Caller) -> Result<Resp, ApiError> {
-    let body = read_json_body(api, req).await?;
+    let (body, _held) = read_json_body(api, req).await?;
     let dto: SessionIn = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     let out = sessions::create(api, dto, caller).await?;
     Ok(json(StatusCode::CREATED, &out))
@@ -38,7 +38,7 @@ pub(super) async fn execute(
     request_id: &str,
     log: &mut RunLog,
 ) -> Result<Resp, ApiError> {
-    let body = read_json_body(api, req).await?;
+    let (body, _held) = read_json_body(api, req).await?;
     let dto: CellIn = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     let out = sessions::execute(api, id, dto, caller, request_id).await?;
     log.language = Some(out.language.id.clone());
