@@ -412,10 +412,10 @@ async fn reap(api: &Arc<Api>) {
             end(api, &e.id, true).await;
         } else if idle >= freeze_after && guard.as_ref().is_some_and(|s| !s.is_frozen()) {
             let _ = tokio::task::spawn_blocking(move || {
-                if let Some(s) = guard.as_mut() {
-                    if let Err(err) = s.freeze() {
-                        tracing::debug!(error = %crate::error_chain(&err), "an idle session could not be frozen");
-                    }
+                if let Some(s) = guard.as_mut()
+                    && let Err(err) = s.freeze()
+                {
+                    tracing::debug!(error = %crate::error_chain(&err), "an idle session could not be frozen");
                 }
             })
             .await;
