@@ -54,10 +54,13 @@ fn the_official_python_sdk_calls_every_tool_over_each_transport_and_version() {
 }
 
 #[test]
-fn mcp_on_tcp_needs_the_key() {
+fn mcp_on_tcp_needs_the_key_and_is_stateless() {
     require_privileged!();
     let d = Daemon::start(&[("CODEEXEC_SERVER_API_KEYS", KEY)]);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
     let r = runtime().block_on(common::daemon::post_to(&d.tcp, "/mcp", &body));
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // stateless: no stream to open, no MCP session to end
+    let r = runtime().block_on(common::daemon::get(&d.unix(), None, "/mcp"));
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
 }

@@ -555,8 +555,8 @@ mod tests {
     #[test]
     fn the_route_table_answers_404_and_405() {
         for (m, p, e) in &ROUTES {
-            let path = p.replace("{id}", "abc");
-            assert_eq!(select(m, &path).unwrap(), (*e, if p.ends_with("{id}") { "abc" } else { "" }));
+            let path = p.replace("{id}", "abc").replace("{path}", "data/in.csv");
+            assert_eq!(select(m, &path).unwrap(), (*e, if p.contains("{id}") { "abc" } else { "" }));
         }
         assert_eq!(select(&Method::GET, "/v1/execute").unwrap_err(), ApiError::MethodNotAllowed(&[Method::POST]));
         assert_eq!(
@@ -568,6 +568,14 @@ mod tests {
         assert_eq!(select(&Method::DELETE, "/health").unwrap_err(), ApiError::MethodNotAllowed(&[Method::GET]));
         assert_eq!(select(&Method::GET, "/v2/execute").unwrap_err(), ApiError::NotFound);
         assert_eq!(select(&Method::GET, "/health/").unwrap_err(), ApiError::NotFound);
+        // a session's file path is the rest of the path; its id one segment
+        assert_eq!(select(&Method::PUT, "/v1/sessions/s1/files/a/b/c").unwrap(), (Endpoint::PutFile, "s1"));
+        assert_eq!(select(&Method::GET, "/v1/sessions/s1/files/").unwrap_err(), ApiError::NotFound);
+        assert_eq!(select(&Method::POST, "/v1/sessions/a/b/execute").unwrap_err(), ApiError::NotFound);
+        assert_eq!(
+            select(&Method::PUT, "/v1/sessions").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::GET, Method::POST])
+        );
     }
 
     #[test]

@@ -389,12 +389,15 @@ pub(super) async fn with_files<T: Send + 'static>(
 
 /// Starts the reaper (inside the runtime): every quarter second, idle sessions are
 /// frozen and those past their idle timeout or lifetime ended.
+/// The reaper holds the API weakly: it ends when the API does (which closes the job
+/// store and ends every session with the runner).
 pub(super) fn start(api: &Arc<Api>) {
-    let api = Arc::clone(api);
+    let api = Arc::downgrade(api);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REAP_EVERY);
         loop {
             tick.tick().await;
+            let Some(api) = api.upgrade() else { return };
             reap(&api).await;
         }
     });
