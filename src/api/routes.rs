@@ -182,6 +182,7 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     const GET_POST: &[Method] = &[Method::GET, Method::POST];
     const DELETE: &[Method] = &[Method::DELETE];
     const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
+    const POST_GET_DELETE: &[Method] = &[Method::POST, Method::GET, Method::DELETE];
     let mut allowed = Vec::new();
     for (m, pattern, e) in &ROUTES {
         if let Some(id) = matches(pattern, path) {
@@ -198,6 +199,7 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
         [_] => Err(ApiError::MethodNotAllowed(GET)),
         [a, b] if *a == Method::POST || *b == Method::POST => Err(ApiError::MethodNotAllowed(GET_POST)),
         [_, _] => Err(ApiError::MethodNotAllowed(GET_DELETE)),
+        all if all.contains(&Method::POST) => Err(ApiError::MethodNotAllowed(POST_GET_DELETE)),
         _ => Err(ApiError::MethodNotAllowed(GET_PUT_DELETE)),
     }
 }
@@ -572,6 +574,14 @@ mod tests {
         assert_eq!(select(&Method::PUT, "/v1/sessions/s1/files/a/b/c").unwrap(), (Endpoint::PutFile, "s1"));
         assert_eq!(select(&Method::GET, "/v1/sessions/s1/files/").unwrap_err(), ApiError::NotFound);
         assert_eq!(select(&Method::POST, "/v1/sessions/a/b/execute").unwrap_err(), ApiError::NotFound);
+        assert_eq!(
+            select(&Method::PUT, "/mcp").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::POST, Method::GET, Method::DELETE])
+        );
+        assert_eq!(
+            select(&Method::POST, "/v1/sessions/s1/files/a").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::GET, Method::PUT, Method::DELETE])
+        );
         assert_eq!(
             select(&Method::PUT, "/v1/sessions").unwrap_err(),
             ApiError::MethodNotAllowed(&[Method::GET, Method::POST])
