@@ -17,6 +17,7 @@ mod error;
 mod jobs;
 mod limiter;
 mod live;
+mod mcp;
 mod metrics;
 mod package;
 mod plan;
@@ -24,6 +25,7 @@ mod rate;
 mod routes;
 mod server;
 mod service;
+mod sessions;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -123,6 +125,10 @@ pub struct Policy {
     pub metrics: MetricsSettings,
     /// Each API key's limits, in `api_keys`' order.
     pub rate_limits: RateLimits,
+    /// Sessions' bounds.
+    pub sessions: crate::config::SessionSettings,
+    /// `Host` values `/mcp` accepts (empty: any), against DNS rebinding.
+    pub mcp_hosts: Vec<String>,
 }
 
 impl From<&Settings> for Policy {
@@ -148,7 +154,19 @@ impl From<&Settings> for Policy {
             mounts: s.mounts.clone(),
             metrics: s.metrics,
             rate_limits: s.rate_limits.clone(),
+            sessions: s.sessions,
+            mcp_hosts: mcp_hosts(s.tcp),
         }
+    }
+}
+
+/// The loopback names, and the TCP address's own; any host when TCP listens on every
+/// address (keys guard it then).
+fn mcp_hosts(tcp: Option<std::net::SocketAddr>) -> Vec<String> {
+    match tcp {
+        Some(a) if a.ip().is_unspecified() => Vec::new(),
+        Some(a) => vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), a.ip().to_string()],
+        None => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
     }
 }
 
@@ -180,6 +198,10 @@ pub struct Api {
     started: Instant,
     /// Places for streams and WebSockets (`live::MAX_LIVE`).
     live: Arc<tokio::sync::Semaphore>,
+    /// Open sessions.
+    sessions: sessions::Sessions,
+    /// The `/mcp` service.
+    mcp: mcp::Service,
 }
 
 impl std::fmt::Debug for Api {
@@ -206,7 +228,8 @@ impl Api {
             usize::try_from(policy.max_body_bytes).unwrap_or(usize::MAX),
         );
         let jobs = jobs::Jobs::new(jobs, policy.job_lease);
-        Arc::new(Api {
+        Arc::new_cyclic(|me| Api {
+            mcp: mcp::service(me.clone(), policy.mcp_hosts.clone()),
             executor,
             description,
             languages,
@@ -220,6 +243,7 @@ impl Api {
             next_run: AtomicU64::new(0),
             started: Instant::now(),
             live: Arc::new(tokio::sync::Semaphore::new(live::MAX_LIVE)),
+            sessions: sessions::Sessions::new(),
         })
     }
 
@@ -250,6 +274,7 @@ impl Api {
     /// Starts taking jobs from the store (once, inside the runtime: `serve` does).
     pub fn start_jobs(self: &Arc<Self>) {
         jobs::start(self);
+        sessions::start(self);
     }
 
     /// Waits until no run is in progress and no job this daemon took waits or runs.

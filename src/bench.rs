@@ -4,6 +4,7 @@
 //! through the zygote, supervision, accounting and cleanup.
 
 pub mod jobs;
+pub mod sessions;
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};

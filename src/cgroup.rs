@@ -65,6 +65,9 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// There is no cgroup2 hierarchy to freeze a cgroup with.
+    #[error("no cgroup2 hierarchy to freeze with (a v1 host without the unified mount)")]
+    NoFreezer,
     /// A new cgroup's parent does not (yet) give it our controllers: another codeexec
     /// process removed the parent and a third made it again but has not enabled them yet.
     #[error("the parent of {0} does not enable the memory, pids and cpu controllers")]
@@ -330,6 +333,17 @@ impl Cgroup {
         match &self.inner {
             Backend::V1(c) => c.kill(),
             Backend::V2(c) => c.kill(),
+        }
+    }
+
+    /// Freezes (`true`) or thaws every process in the cgroup: `cgroup.freeze` of cgroup v2,
+    /// which a hybrid host's controller-less cgroup2 mount has too. A v1 host without that
+    /// mount cannot ([`CgroupError::NoFreezer`]); its sessions stay unfrozen.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let value = if frozen { "1" } else { "0" };
+        match &self.inner {
+            Backend::V1(c) => c.freeze(value),
+            Backend::V2(c) => c.freeze(value),
         }
     }
 

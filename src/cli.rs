@@ -27,6 +27,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Start the daemon: the HTTP API on a Unix socket and/or TCP (needs root).
     Serve(ServeArgs),
+    /// A Model Context Protocol server on stdin/stdout for clients that spawn theirs:
+    /// bridged to a daemon's `/mcp`.
+    Mcp(McpArgs),
     /// Say what this host offers: privileges, cgroup layout, seccomp policy.
     Info(CommonArgs),
     /// Measure per-run latency and throughput (used by scripts/bench).
@@ -50,6 +53,17 @@ pub enum Command {
     /// exit 1 if there are any (used by the test suite).
     #[command(hide = true)]
     Leaks(CommonArgs),
+}
+
+/// `codeexec mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The daemon: `unix:/path/to.sock`, a socket path, or `http://host:port`.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub remote: String,
+    /// The API key for a daemon's TCP listener (or set CODEEXEC_API_KEY).
+    #[arg(long, value_name = "KEY", env = "CODEEXEC_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// `codeexec image …`.

@@ -2,6 +2,8 @@
 //! stream): used by `codeexec run --remote`, the API benchmark and the tests. One
 //! [`Connection`] is one kept-alive HTTP/1 connection; requests on it go one at a time.
 
+pub mod mcp;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

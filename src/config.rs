@@ -82,6 +82,84 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Per-key request rates and runs at once.
     pub rate_limit: RateLimitConfig,
+    /// Sessions (`/v1/sessions`).
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Sessions open at once (each holds a sandbox: a slot, a cgroup, its processes).
+    pub max: u64,
+    /// Sessions one API key may have open at once (the Unix socket's callers share `max`).
+    pub max_per_key: u64,
+    /// Idle time after which a session ends, when its request gives none, seconds.
+    pub idle_timeout_s: u64,
+    /// The longest idle time a request may ask for, seconds.
+    pub max_idle_timeout_s: u64,
+    /// The longest a session may live, seconds (a request may ask for less).
+    pub max_lifetime_s: u64,
+    /// Idle sessions are frozen (cgroup freezer) after this many milliseconds.
+    pub freeze_after_ms: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            max: 1000,
+            max_per_key: 100,
+            idle_timeout_s: 600,
+            max_idle_timeout_s: 3600,
+            max_lifetime_s: 86_400,
+            freeze_after_ms: 1000,
+        }
+    }
+}
+
+/// Sessions' bounds, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Open at once.
+    pub max: usize,
+    /// Open at once per API key.
+    pub max_per_key: usize,
+    /// Default idle timeout.
+    pub idle_timeout: Duration,
+    /// Longest idle timeout.
+    pub max_idle_timeout: Duration,
+    /// Longest lifetime.
+    pub max_lifetime: Duration,
+    /// Idle time before freezing.
+    pub freeze_after: Duration,
+}
+
+impl SessionsConfig {
+    fn settings(&self) -> Result<SessionSettings> {
+        let c = self;
+        if !(1..=1000).contains(&c.max) {
+            return Err(ConfigError::Invalid(format!("sessions.max {}: 1 to 1000", c.max)));
+        }
+        if c.max_per_key == 0 || c.max_per_key > c.max {
+            return Err(ConfigError::Invalid(format!("sessions.max_per_key {}: 1 to sessions.max", c.max_per_key)));
+        }
+        if c.idle_timeout_s == 0 || c.idle_timeout_s > c.max_idle_timeout_s || c.max_idle_timeout_s > c.max_lifetime_s {
+            return Err(ConfigError::Invalid(
+                "sessions: 0 < idle_timeout_s <= max_idle_timeout_s <= max_lifetime_s".into(),
+            ));
+        }
+        if c.max_lifetime_s > 7 * 86_400 {
+            return Err(ConfigError::Invalid(format!("sessions.max_lifetime_s {}: at most 604800", c.max_lifetime_s)));
+        }
+        Ok(SessionSettings {
+            max: usize::try_from(c.max).unwrap_or(1000),
+            max_per_key: usize::try_from(c.max_per_key).unwrap_or(1000),
+            idle_timeout: Duration::from_secs(c.idle_timeout_s),
+            max_idle_timeout: Duration::from_secs(c.max_idle_timeout_s),
+            max_lifetime: Duration::from_secs(c.max_lifetime_s),
+            freeze_after: Duration::from_millis(c.freeze_after_ms),
+        })
+    }
 }
 
 /// `[compile_cache]`.
@@ -388,6 +466,8 @@ pub struct Settings {
     pub network: Option<NetworkSettings>,
     /// Host directories offered to sandboxes.
     pub mounts: Vec<MountSettings>,
+    /// Sessions' bounds.
+    pub sessions: SessionSettings,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
     /// `GET /metrics`.
@@ -487,9 +567,22 @@ impl Config {
         let callbacks = self.callback_policy(&mut warnings)?;
         let network = self.network_settings()?;
         let mounts = self.mount_settings(&mut warnings)?;
+        let mut sessions = self.sessions.settings()?;
+        // every open session holds one of the host's 1024 run slots (uid pairs, cgroups)
+        let warm = usize::try_from(r.warm).unwrap_or(0).min(concurrency * 4);
+        let room = 1024usize.saturating_sub(concurrency + warm).max(1);
+        if sessions.max > room {
+            warnings.push(format!(
+                "sessions.max {} is lowered to {room}: runs.concurrency and runs.warm hold the rest of the host's 1024 run slots",
+                sessions.max
+            ));
+            sessions.max = room;
+            sessions.max_per_key = sessions.max_per_key.min(room);
+        }
         Ok(Settings {
             metrics: self.metrics_settings(),
             rate_limits: self.rate_limits()?,
+            sessions,
             network,
             mounts,
             compile_cache,

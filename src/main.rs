@@ -37,6 +37,7 @@ fn main() -> ExitCode {
                 Command::BenchApi(args) => run_bench_api(&args),
                 Command::BenchJobs(args) => run_bench_jobs(&args),
                 Command::Leaks(common) => leaks(&common),
+                Command::Mcp(args) => mcp_bridge(&args),
                 Command::Image(cmd) => image_command(&cmd),
                 Command::Judge(args) => ExitCode::from(codeexec::problem::command::run(&args)),
                 Command::Serve(_) => unreachable!("handled above"),
@@ -222,6 +223,22 @@ async fn shutdown_signal() {
 
 /// `codeexec run --remote`: the same request, sent to a daemon; printed and mapped to an
 /// exit code as a local run.
+fn mcp_bridge(args: &codeexec::cli::McpArgs) -> ExitCode {
+    let endpoint: client::Endpoint = match args.remote.parse() {
+        Ok(e) => e,
+        Err(e) => return fail(EXIT_USAGE, &anyhow::Error::new(e)),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, &anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    let stdin = std::io::stdin().lock();
+    match client::mcp::bridge(&runtime, &endpoint, args.api_key.as_deref(), stdin, std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_INTERNAL, &e.into()),
+    }
+}
+
 fn run_remote(args: &RunArgs) -> ExitCode {
     let local_only = args.local_only();
     if !local_only.is_empty() {
@@ -587,6 +604,12 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
             let rows = bench::stream_rows(&endpoint, args.runs.clamp(5, 50)).await.map_err(anyhow::Error::msg)?;
             out.push_str(&format!(
                 "\nstreamed runs (NDJSON): the first output byte, and the whole run\n{}",
+                bench::table(&rows)
+            ));
+            let rows = bench::sessions::rows(&endpoint, args.runs).await.map_err(anyhow::Error::msg)?;
+            let ratio = rows[2].series.median / rows[1].series.median.max(1.0);
+            out.push_str(&format!(
+                "\n{}a cell in a warm session answers {ratio:.1}x faster than a fresh run (medians)\n",
                 bench::table(&rows)
             ));
             Ok(out)

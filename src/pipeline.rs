@@ -28,11 +28,20 @@ use crate::run::{
 pub trait Executor: Send + Sync + 'static {
     /// Runs one program to the end (blocking).
     fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError>;
+
+    /// The runner that opens sessions, when this executor is one (fakes are not).
+    fn sessions(&self) -> Option<&Runner> {
+        None
+    }
 }
 
 impl Executor for Runner {
     fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
         self.run(req)
+    }
+
+    fn sessions(&self) -> Option<&Runner> {
+        Some(self)
     }
 }
 

@@ -16,6 +16,7 @@ mod outcome;
 mod plan;
 mod pool;
 mod prepared;
+mod session;
 mod slot;
 mod supervise;
 mod verdict;
@@ -28,6 +29,10 @@ pub use live::{ALLOWED_SIGNALS, Control, ControlError, Event, Live, parse_signal
 pub use outcome::{Exceeded, FileContent, OutputFile, RunOutcome, Status};
 pub use plan::check_files;
 pub use prepared::{MAX_OUTPUT_BYTES, MAX_OUTPUT_FILES};
+pub use session::{
+    Cell, CellOutcome, Display, Driver, ErrorInfo, FileError, MAX_ARTIFACT_BYTES, MAX_ARTIFACTS, MAX_CODE_BYTES,
+    Session, SessionRequest,
+};
 pub use verdict::signal_name;
 
 use crate::cgroup::{CgroupError, Hierarchy};

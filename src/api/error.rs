@@ -23,6 +23,12 @@ pub(super) enum ApiError {
     NotFound,
     /// 404: no such job (the message says how long jobs are kept).
     NoSuchJob(String),
+    /// 404: no such session (never opened, or closed by its client).
+    NoSuchSession(String),
+    /// 410: the session ended by itself (idle, lifetime, a daemon restart).
+    SessionExpired(String),
+    /// 429: the sessions' bound (or the key's) is reached.
+    SessionsFull(String),
     /// 405: the path exists, the method does not.
     MethodNotAllowed(&'static [Method]),
     /// 408: the body did not arrive in time.
@@ -62,7 +68,9 @@ impl ApiError {
             ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound | ApiError::NoSuchJob(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchJob(_) | ApiError::NoSuchSession(_) => StatusCode::NOT_FOUND,
+            ApiError::SessionExpired(_) => StatusCode::GONE,
+            ApiError::SessionsFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -81,7 +89,9 @@ impl ApiError {
             ApiError::BadJson(_) => "bad_json",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound | ApiError::NoSuchJob(_) => "not_found",
+            ApiError::NotFound | ApiError::NoSuchJob(_) | ApiError::NoSuchSession(_) => "not_found",
+            ApiError::SessionExpired(_) => "session_expired",
+            ApiError::SessionsFull(_) => "too_many_sessions",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Conflict(_) => "conflict",
@@ -103,6 +113,9 @@ impl ApiError {
             | ApiError::Invalid(m)
             | ApiError::Conflict(m)
             | ApiError::NoSuchJob(m)
+            | ApiError::NoSuchSession(m)
+            | ApiError::SessionExpired(m)
+            | ApiError::SessionsFull(m)
             | ApiError::QueueFull(m)
             | ApiError::StoreUnavailable(m)
             | ApiError::Forbidden(m) => m.clone(),
@@ -219,6 +232,8 @@ mod tests {
             (ApiError::StoreUnavailable("x".into()), 503, "store_unavailable"),
             (ApiError::Internal("x".into()), 500, "internal_error"),
             (ApiError::Stopping, 503, "shutting_down"),
+            (ApiError::NoSuchSession("x".into()), 404, "not_found"),
+            (ApiError::SessionExpired("x".into()), 410, "session_expired"),
         ];
         for (e, status, code) in cases {
             let resp = e.clone().into_response("id-1");

@@ -23,6 +23,7 @@ use super::types::{
 use super::{Api, json};
 
 mod job_routes;
+mod session_routes;
 use crate::judge;
 use crate::lang::{Availability, When};
 use crate::pipeline;
@@ -35,17 +36,17 @@ pub(super) enum Peer {
     Tcp(SocketAddr),
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 /// A response whose body may be streamed (a live run's events).
 pub(super) type Reply = Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>;
 
 /// What the request log line says about a run.
 #[derive(Debug, Default)]
-struct RunLog {
-    language: Option<String>,
-    status: Option<&'static str>,
+pub(super) struct RunLog {
+    pub(super) language: Option<String>,
+    pub(super) status: Option<&'static str>,
     /// Time in the executor (sandbox and program), to tell it from the API's own.
-    run_ms: Option<f64>,
+    pub(super) run_ms: Option<f64>,
 }
 
 /// One request's log line, written when it is answered, or when hyper drops the request
@@ -133,11 +134,19 @@ pub(super) enum Endpoint {
     Version,
     /// `/metrics`, `/openapi.json`, the playground (`service.rs`).
     Service(super::service::Endpoint),
+    Mcp,
+    OpenSession,
+    ListSessions,
+    CloseSession,
+    ExecuteCell,
+    GetFile,
+    PutFile,
+    DeleteFile,
 }
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
 /// segment.
-const ROUTES: [(Method, &str, Endpoint); 11] = [
+const ROUTES: [(Method, &str, Endpoint); 21] = [
     (Method::POST, "/v1/execute", Endpoint::Execute),
     (Method::GET, "/v1/connect", Endpoint::Connect),
     (Method::POST, "/v1/jobs", Endpoint::SubmitJob),
@@ -149,6 +158,16 @@ const ROUTES: [(Method, &str, Endpoint); 11] = [
     (Method::GET, "/livez", Endpoint::Live),
     (Method::GET, "/readyz", Endpoint::Ready),
     (Method::GET, "/version", Endpoint::Version),
+    (Method::POST, "/mcp", Endpoint::Mcp),
+    (Method::GET, "/mcp", Endpoint::Mcp),
+    (Method::DELETE, "/mcp", Endpoint::Mcp),
+    (Method::POST, "/v1/sessions", Endpoint::OpenSession),
+    (Method::GET, "/v1/sessions", Endpoint::ListSessions),
+    (Method::DELETE, "/v1/sessions/{id}", Endpoint::CloseSession),
+    (Method::POST, "/v1/sessions/{id}/execute", Endpoint::ExecuteCell),
+    (Method::GET, "/v1/sessions/{id}/files/{path}", Endpoint::GetFile),
+    (Method::PUT, "/v1/sessions/{id}/files/{path}", Endpoint::PutFile),
+    (Method::DELETE, "/v1/sessions/{id}/files/{path}", Endpoint::DeleteFile),
 ];
 
 // ---- the service's routes (`/metrics`, `/openapi.json`, the playground): service.rs ----
@@ -167,12 +186,21 @@ fn rate_check(api: &Api, caller: Caller) -> Result<(), ApiError> {
 }
 // ---- end of the service's routes ----
 
-/// Whether `path` matches `pattern`, and the `{id}` it holds.
+/// Whether `path` matches `pattern`, and the `{id}` it holds: `{id}` matches one path
+/// segment, a final `{path}` the rest (one segment or more).
 fn matches<'a>(pattern: &str, path: &'a str) -> Option<&'a str> {
-    match pattern.strip_suffix("{id}") {
-        Some(prefix) => path.strip_prefix(prefix).filter(|id| !id.is_empty() && !id.contains('/')),
-        None => (pattern == path).then_some(""),
-    }
+    let Some((prefix, suffix)) = pattern.split_once("{id}") else { return (pattern == path).then_some("") };
+    let rest = path.strip_prefix(prefix)?;
+    let id = match suffix.strip_suffix("{path}") {
+        Some(middle) => {
+            let (id, file) =
+                rest.split_once('/').map(|(id, r)| (id, r.strip_prefix(middle.trim_start_matches('/'))))?;
+            file.filter(|f| !f.is_empty())?;
+            id
+        }
+        None => rest.strip_suffix(suffix)?,
+    };
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// The endpoint (and `{id}`) for a method and path: 404 for an unknown path, 405 (with
@@ -181,6 +209,10 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     const GET: &[Method] = &[Method::GET];
     const POST: &[Method] = &[Method::POST];
     const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+    const GET_POST: &[Method] = &[Method::GET, Method::POST];
+    const DELETE: &[Method] = &[Method::DELETE];
+    const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
+    const POST_GET_DELETE: &[Method] = &[Method::POST, Method::GET, Method::DELETE];
     let mut allowed = Vec::new();
     for (m, pattern, e) in all_routes() {
         if let Some(id) = matches(pattern, path) {
@@ -193,8 +225,12 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     match allowed.as_slice() {
         [] => Err(ApiError::NotFound),
         [m] if *m == Method::POST => Err(ApiError::MethodNotAllowed(POST)),
+        [m] if *m == Method::DELETE => Err(ApiError::MethodNotAllowed(DELETE)),
         [_] => Err(ApiError::MethodNotAllowed(GET)),
-        _ => Err(ApiError::MethodNotAllowed(GET_DELETE)),
+        [a, b] if *a == Method::POST || *b == Method::POST => Err(ApiError::MethodNotAllowed(GET_POST)),
+        [_, _] => Err(ApiError::MethodNotAllowed(GET_DELETE)),
+        all if all.contains(&Method::POST) => Err(ApiError::MethodNotAllowed(POST_GET_DELETE)),
+        _ => Err(ApiError::MethodNotAllowed(GET_PUT_DELETE)),
     }
 }
 
@@ -228,6 +264,14 @@ async fn route(
         Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
         Endpoint::Service(e) => super::service::route(api, e).await,
+        Endpoint::Mcp => Ok(super::mcp::handle(&api.mcp, req, caller).await),
+        Endpoint::OpenSession => session_routes::open(api, req, caller).await,
+        Endpoint::ListSessions => Ok(session_routes::list(api, caller)),
+        Endpoint::CloseSession => session_routes::close(api, id, caller).await,
+        Endpoint::ExecuteCell => session_routes::execute(api, req, id, caller, request_id, log).await,
+        Endpoint::GetFile => session_routes::get_file(api, &path, id, caller).await,
+        Endpoint::PutFile => session_routes::put_file(api, req, id, caller).await,
+        Endpoint::DeleteFile => session_routes::delete_file(api, &path, id, caller).await,
     };
     resp.map(full)
 }
@@ -318,6 +362,20 @@ async fn execute(
     log.run_ms = Some(took.as_secs_f64() * 1000.0);
     log.status = Some(status);
     Ok(json(StatusCode::OK, &body).map(BodyExt::boxed))
+}
+
+/// A `/v1/execute` request given as JSON (the MCP tool's), answered as JSON.
+pub(super) async fn execute_value(
+    api: &Api,
+    body: serde_json::Value,
+    caller: Caller,
+) -> Result<serde_json::Value, ApiError> {
+    let ticket = api.limiter.admit()?;
+    let dto: ExecuteRequest = serde_json::from_value(body).map_err(|e| from_json(&e))?;
+    let planned = plan(api, dto, caller)?;
+    let slot = api.limiter.slot(ticket).await?;
+    let (body, _, _) = perform(api, planned, slot, Cancel::new()?, "mcp").await?;
+    Ok(body)
 }
 
 /// Runs planned work on a blocking thread with `slot` (and, for tests, whatever extra slots
@@ -439,11 +497,11 @@ impl Drop for Running<'_> {
 
 /// A client has this long to send its body (a slow one holds no run slot or queue place
 /// meanwhile, only its connection and the bytes it has sent).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks the content type and size, then reads the body within `BODY_TIMEOUT`, its bytes
 /// held from the limiter's body budget (given back when the returned permit is dropped).
-async fn read_json_body(
+pub(super) async fn read_json_body(
     api: &Api,
     req: Request<Incoming>,
 ) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
@@ -481,8 +539,16 @@ async fn read_json_body(
 }
 
 fn languages(api: &Api) -> Resp {
-    let languages = api
-        .languages
+    json(StatusCode::OK, &LanguagesResponse { languages: language_infos(api) })
+}
+
+/// `GET /v1/languages`' list as JSON values (for the MCP tool).
+pub(super) fn language_list(api: &Api) -> Vec<serde_json::Value> {
+    language_infos(api).iter().filter_map(|l| serde_json::to_value(l).ok()).collect()
+}
+
+fn language_infos(api: &Api) -> Vec<LanguageInfo> {
+    api.languages
         .all()
         .iter()
         .map(|(l, a)| {
@@ -517,8 +583,7 @@ fn languages(api: &Api) -> Resp {
                 default_limits: language_defaults(l, &api.policy.default_limits, &api.policy.max_limits),
             }
         })
-        .collect();
-    json(StatusCode::OK, &LanguagesResponse { languages })
+        .collect()
 }
 
 async fn health(api: &Api) -> Resp {
@@ -567,8 +632,8 @@ mod tests {
     #[test]
     fn the_route_table_answers_404_and_405() {
         for (m, p, e) in all_routes() {
-            let path = p.replace("{id}", "abc");
-            assert_eq!(select(&m, &path).unwrap(), (e, if p.ends_with("{id}") { "abc" } else { "" }));
+            let path = p.replace("{id}", "abc").replace("{path}", "data/in.csv");
+            assert_eq!(select(&m, &path).unwrap(), (e, if p.contains("{id}") { "abc" } else { "" }));
         }
         assert_eq!(select(&Method::GET, "/v1/execute").unwrap_err(), ApiError::MethodNotAllowed(&[Method::POST]));
         assert_eq!(
@@ -580,6 +645,22 @@ mod tests {
         assert_eq!(select(&Method::DELETE, "/health").unwrap_err(), ApiError::MethodNotAllowed(&[Method::GET]));
         assert_eq!(select(&Method::GET, "/v2/execute").unwrap_err(), ApiError::NotFound);
         assert_eq!(select(&Method::GET, "/health/").unwrap_err(), ApiError::NotFound);
+        // a session's file path is the rest of the path; its id one segment
+        assert_eq!(select(&Method::PUT, "/v1/sessions/s1/files/a/b/c").unwrap(), (Endpoint::PutFile, "s1"));
+        assert_eq!(select(&Method::GET, "/v1/sessions/s1/files/").unwrap_err(), ApiError::NotFound);
+        assert_eq!(select(&Method::POST, "/v1/sessions/a/b/execute").unwrap_err(), ApiError::NotFound);
+        assert_eq!(
+            select(&Method::PUT, "/mcp").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::POST, Method::GET, Method::DELETE])
+        );
+        assert_eq!(
+            select(&Method::POST, "/v1/sessions/s1/files/a").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::GET, Method::PUT, Method::DELETE])
+        );
+        assert_eq!(
+            select(&Method::PUT, "/v1/sessions").unwrap_err(),
+            ApiError::MethodNotAllowed(&[Method::GET, Method::POST])
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub(super) mod contest;
 pub(super) mod judge;
+pub(super) mod session;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};

@@ -60,6 +60,14 @@ impl Cgroup {
         })
     }
 
+    /// Through the controller-less cgroup2 directory, when the host has one.
+    pub(super) fn freeze(&self, value: &str) -> Result<()> {
+        if !self.unified {
+            return Err(CgroupError::NoFreezer);
+        }
+        write_file(&self.usage.join("cgroup.freeze"), value)
+    }
+
     /// Writes what differs from `old` (everything when `old` is `None`).
     pub(super) fn set_limits(&self, limits: &Limits, old: Option<&Limits>) -> Result<()> {
         if old.is_none_or(|o| o.memory_bytes != limits.memory_bytes) {

@@ -167,6 +167,10 @@ impl Cgroup {
         Ok(Stats { cpu_usage: self.cpu_usage()?, memory_peak_bytes, oom_kills, pids_max_events })
     }
 
+    pub(super) fn freeze(&self, value: &str) -> Result<()> {
+        write_file(&self.dir.join("cgroup.freeze"), value)
+    }
+
     pub(super) fn kill(&self) -> Result<()> {
         let path = self.dir.join("cgroup.kill");
         if path.exists() {

@@ -259,6 +259,43 @@ impl Prepared {
         Ok(outcome)
     }
 
+    /// Starts a program that outlives this call (a session's driver): the limits and sizes
+    /// are set as for a run, the start request sent, and `Started` awaited; its streams
+    /// are handed over and nothing watches it. Dropping the sandbox ends it.
+    pub(super) fn release(
+        &mut self,
+        limits: &Limits,
+        start: &StartRequest,
+    ) -> Result<(OwnedFd, OwnedFd, OwnedFd), RunError> {
+        if std::mem::replace(&mut self.used, true) {
+            return Err(used());
+        }
+        if start.sizes != self.sizes {
+            self.chan.send_resize(&start.sizes).map_err(sys("send resize"))?;
+            self.expect(|r| matches!(r, Report::Resized), "resized")?;
+        }
+        self.cgroup.as_mut().ok_or_else(used)?.set_limits(&plan::cgroup_limits(limits))?;
+        self.starter.start(start, None).map_err(sys("send the start request"))?;
+        self.expect(|r| matches!(r, Report::Started), "started")?;
+        let taken = |o: &mut Option<OwnedFd>| o.take().ok_or_else(used);
+        Ok((taken(&mut self.stdin)?, taken(&mut self.stdout)?, taken(&mut self.stderr)?))
+    }
+
+    /// PID 1 of the sandbox.
+    pub(super) fn pid1(&self) -> &Spawned {
+        &self.pid1
+    }
+
+    /// The host uid and gid that are the program's inside.
+    pub(super) fn program_host_id(&self, runner: &Inner) -> u32 {
+        runner.idmap(self._slot.index()).program_host
+    }
+
+    /// The sandbox's cgroup.
+    pub(super) fn group(&self) -> Result<&Cgroup, RunError> {
+        self.cgroup()
+    }
+
     fn kill_and_reap(&mut self) {
         let _ = sandbox::kill(self.pid1.pidfd.as_fd());
         if let Some(cg) = &self.cgroup {

@@ -48,7 +48,7 @@ pub(super) struct Capture {
 
 impl Capture {
     /// Keeps what fits; returns true when this chunk went over the limit.
-    fn push(&mut self, chunk: &[u8], limit: usize) -> bool {
+    pub(super) fn push(&mut self, chunk: &[u8], limit: usize) -> bool {
         let room = limit.saturating_sub(self.data.len());
         self.data.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if chunk.len() > room {
