@@ -523,7 +523,8 @@ impl Config {
             }
         }
         for ((name, dv), (_, mv)) in d.fields().into_iter().zip(m.fields()) {
-            if dv == 0 || dv > mv {
+            let min = if name == "memory_mb" { crate::limit::MIN_MEMORY_MB } else { 1 };
+            if dv < min || dv > mv {
                 return Err(ConfigError::Invalid(format!(
                     "limits.default.{name} = {dv}: must be 1 to limits.max.{name} ({mv})"
                 )));

@@ -288,7 +288,7 @@ async fn bad_requests_get_a_fitting_status_and_the_server_keeps_serving() {
         (json!({"language": "bash", "code": "x", "args": "a b"}), "invalid type"),
         (
             json!({"language": "bash", "code": "x", "limits": {"memory_mb": 0}}),
-            "limits.memory_mb = 0: must be 1 to 4096",
+            "limits.memory_mb = 0: must be 4 to 4096",
         ),
         (
             json!({"language": "bash", "code": "x", "limits": {"cpu_time_ms": 60001}}),
@@ -308,7 +308,7 @@ async fn bad_requests_get_a_fitting_status_and_the_server_keeps_serving() {
         expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", needle);
     }
     let r = s.execute(json!({"language": "bash", "code": "x", "limits": {"memory_mb": 18446744073709551615u64}})).await;
-    expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "must be 1 to 4096");
+    expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "must be 4 to 4096");
     // an executor failure is ours: 500, logged under the request id
     let r = s.execute(json!({"language": "bash", "code": "fail"})).await;
     expect_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the fake executor failed");
