@@ -310,3 +310,56 @@ language!(rust, "rust", {
     hog: ("main.rs", "fn main() {\n    let mut all = Vec::new();\n    loop {\n        all.push(vec![1u8; 1 << 20]);\n    }\n}\n"),
     files: &[("main.rs", "mod util;\nfn main() {\n    println!(\"{}\", util::twice(21));\n}\n"), ("util.rs", "pub fn twice(x: i32) -> i32 {\n    2 * x\n}\n")],
 });
+
+// Verdicts third-party judge suites expect (issue 14, items 11 and 15 to 19).
+
+#[test]
+fn javac_runs_no_annotation_processor_the_request_ships() {
+    require_privileged!();
+    // a processor on the class path (/sandbox) with its service file: javac would run it
+    // at compile time, as the request's code, unless told not to
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Evil.java"), EVIL_PROCESSOR).unwrap();
+    let built =
+        std::process::Command::new("javac").arg("-d").arg(dir.path()).arg(dir.path().join("Evil.java")).status();
+    assert!(built.unwrap().success(), "javac on the host builds the processor");
+    let service = dir.path().join("service");
+    std::fs::write(&service, "Evil\n").unwrap();
+    let main = dir.path().join("Main.java");
+    std::fs::write(
+        &main,
+        "public class Main {\n  public static void main(String[] a) {\n    System.out.println(new java.io.File(\"processor-ran\").exists());\n  }\n}\n",
+    )
+    .unwrap();
+    let class = format!("Evil.class={}", dir.path().join("Evil.class").display());
+    let service = format!("META-INF/services/javax.annotation.processing.Processor={}", service.display());
+    let main = main.display().to_string();
+    let args = ["run", "--json", "--file", &class, "--file", &service, "-l", "java", &main];
+    let out = common::codeexec(&args, b"");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    expect(&v, "ok");
+    assert_eq!(v["stdout"], "false\n", "the processor ran inside javac: {v:#}");
+}
+
+const EVIL_PROCESSOR: &str = r#"import java.util.Set;
+import javax.annotation.processing.*;
+import javax.lang.model.SourceVersion;
+import javax.lang.model.element.TypeElement;
+
+@SupportedAnnotationTypes("*")
+public class Evil extends AbstractProcessor {
+  @Override
+  public synchronized void init(ProcessingEnvironment env) {
+    super.init(env);
+    try {
+      java.nio.file.Files.writeString(java.nio.file.Path.of("processor-ran"), "yes");
+    } catch (Exception e) {
+      throw new RuntimeException(e);
+    }
+  }
+  @Override
+  public boolean process(Set<? extends TypeElement> annotations, RoundEnvironment round) { return false; }
+  @Override
+  public SourceVersion getSupportedSourceVersion() { return SourceVersion.latestSupported(); }
+}
+"#;
