@@ -22,6 +22,11 @@ use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
 use crate::run::{Access, Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
 
+/// The longest file name (one path component) a file system takes.
+const MAX_FILE_NAME: usize = 255;
+/// Why a Java program that compiled cannot run.
+const NO_MAIN: &str = "no class declares `public static void main(String[] args)`";
+
 /// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
 pub trait Executor: Send + Sync + 'static {
     /// Runs one program to the end (blocking).
@@ -313,6 +318,11 @@ pub fn prepare_with(
             return Ok(Prepare::Refused(out));
         }
     }
+    if lang.entry == Entry::JavaClass && r.main_class.is_none() {
+        out.verdict = Verdict::CompileError;
+        out.message = Some(NO_MAIN.to_owned());
+        return Ok(Prepare::Refused(out));
+    }
     if truncated {
         // a partial tree would fail later in a way nobody could explain
         out.verdict = Verdict::CompileError;
@@ -532,9 +542,11 @@ fn resolve(lang: &Language, source: Source) -> Result<Resolved, RunError> {
     let (files, entry) = match source {
         Source::Code(code) => {
             let name = match lang.entry {
-                Entry::JavaClass => {
-                    java_public_class(&code).map_or_else(|| lang.main_file.clone(), |c| format!("{c}.java"))
-                }
+                // a name too long for a file goes to the default one: javac then says why
+                Entry::JavaClass => java_public_class(&code)
+                    .map(|c| format!("{c}.java"))
+                    .filter(|f| f.len() <= MAX_FILE_NAME)
+                    .unwrap_or_else(|| lang.main_file.clone()),
                 Entry::File => lang.main_file.clone(),
             };
             (vec![InputFile { path: name.clone(), contents: code.into_bytes(), executable: false }], name)
@@ -551,10 +563,8 @@ fn resolve(lang: &Language, source: Source) -> Result<Resolved, RunError> {
     sources.sort();
     sources.insert(0, entry.clone());
     let main_class = match lang.entry {
-        Entry::JavaClass => Some(
-            java_main_class(&files)
-                .ok_or_else(|| invalid("no class declares `public static void main(String[] args)`".into()))?,
-        ),
+        Entry::JavaClass => java_main_class(&files),
+    // none found is the program's fault, told once it has compiled (see `prepare_with`)
         Entry::File => None,
     };
     Ok(Resolved { files, entry, sources, main_class })

@@ -363,3 +363,34 @@ public class Evil extends AbstractProcessor {
   public SourceVersion getSupportedSourceVersion() { return SourceVersion.latestSupported(); }
 }
 "#;
+
+#[test]
+fn java_public_classes_with_modifiers_compile_and_run() {
+    require_privileged!();
+    let sources = [
+        "public strictfp class Calc {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+        "public sealed class Shape permits Sq {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\nfinal class Sq extends Shape {}\n",
+        "sealed interface S permits Impl {}\npublic non-sealed class Impl implements S {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+        "@SuppressWarnings(\"unused\")\npublic final class Tagged {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+        "public @Deprecated class Old {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+    ];
+    for code in sources {
+        // one source file goes as `code`: the daemon names its file after the public class
+        let v = run("java", &[("source.java", code)], &[], "");
+        expect(&v, "ok");
+        assert_eq!(v["stdout"], "ok\n", "{code}");
+    }
+}
+
+#[test]
+fn java_without_main_or_with_an_over_long_class_name_is_a_compile_error() {
+    require_privileged!();
+    let v = run("java", &[("Main.java", "public class Main {\n  static int f() { return 1; }\n}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("public static void main"), "{v:#}");
+    let name = "L".repeat(300);
+    let code = format!("public class {name} {{\n  public static void main(String[] a) {{}}\n}}\n");
+    let v = run("java", &[("source.java", code.as_str())], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("should be declared in a file named"), "{v:#}");
+}
