@@ -498,6 +498,11 @@ mod tests {
                 ("main.c", None, None, E, false, "undefined reference to `helper'"),
                 ("", None, None, E, false, "ld returned 1 exit status"),
             ]),
+            // No `main`: the reference is from crt1.o, a line without a file of ours.
+            (Format::Gcc, fixture!("c-nomain"), vec![
+                ("", None, None, E, false, "undefined reference to `main'"),
+                ("", None, None, E, false, "ld returned 1 exit status"),
+            ]),
             (Format::Gcc, fixture!("cpp-syntax"), vec![("main.cpp", Some(4), Some(35), E, true, "expected ‘;’ before ‘return’")]),
             (Format::Gcc, fixture!("cpp-type"), vec![
                 ("main.cpp", Some(6), Some(27), E, false, "conversion from ‘std::vector<int>::size_type’"),

@@ -461,13 +461,15 @@ fn failure_message(out: &Outcome, what: &str, status: Status) -> String {
     match out.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         Some(d) => {
             let place = match (d.line, d.column) {
-                (Some(l), Some(c)) => format!("{}:{l}:{c}", d.file),
-                (Some(l), None) => format!("{}:{l}", d.file),
-                _ => d.file.clone(),
+                (Some(l), Some(c)) => format!("{}:{l}:{c}: ", d.file),
+                (Some(l), None) => format!("{}:{l}: ", d.file),
+                // a message about no file (the linker's) has no place to name
+                _ if d.file.is_empty() => String::new(),
+                _ => format!("{}: ", d.file),
             };
             let more = out.diagnostics.iter().filter(|d| d.severity == Severity::Error).count() - 1;
             let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
-            format!("{place}: {}{more}", d.message)
+            format!("{place}{}{more}", d.message)
         }
         None => format!("{what} failed (see its output)"),
     }
@@ -562,9 +564,9 @@ fn resolve(lang: &Language, source: Source) -> Result<Resolved, RunError> {
         files.iter().map(|f| f.path.clone()).filter(|p| *p != entry && is_source(p)).collect();
     sources.sort();
     sources.insert(0, entry.clone());
+    // none found is the program's fault, told once it has compiled (see `prepare_with`)
     let main_class = match lang.entry {
         Entry::JavaClass => java_main_class(&files),
-    // none found is the program's fault, told once it has compiled (see `prepare_with`)
         Entry::File => None,
     };
     Ok(Resolved { files, entry, sources, main_class })

@@ -394,3 +394,14 @@ fn java_without_main_or_with_an_over_long_class_name_is_a_compile_error() {
     expect(&v, "compile_error");
     assert!(v["message"].as_str().unwrap().contains("should be declared in a file named"), "{v:#}");
 }
+
+#[test]
+fn a_link_error_names_the_undefined_reference() {
+    require_privileged!();
+    let v = run("c", &[("main.c", "int helper(void) {\n  return 1;\n}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert_eq!(v["message"], "undefined reference to `main'", "{v:#}");
+    let v = run("cpp", &[("main.cpp", "int f();\nint main() {\n  return f();\n}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert_eq!(v["message"], "main.cpp: undefined reference to `f()'", "{v:#}");
+}
