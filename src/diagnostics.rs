@@ -533,6 +533,8 @@ mod tests {
                 ("main.go", Some(7), Some(15), E, true, "syntax error: unexpected ) at end of statement"),
             ]),
             (Format::Go, fixture!("go-undeclared"), vec![("main.go", Some(10), Some(14), E, false, "undefined: totl")]),
+            // `package notmain`: go build -buildmode=exe refuses it.
+            (Format::Go, fixture!("go-notmain"), vec![("", None, None, E, false, "-buildmode=exe requires exactly one main package")]),
             (Format::Go, fixture!("go-multi"), vec![
                 ("main.go", Some(5), Some(2), E, false, "imported and not used: \"os\""),
                 ("main.go", Some(9), Some(14), E, false, "cannot use \"five\" (untyped string constant) as int value"),

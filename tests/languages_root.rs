@@ -405,3 +405,12 @@ fn a_link_error_names_the_undefined_reference() {
     expect(&v, "compile_error");
     assert_eq!(v["message"], "main.cpp: undefined reference to `f()'", "{v:#}");
 }
+
+#[test]
+fn go_without_package_main_is_a_compile_error() {
+    require_privileged!();
+    let v = run("go", &[("main.go", "package notmain\n\nfunc main() {}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("main package"), "{v:#}");
+    assert!(v["run"].is_null(), "{v:#}");
+}
