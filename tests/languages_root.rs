@@ -414,3 +414,30 @@ fn go_without_package_main_is_a_compile_error() {
     assert!(v["message"].as_str().unwrap().contains("main package"), "{v:#}");
     assert!(v["run"].is_null(), "{v:#}");
 }
+
+#[test]
+fn a_syntax_error_in_a_required_module_is_a_syntax_error() {
+    require_privileged!();
+    for (lang, files, (line, column)) in [
+        (
+            "javascript",
+            [
+                ("main.js", "const u = require('./util');\nconsole.log(u.x);\n"),
+                ("util.js", "// util\nexports.x = (;\n"),
+            ],
+            (2, 13),
+        ),
+        ("ruby", [("main.rb", "require_relative 'util'\nputs X\n"), ("util.rb", "# util\nX = (1 +\n")], (2, 0)),
+    ] {
+        let (entry, module) = (files[0].0, files[1].0);
+        let v = run(lang, &files, &[], "");
+        expect(&v, "syntax_error");
+        let d = v["diagnostics"].as_array().unwrap().iter().find(|d| d["severity"] == "error").cloned();
+        let d = d.unwrap_or_else(|| panic!("{lang}: no error diagnostic: {v:#}"));
+        assert_eq!((d["file"].as_str(), d["line"].as_u64()), (Some(module), Some(line)), "{lang} ({entry}): {v:#}");
+        if column > 0 {
+            assert_eq!(d["column"].as_u64(), Some(column), "{v:#}");
+        }
+        assert!(v["message"].as_str().unwrap().starts_with(&format!("{module}:{line}")), "{v:#}");
+    }
+}
