@@ -204,3 +204,28 @@ fn the_root_rejects_paths_that_are_not_directories() {
     let r = common::codeexec(&["run", "--rootfs", "/etc/hostname", "--", "/bin/true"], b"");
     assert_eq!(r.status.code(), Some(2));
 }
+
+#[test]
+fn host_identifying_proc_files_are_empty() {
+    require_privileged!();
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").unwrap();
+    assert!(!host_cmdline.trim().is_empty(), "the host has boot arguments to hide");
+    let files = "cmdline sys/kernel/random/boot_id config.gz kallsyms kcore modules keys key-users timer_list \
+                 sched_debug latency_stats partitions diskstats swaps mdstat interrupts";
+    let script = format!(
+        "for f in {files}; do [ -e /proc/$f ] && echo \"$f $(wc -c < /proc/$f)\"; done; \
+         for d in acpi asound bus driver fs irq scsi; do [ -d /proc/$d ] && echo \"$d/ $(ls -A /proc/$d | wc -l)\"; done; \
+         echo x > /proc/cmdline 2>/dev/null && echo wrote; cat /proc/self/status | grep -c '^Pid:'"
+    );
+    let r = sh(&[], &script);
+    r.expect("ok");
+    let lines: Vec<&str> = r.stdout().lines().collect();
+    assert!(lines.contains(&"cmdline 0"), "{lines:?}");
+    assert!(lines.contains(&"sys/kernel/random/boot_id 0"), "{lines:?}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(line.ends_with(" 0"), "not hidden: {line} (all: {lines:?})");
+    }
+    assert_eq!(lines.last(), Some(&"1"), "the rest of /proc still works: {lines:?}");
+    // what each hid exists on the host: the list is not empty by accident
+    assert!(lines.len() >= 8, "{lines:?}");
+}
