@@ -229,3 +229,37 @@ fn host_identifying_proc_files_are_empty() {
     // what each hid exists on the host: the list is not empty by accident
     assert!(lines.len() >= 8, "{lines:?}");
 }
+
+#[test]
+fn a_lock_on_a_shared_host_file_lasts_only_as_long_as_its_run() {
+    require_privileged!();
+    // The read-only host files are the same inodes in every sandbox and on the host, and
+    // flock(2) needs only read access: a run can hold a lock others see. Nothing closes
+    // that cheaply (seccomp sees a descriptor, not its file; refusing or faking flock
+    // breaks programs that lock their own files, as `go build` does), so it is bounded
+    // instead: the lock goes when the run's processes die, at its wall-time limit at the
+    // latest. The daemon itself never locks these files.
+    let file = "/usr/bin/env";
+    let holder = std::thread::spawn(move || {
+        let code = format!("import fcntl, time\nf = open('{file}')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(60)");
+        python(&["--wall-time", "4s"], &code)
+    });
+    let f = std::fs::File::open(file).unwrap();
+    let try_lock = || nix::fcntl::Flock::lock(f.try_clone().unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held = loop {
+        match try_lock() {
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => break true,
+            Err((_, e)) => panic!("flock: {e}"),
+            Ok(lock) => drop(lock),
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(held, "the sandbox's lock is seen on the host (the behaviour the README documents)");
+    let r = holder.join().unwrap();
+    r.expect("time_limit");
+    assert!(try_lock().is_ok(), "the lock went with the run");
+}
