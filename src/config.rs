@@ -205,6 +205,9 @@ pub struct Runs {
     /// A directory of language definitions (`*.toml`) to use instead of the built-in ones;
     /// empty: the built-in ones.
     pub languages_dir: String,
+    /// Give every program a Landlock ruleset (where the kernel has Landlock): a second
+    /// layer under the namespaces and seccomp. Off only to compare or to test without it.
+    pub landlock: bool,
 }
 
 /// `[limits.default]` and `[limits.max]`.
@@ -263,6 +266,7 @@ impl Default for Runs {
             cgroup_nest: "auto".into(),
             uid_base: 2_000_000_000,
             languages_dir: String::new(),
+            landlock: true,
         }
     }
 }
@@ -349,6 +353,8 @@ pub struct Settings {
     pub cgroup_parent: String,
     /// Language definitions to use instead of the built-in ones.
     pub languages_dir: Option<PathBuf>,
+    /// Programs get a Landlock ruleset where the kernel has Landlock.
+    pub landlock: bool,
     /// The image store.
     pub images_dir: PathBuf,
     /// Languages whose image is missing run on the host's root.
@@ -507,6 +513,7 @@ impl Config {
             rootfs: (!r.rootfs.is_empty()).then(|| PathBuf::from(&r.rootfs)),
             cgroup_parent: r.cgroup_parent.clone(),
             languages_dir: (!r.languages_dir.is_empty()).then(|| PathBuf::from(&r.languages_dir)),
+            landlock: r.landlock,
             images_dir: PathBuf::from(&self.images.dir),
             images_host_fallback: self.images.host_fallback,
             default_limits: self.limits.default,
@@ -526,7 +533,7 @@ impl Config {
             let min = if name == "memory_mb" { crate::limit::MIN_MEMORY_MB } else { 1 };
             if dv < min || dv > mv {
                 return Err(ConfigError::Invalid(format!(
-                    "limits.default.{name} = {dv}: must be 1 to limits.max.{name} ({mv})"
+                    "limits.default.{name} = {dv}: must be {min} to limits.max.{name} ({mv})"
                 )));
             }
         }

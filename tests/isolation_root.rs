@@ -32,13 +32,17 @@ fn the_hosts_loopback_is_unreachable() {
     let code = format!(
         "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)"
     );
-    let r = python(&[], &code);
-    r.expect("ok");
-    assert_eq!(r.stdout(), "ConnectionRefusedError\n", "the sandbox's own loopback has no listener");
+    // without Landlock the sandbox's own loopback answers (no listener); with it, no TCP
+    // connect leaves the program at all
+    for (landlock, refused) in [("false", "ConnectionRefusedError\n"), ("true", "PermissionError\n")] {
+        let r = python(&["--landlock", landlock], &code);
+        r.expect("ok");
+        assert_eq!(r.stdout(), refused, "landlock {landlock}");
+    }
     assert!(listener.accept().is_err(), "the host's listener must never see a connection");
     // and nothing but loopback is reachable at all
     let code = "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('10.0.0.1', 80))\nexcept OSError as e:\n    print(e.errno)";
-    let r = python(&[], code);
+    let r = python(&["--landlock", "false"], code);
     assert_eq!(r.stdout(), "101\n", "ENETUNREACH: no route");
 }
 
@@ -262,4 +266,24 @@ fn a_lock_on_a_shared_host_file_lasts_only_as_long_as_its_run() {
     let r = holder.join().unwrap();
     r.expect("time_limit");
     assert!(try_lock().is_ok(), "the lock went with the run");
+}
+
+#[test]
+fn landlock_refuses_writes_the_mounts_would_allow() {
+    require_privileged!();
+    // /proc/self/comm is the program's own, writable by it through its fresh proc mount:
+    // only Landlock (writes under /sandbox, /tmp, /dev/shm and the device nodes) stops it
+    let script = "echo renamed > /proc/self/comm && echo wrote-comm; \
+                  for d in /sandbox /tmp /dev/shm; do echo x > $d/f && echo ok $d; done; echo x > /dev/null && echo ok null";
+    let on = sh(&[], script);
+    on.expect("ok");
+    assert_eq!(on.stdout(), "ok /sandbox\nok /tmp\nok /dev/shm\nok null\n", "{}", on.stderr_of_program());
+    assert!(on.stderr_of_program().contains("Permission denied"), "{}", on.stderr_of_program());
+    let off = sh(&["--landlock", "false"], script);
+    off.expect("ok");
+    assert_eq!(off.stdout(), "wrote-comm\nok /sandbox\nok /tmp\nok /dev/shm\nok null\n", "without Landlock");
+    // and no TCP at all without a network link, not even on the sandbox's own loopback
+    let code = "import socket\ns = socket.socket()\ntry:\n    s.bind(('127.0.0.1', 0)); s.listen(); print('listening')\nexcept OSError as e:\n    print(e.errno)";
+    assert_eq!(python(&[], code).stdout(), "13\n", "EACCES from Landlock");
+    assert_eq!(python(&["--landlock", "false"], code).stdout(), "listening\n");
 }

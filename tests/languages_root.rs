@@ -396,6 +396,15 @@ fn java_without_main_or_with_an_over_long_class_name_is_a_compile_error() {
 }
 
 #[test]
+fn go_without_package_main_is_a_compile_error() {
+    require_privileged!();
+    let v = run("go", &[("main.go", "package notmain\n\nfunc main() {}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("main package"), "{v:#}");
+    assert!(v["run"].is_null(), "{v:#}");
+}
+
+#[test]
 fn a_link_error_names_the_undefined_reference() {
     require_privileged!();
     let v = run("c", &[("main.c", "int helper(void) {\n  return 1;\n}\n")], &[], "");
@@ -404,15 +413,6 @@ fn a_link_error_names_the_undefined_reference() {
     let v = run("cpp", &[("main.cpp", "int f();\nint main() {\n  return f();\n}\n")], &[], "");
     expect(&v, "compile_error");
     assert_eq!(v["message"], "main.cpp: undefined reference to `f()'", "{v:#}");
-}
-
-#[test]
-fn go_without_package_main_is_a_compile_error() {
-    require_privileged!();
-    let v = run("go", &[("main.go", "package notmain\n\nfunc main() {}\n")], &[], "");
-    expect(&v, "compile_error");
-    assert!(v["message"].as_str().unwrap().contains("main package"), "{v:#}");
-    assert!(v["run"].is_null(), "{v:#}");
 }
 
 #[test]

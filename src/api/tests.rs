@@ -112,6 +112,7 @@ impl Server {
             seccomp_profile: "default".into(),
             seccomp_instructions: 1,
             network_uplink: None,
+            landlock: crate::run::LandlockInfo { enabled: true, abi: Some(7) },
         };
         let jobs = super::open_store(&settings).await.unwrap();
         let api = Api::new(

@@ -36,7 +36,7 @@ const OWN_DIRS: [&str; 6] = ["dev", "proc", "sys", "tmp", "sandbox", "mnt"];
 /// The directory beside the roots holding the `resolv.conf` of network sandboxes.
 pub(super) const NET_ETC: &str = "net-etc";
 /// The device nodes of the sandbox's `/dev`.
-const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+pub(super) const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 /// The directory beside the roots holding the empty file and directory that hide
 /// host-identifying `/proc` entries.
 pub(super) const MASKS: &str = "masks";
@@ -66,6 +66,8 @@ const MASKED_PROC_FILES: [&str; 16] = [
 /// `/proc` directories hidden under an empty directory: firmware tables, buses and their
 /// devices, drivers, the host's file systems (by disk), IRQs, sound and SCSI devices.
 const MASKED_PROC_DIRS: [&str; 7] = ["acpi", "asound", "bus", "driver", "fs", "irq", "scsi"];
+/// The writable tmpfs mounts, relative to the root.
+pub(super) const TMPFS_DIRS: [&str; 3] = ["tmp", "sandbox", "dev/shm"];
 
 const RO_BIND: MsFlags = MsFlags::MS_BIND
     .union(MsFlags::MS_REMOUNT)
@@ -345,10 +347,11 @@ fn mask_proc(proc_dir: &Path) -> Result<()> {
 
 /// The writable tmpfs mounts: where, how big, and their other options.
 fn tmpfs_mounts(sizes: &TmpfsSizes) -> [(&'static str, u64, &'static str); 3] {
+    let [tmp, sandbox, shm] = TMPFS_DIRS;
     [
-        ("tmp", sizes.tmp_bytes, "mode=1777"),
-        ("sandbox", sizes.workdir_bytes, "mode=0755,uid={id},gid={id}"),
-        ("dev/shm", sizes.shm_bytes, "mode=1777"),
+        (tmp, sizes.tmp_bytes, "mode=1777"),
+        (sandbox, sizes.workdir_bytes, "mode=0755,uid={id},gid={id}"),
+        (shm, sizes.shm_bytes, "mode=1777"),
     ]
 }
 
