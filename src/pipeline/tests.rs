@@ -203,6 +203,7 @@ fn java_finds_its_class_and_sizes_its_heap() {
         }]),
         Some("com.x.App".into())
     );
+    drop(seen);
     let none = Program { source: Source::Code("class A { void main() {} }".into()), ..program("") };
     let out = execute(&f, &lang("java"), none).unwrap();
     assert_eq!(out.verdict, Verdict::CompileError, "the program's fault, not the request's");
