@@ -20,7 +20,9 @@ use java::{java_main_class, java_public_class};
 use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
-use crate::run::{Access, Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
+use crate::run::{
+    Access, Cancel, Exceeded, FileContent, InputFile, Plug, RunError, RunOutcome, RunRequest, Runner, Status,
+};
 
 /// The longest file name (one path component) a file system takes.
 const MAX_FILE_NAME: usize = 255;
@@ -186,6 +188,8 @@ pub struct Invocation {
     /// More files for its `/sandbox`, beside the program's (a checker's input, output
     /// and answer).
     pub files: Vec<InputFile>,
+    /// Cross-connected with another run: its stdin and stdout go to the relay.
+    pub plug: Option<Plug>,
 }
 
 /// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
@@ -214,6 +218,7 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         collect_files: program.collect_files,
         access: program.access,
         files: Vec::new(),
+        plug: None,
     };
     let ran = run(exec, lang, &prepared, invocation)?;
     let mut out = prepared.outcome.clone();
@@ -221,13 +226,13 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
     out.message.clone_from(&ran.run.message);
     out.error = ran.error;
     out.run = Some(ran.run);
-    if out.verdict == Verdict::Run(Status::RuntimeError) {
-        if let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)? {
-            if c.refused {
-                return Ok(refused_after_failure(out, c));
-            }
-            out.syntax = Some(c.check);
+    if out.verdict == Verdict::Run(Status::RuntimeError)
+        && let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)?
+    {
+        if c.refused {
+            return Ok(refused_after_failure(out, c));
         }
+        out.syntax = Some(c.check);
     }
     Ok(out)
 }
@@ -363,6 +368,7 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
         inv.collect_files,
     );
     request.access = inv.access;
+    request.plug = inv.plug;
     let mut run = exec.execute(&request)?;
     if inv.collect_files {
         // what the program created or changed, not what it was given
@@ -370,14 +376,14 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
     }
     let mut error = None;
     if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
-        error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
+        error = diagnostics::parse_runtime_error(format, &run.stderr);
     }
-    if run.status == Status::RuntimeError {
-        if let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind)) {
-            run.status = Status::MemoryLimit;
-            run.exceeded = Some(Exceeded::Memory);
-            run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
-        }
+    if run.status == Status::RuntimeError
+        && let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind))
+    {
+        run.status = Status::MemoryLimit;
+        run.exceeded = Some(Exceeded::Memory);
+        run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
     }
     Ok(Ran { run, error })
 }
@@ -513,6 +519,7 @@ fn stage_request(
         collect_files,
         root: lang.placement.root,
         access: Access::default(),
+        plug: None,
     }
 }
 

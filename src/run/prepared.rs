@@ -16,6 +16,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::pipe2;
 
+use super::cross::Ends;
 use super::slot::Slot;
 use super::supervise::{self, Streams};
 use super::{Inner, OutputFile, RunError, RunOutcome, RunRequest, chain, plan, sys, verdict};
@@ -226,12 +227,15 @@ impl Prepared {
         let released = Instant::now();
         drop(files);
         let taken = |o: &mut Option<OwnedFd>| o.take().ok_or_else(used);
-        let streams = Streams {
-            stdin: Some(taken(&mut self.stdin)?),
-            stdin_data: &req.stdin,
-            stdout: taken(&mut self.stdout)?,
-            stderr: taken(&mut self.stderr)?,
+        let (stdin, stdout) = (taken(&mut self.stdin)?, taken(&mut self.stdout)?);
+        let (stdin, stdout) = match &req.plug {
+            Some(plug) => {
+                plug.hand(Ends { stdin, stdout });
+                (None, None)
+            }
+            None => (Some(stdin), Some(stdout)),
         };
+        let streams = Streams { stdin, stdin_data: &req.stdin, stdout, stderr: taken(&mut self.stderr)? };
         let cgroup = self.cgroup()?;
         let watch = supervise::Watch { pid1: &self.pid1, chan: &self.chan, cgroup, limits, cores, released, cpu_base };
         let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref());
@@ -302,15 +306,15 @@ impl Drop for Prepared {
         drop(self.narrowed.take());
         // the kernel would remove the pair with PID 1's network namespace, but later, and
         // the slot's next run wants the name
-        if let Some(link) = self.link.take() {
-            if let Err(e) = sandbox::remove_link(&link.host_if) {
-                tracing::error!(error = %chain(&e), link = link.host_if, "removing a sandbox's network link failed");
-            }
+        if let Some(link) = self.link.take()
+            && let Err(e) = sandbox::remove_link(&link.host_if)
+        {
+            tracing::error!(error = %chain(&e), link = link.host_if, "removing a sandbox's network link failed");
         }
-        if let Some(cg) = self.cgroup.take() {
-            if let Err(e) = cg.remove() {
-                tracing::error!(error = %chain(&e), "removing a sandbox's cgroup failed");
-            }
+        if let Some(cg) = self.cgroup.take()
+            && let Err(e) = cg.remove()
+        {
+            tracing::error!(error = %chain(&e), "removing a sandbox's cgroup failed");
         }
     }
 }
