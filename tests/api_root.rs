@@ -189,7 +189,7 @@ fn bad_input_gets_a_clear_4xx_and_the_daemon_keeps_serving() {
         for (body, needle) in [
             (json!({"language": "fortran", "code": "x"}), "supported: bash, c, cpp, go, java, javascript, python, ruby, rust, typescript"),
             (json!({"language": "python"}), "no code"),
-            (json!({"language": "python", "code": "x", "limits": {"memory_mb": 0}}), "must be 1 to 4096"),
+            (json!({"language": "python", "code": "x", "limits": {"memory_mb": 0}}), "must be 4 to 4096"),
             (json!({"language": "python", "code": "x", "limits": {"cpu_time_ms": -1}}), "invalid value"),
             (json!({"language": "python", "code": "x", "limits": {"wall_time_ms": 1e12}}), "invalid type"),
             (json!({"language": "python", "code": "x", "limits": {"processes": 99_999_999_999u64}}), "must be 1 to 1024"),
@@ -367,7 +367,7 @@ fn a_daemon_without_landlock_says_so_and_still_runs() {
         let unix = d.unix();
         let health = get(&unix, None, "/health").await.json();
         assert_eq!(health["landlock"]["enabled"], false, "{health}");
-        let code = "echo renamed > /proc/self/comm && cat /proc/$$/comm; touch /sandbox/f /tmp/f && echo ok";
+        let code = "printf renamed > /proc/self/comm && cat /proc/$$/comm; touch /sandbox/f /tmp/f && echo ok";
         let v = expect_run(&post(&unix, None, &json!({"language": "bash", "code": code})).await, "ok");
         assert_eq!(v["stdout"], "renamed\nok\n", "no Landlock: the program may write its own comm");
     });
