@@ -36,14 +36,14 @@ pub(super) fn apply(spec: &Landlock) -> Result<(), Errno> {
     let mut rules = ruleset.create().map_err(errno)?;
     rules = rules.add_rule(beneath("/", AccessFs::from_read(TARGET))?).map_err(errno)?;
     for dir in TMPFS_DIRS {
-        rules = rules.add_rule(beneath(&Path::new("/").join(dir), all)?).map_err(errno)?;
+        rules = rules.add_rule(beneath(Path::new("/").join(dir), all)?).map_err(errno)?;
     }
     for dev in DEVICES {
-        rules = rules.add_rule(beneath(&Path::new("/dev").join(dev), AccessFs::from_file(TARGET))?).map_err(errno)?;
+        rules = rules.add_rule(beneath(Path::new("/dev").join(dev), AccessFs::from_file(TARGET))?).map_err(errno)?;
     }
     for name in &spec.writable_mounts {
         super::check_relative_path(name).map_err(|_| Errno::EINVAL)?;
-        rules = rules.add_rule(beneath(&Path::new("/mnt").join(name), all)?).map_err(errno)?;
+        rules = rules.add_rule(beneath(Path::new("/mnt").join(name), all)?).map_err(errno)?;
     }
     match rules.restrict_self().map_err(errno)?.ruleset {
         RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => Ok(()),
