@@ -68,6 +68,8 @@ pub struct Description {
     pub seccomp_instructions: usize,
     /// The uplink of network runs, when enabled.
     pub network_uplink: Option<String>,
+    /// Whether programs get a Landlock ruleset, and the kernel's Landlock ABI.
+    pub landlock: crate::run::LandlockInfo,
 }
 
 impl Description {
@@ -84,6 +86,7 @@ impl Description {
             seccomp_profile: info.seccomp_profile,
             seccomp_instructions: info.seccomp_instructions,
             network_uplink: runner.egress().map(|e| e.uplink().to_owned()),
+            landlock: info.landlock,
         }
     }
 }

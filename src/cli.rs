@@ -139,6 +139,9 @@ pub struct CommonArgs {
     /// Name of codeexec's parent cgroup in each hierarchy.
     #[arg(long, value_name = "NAME", default_value = "codeexec", hide = true)]
     pub cgroup_parent: String,
+    /// Give programs a Landlock ruleset where the kernel has Landlock (as `runs.landlock`).
+    #[arg(long, value_name = "BOOL", env = "CODEEXEC_RUNS_LANDLOCK", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    pub landlock: bool,
 }
 
 /// `codeexec serve`.

@@ -288,6 +288,9 @@ pub struct Runs {
     /// A directory of language definitions (`*.toml`) to use instead of the built-in ones;
     /// empty: the built-in ones.
     pub languages_dir: String,
+    /// Give every program a Landlock ruleset (where the kernel has Landlock): a second
+    /// layer under the namespaces and seccomp. Off only to compare or to test without it.
+    pub landlock: bool,
 }
 
 /// `[limits.default]` and `[limits.max]`.
@@ -346,6 +349,7 @@ impl Default for Runs {
             cgroup_nest: "auto".into(),
             uid_base: 2_000_000_000,
             languages_dir: String::new(),
+            landlock: true,
         }
     }
 }
@@ -432,6 +436,8 @@ pub struct Settings {
     pub cgroup_parent: String,
     /// Language definitions to use instead of the built-in ones.
     pub languages_dir: Option<PathBuf>,
+    /// Programs get a Landlock ruleset where the kernel has Landlock.
+    pub landlock: bool,
     /// The image store.
     pub images_dir: PathBuf,
     /// Languages whose image is missing run on the host's root.
@@ -611,6 +617,7 @@ impl Config {
             rootfs: (!r.rootfs.is_empty()).then(|| PathBuf::from(&r.rootfs)),
             cgroup_parent: r.cgroup_parent.clone(),
             languages_dir: (!r.languages_dir.is_empty()).then(|| PathBuf::from(&r.languages_dir)),
+            landlock: r.landlock,
             images_dir: PathBuf::from(&self.images.dir),
             images_host_fallback: self.images.host_fallback,
             default_limits: self.limits.default,
@@ -627,9 +634,10 @@ impl Config {
             }
         }
         for ((name, dv), (_, mv)) in d.fields().into_iter().zip(m.fields()) {
-            if dv == 0 || dv > mv {
+            let min = if name == "memory_mb" { crate::limit::MIN_MEMORY_MB } else { 1 };
+            if dv < min || dv > mv {
                 return Err(ConfigError::Invalid(format!(
-                    "limits.default.{name} = {dv}: must be 1 to limits.max.{name} ({mv})"
+                    "limits.default.{name} = {dv}: must be {min} to limits.max.{name} ({mv})"
                 )));
             }
         }

@@ -565,6 +565,11 @@ mod tests {
                 ("main.c", None, None, E, false, "undefined reference to `helper'"),
                 ("", None, None, E, false, "ld returned 1 exit status"),
             ]),
+            // No `main`: the reference is from crt1.o, a line without a file of ours.
+            (Format::Gcc, fixture!("c-nomain"), vec![
+                ("", None, None, E, false, "undefined reference to `main'"),
+                ("", None, None, E, false, "ld returned 1 exit status"),
+            ]),
             (Format::Gcc, fixture!("cpp-syntax"), vec![("main.cpp", Some(4), Some(35), E, true, "expected ‘;’ before ‘return’")]),
             (Format::Gcc, fixture!("cpp-type"), vec![
                 ("main.cpp", Some(6), Some(27), E, false, "conversion from ‘std::vector<int>::size_type’"),
@@ -595,6 +600,8 @@ mod tests {
                 ("main.go", Some(7), Some(15), E, true, "syntax error: unexpected ) at end of statement"),
             ]),
             (Format::Go, fixture!("go-undeclared"), vec![("main.go", Some(10), Some(14), E, false, "undefined: totl")]),
+            // `package notmain`: go build -buildmode=exe refuses it.
+            (Format::Go, fixture!("go-notmain"), vec![("", None, None, E, false, "-buildmode=exe requires exactly one main package")]),
             (Format::Go, fixture!("go-multi"), vec![
                 ("main.go", Some(5), Some(2), E, false, "imported and not used: \"os\""),
                 ("main.go", Some(9), Some(14), E, false, "cannot use \"five\" (untyped string constant) as int value"),

@@ -37,8 +37,8 @@
 //! - [`run`]: orchestration of one run: slot (host ids and cgroup name), cgroup, spawn
 //!   through the zygote, supervision (pipes, timers, limits), and the verdict.
 //! - [`sandbox`]: the processes: the zygote forked before any thread starts, the PID-1
-//!   init inside the namespaces, the program's last steps before `execve`, mounts, and
-//!   `sys`, the only module with `unsafe`. It never calls `cgroup` or `seccomp`: it is
+//!   init inside the namespaces, the program's last steps before `execve` (its Landlock
+//!   ruleset among them), mounts, and `sys`, the only module with `unsafe`. It never calls `cgroup` or `seccomp`: it is
 //!   handed BPF programs and a pid to report.
 //! - [`cgroup`]: cgroup v1/hybrid and v2 behind one small interface, with layout
 //!   detection from a `mountinfo` file it is given.

@@ -77,6 +77,11 @@ pub enum LimitError {
 
 /// Ranges, with the reason for each bound where it is not obvious.
 struct Bounds;
+
+/// The least memory limit, in MiB: the API's `memory_mb`, the configuration and the
+/// validation all start there.
+pub const MIN_MEMORY_MB: u64 = Bounds::MEMORY.0 / MIB;
+
 impl Bounds {
     const CPU_TIME: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
     const WALL_TIME: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(24 * 3600));

@@ -118,6 +118,7 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         warm: settings.warm,
         network: settings.network.as_ref().map(|n| (n.egress.clone(), n.max_concurrent)),
         mounts: settings.mounts.iter().map(|m| m.mount.clone()).collect(),
+        landlock: settings.landlock,
         ..RunnerConfig::default()
     }) {
         Ok(r) => r,
@@ -335,6 +336,7 @@ fn config(common: &CommonArgs, rootfs: Option<&Path>) -> RunnerConfig {
         state_dir: common.state_dir.clone(),
         cgroup_parent: common.cgroup_parent.clone(),
         rootfs: rootfs.map(Path::to_path_buf),
+        landlock: common.landlock,
         ..RunnerConfig::default()
     }
 }

@@ -24,6 +24,11 @@ use crate::run::{
     Access, Cancel, Exceeded, FileContent, InputFile, Live, Plug, RunError, RunOutcome, RunRequest, Runner, Status,
 };
 
+/// The longest file name (one path component) a file system takes.
+const MAX_FILE_NAME: usize = 255;
+/// Why a Java program that compiled cannot run.
+const NO_MAIN: &str = "no class declares `public static void main(String[] args)`";
+
 /// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
 pub trait Executor: Send + Sync + 'static {
     /// Runs one program to the end (blocking).
@@ -348,6 +353,11 @@ fn prepare_stages(
             return Ok(Prepare::Refused(out));
         }
     }
+    if lang.entry == Entry::JavaClass && r.main_class.is_none() {
+        out.verdict = Verdict::CompileError;
+        out.message = Some(NO_MAIN.to_owned());
+        return Ok(Prepare::Refused(out));
+    }
     if truncated {
         // a partial tree would fail later in a way nobody could explain
         out.verdict = Verdict::CompileError;
@@ -494,13 +504,15 @@ fn failure_message(out: &Outcome, what: &str, status: Status) -> String {
     match out.diagnostics.iter().find(|d| d.severity == Severity::Error) {
         Some(d) => {
             let place = match (d.line, d.column) {
-                (Some(l), Some(c)) => format!("{}:{l}:{c}", d.file),
-                (Some(l), None) => format!("{}:{l}", d.file),
-                _ => d.file.clone(),
+                (Some(l), Some(c)) => format!("{}:{l}:{c}: ", d.file),
+                (Some(l), None) => format!("{}:{l}: ", d.file),
+                // a message about no file (the linker's) has no place to name
+                _ if d.file.is_empty() => String::new(),
+                _ => format!("{}: ", d.file),
             };
             let more = out.diagnostics.iter().filter(|d| d.severity == Severity::Error).count() - 1;
             let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
-            format!("{place}: {}{more}", d.message)
+            format!("{place}{}{more}", d.message)
         }
         None => format!("{what} failed (see its output)"),
     }
@@ -577,9 +589,11 @@ fn resolve(lang: &Language, source: Source) -> Result<Resolved, RunError> {
     let (files, entry) = match source {
         Source::Code(code) => {
             let name = match lang.entry {
-                Entry::JavaClass => {
-                    java_public_class(&code).map_or_else(|| lang.main_file.clone(), |c| format!("{c}.java"))
-                }
+                // a name too long for a file goes to the default one: javac then says why
+                Entry::JavaClass => java_public_class(&code)
+                    .map(|c| format!("{c}.java"))
+                    .filter(|f| f.len() <= MAX_FILE_NAME)
+                    .unwrap_or_else(|| lang.main_file.clone()),
                 Entry::File => lang.main_file.clone(),
             };
             (vec![InputFile { path: name.clone(), contents: code.into_bytes(), executable: false }], name)
@@ -595,11 +609,9 @@ fn resolve(lang: &Language, source: Source) -> Result<Resolved, RunError> {
         files.iter().map(|f| f.path.clone()).filter(|p| *p != entry && is_source(p)).collect();
     sources.sort();
     sources.insert(0, entry.clone());
+    // none found is the program's fault, told once it has compiled (see `prepare_with`)
     let main_class = match lang.entry {
-        Entry::JavaClass => Some(
-            java_main_class(&files)
-                .ok_or_else(|| invalid("no class declares `public static void main(String[] args)`".into()))?,
-        ),
+        Entry::JavaClass => java_main_class(&files),
         Entry::File => None,
     };
     Ok(Resolved { files, entry, sources, main_class })

@@ -74,6 +74,9 @@ pub struct RunnerConfig {
     pub network: Option<(EgressConfig, usize)>,
     /// Host directories runs may ask for by name, at `/mnt/<name>`.
     pub mounts: Vec<HostMount>,
+    /// Give every program a Landlock ruleset where the kernel has Landlock (off: only to
+    /// test or compare the sandbox without it).
+    pub landlock: bool,
 }
 
 impl Default for RunnerConfig {
@@ -91,6 +94,7 @@ impl Default for RunnerConfig {
             warm: 0,
             network: None,
             mounts: Vec::new(),
+            landlock: true,
         }
     }
 }
@@ -245,6 +249,17 @@ pub struct RunnerInfo {
     pub seccomp_profile: String,
     /// Its program's length.
     pub seccomp_instructions: usize,
+    /// The Landlock layer.
+    pub landlock: LandlockInfo,
+}
+
+/// Whether programs get a Landlock ruleset, and the kernel's Landlock ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LandlockInfo {
+    /// Every program gets a ruleset.
+    pub enabled: bool,
+    /// The kernel's Landlock ABI version (`None`: no Landlock).
+    pub abi: Option<u32>,
 }
 
 /// Runs programs in sandboxes. Start it while the process is single-threaded (it forks
@@ -270,6 +285,8 @@ struct Inner {
     host_cores: f64,
     /// Length of the installed seccomp program.
     seccomp_instructions: usize,
+    /// The Landlock layer.
+    landlock: LandlockInfo,
     /// The network egress (its table lives as long as this).
     egress: Option<Egress>,
     /// Network runs at once.
@@ -295,6 +312,7 @@ impl Runner {
         collect_leftovers(&cgroups, &slots);
         let filter = seccomp::program(&config.seccomp_profile)?;
         let seccomp_instructions = filter.len();
+        let landlock = landlock_info(config.landlock);
         let mut egress = match &config.network {
             Some((net, _)) => {
                 warn_without_resolv_conf(&roots);
@@ -319,8 +337,17 @@ impl Runner {
         let net_gate = gate::Gate::new(config.network.as_ref().map_or(1, |n| n.1));
         let host_cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
         let warm = config.warm;
-        let inner =
-            Arc::new(Inner { zygote, cgroups, slots, config, host_cores, seccomp_instructions, egress, net_gate });
+        let inner = Arc::new(Inner {
+            zygote,
+            cgroups,
+            slots,
+            config,
+            host_cores,
+            seccomp_instructions,
+            landlock,
+            egress,
+            net_gate,
+        });
         inner.try_extras()?;
         let cleaner = pool::Cleaner::start()?;
         let roots = if warm > 0 { inner.config.extra_roots.len() + 1 } else { 0 };
@@ -341,6 +368,7 @@ impl Runner {
             rootfs: c.rootfs.as_ref().map_or_else(|| "host".to_owned(), |p| p.display().to_string()),
             seccomp_profile: c.seccomp_profile.clone(),
             seccomp_instructions: self.inner.seccomp_instructions,
+            landlock: self.inner.landlock,
         }
     }
 
@@ -557,6 +585,18 @@ fn remove_leftover_links(slots: &slot::SlotPool) {
 
 fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RunError {
     move |source| RunError::Sandbox(SandboxError::Sys { op, source })
+}
+
+/// The Landlock layer: on where asked for and the kernel has Landlock.
+fn landlock_info(asked: bool) -> LandlockInfo {
+    let abi = crate::sandbox::landlock_abi();
+    let enabled = asked && abi.is_some();
+    match (asked, abi) {
+        (true, None) => tracing::warn!("the kernel has no Landlock: programs run without that layer"),
+        (false, _) => tracing::warn!("landlock is turned off: programs run without that layer"),
+        (true, Some(abi)) => tracing::info!(abi, "landlock on"),
+    }
+    LandlockInfo { enabled, abi }
 }
 
 /// Checks that this process can make sandboxes: root with the capabilities it needs.

@@ -3,13 +3,15 @@
 //! before `execve`, with the mounts they make.
 //!
 //! This module owns processes, namespaces, mounts, id maps, rlimits, capabilities and the
-//! installing of seccomp filters. It must not touch cgroups or choose policies: the runner
-//! hands it the BPF programs to install, and for each spawn a cgroup2 directory to clone
-//! into and `cgroup.procs` files to write the new pid into. `sys` is the crate's only module
+//! installing of seccomp filters and Landlock rulesets. It must not touch cgroups or choose
+//! policies: the runner hands it the BPF programs to install, for each spawn a cgroup2
+//! directory to clone into and `cgroup.procs` files to write the new pid into, and what the
+//! Landlock ruleset leaves open (writable host mounts, TCP). `sys` is the crate's only module
 //! with `unsafe`.
 
 mod channel;
 mod collect;
+mod confine;
 mod exec;
 mod init;
 mod mounts;
@@ -29,9 +31,10 @@ use nix::unistd::Pid;
 pub use channel::{Channel, ExitStatus, MAX_MESSAGE, Report, Starter};
 pub use collect::{CollectSpec, Collected, CollectedFile, read_collected};
 pub use spec::{
-    FileEntry, HostMount, IdMap, NetLink, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes, check_relative_path,
+    FileEntry, HostMount, IdMap, Landlock, NetLink, Rlimit, RootSpec, SpawnRequest, StartRequest, TmpfsSizes,
+    check_relative_path,
 };
-pub use sys::{catch_interrupts, interrupted};
+pub use sys::{catch_interrupts, interrupted, landlock_abi};
 pub use zygote::{SpawnFds, Spawned, Zygote, ZygoteConfig};
 
 /// Errors of the sandbox machinery (never of the program: that is a `Report`).

@@ -92,6 +92,9 @@ fn languages_and_limits_through_the_daemon() {
         if let Ok(expected) = std::env::var("CODEEXEC_EXPECT_CGROUP") {
             assert_eq!(health["cgroup"]["mode"], expected.as_str(), "{health}");
         }
+        // the kernels codeexec is tested on (6.x) have Landlock
+        assert_eq!(health["landlock"]["enabled"], true, "{health}");
+        assert!(health["landlock"]["abi"].as_u64().is_some_and(|abi| abi >= 1), "{health}");
         let langs = get(&unix, None, "/v1/languages").await.json();
         for id in ["python", "bash", "javascript"] {
             let l = langs["languages"].as_array().unwrap().iter().find(|l| l["id"] == id).unwrap();
@@ -186,7 +189,7 @@ fn bad_input_gets_a_clear_4xx_and_the_daemon_keeps_serving() {
         for (body, needle) in [
             (json!({"language": "fortran", "code": "x"}), "supported: bash, c, cpp, go, java, javascript, python, ruby, rust, typescript"),
             (json!({"language": "python"}), "no code"),
-            (json!({"language": "python", "code": "x", "limits": {"memory_mb": 0}}), "must be 1 to 4096"),
+            (json!({"language": "python", "code": "x", "limits": {"memory_mb": 0}}), "must be 4 to 4096"),
             (json!({"language": "python", "code": "x", "limits": {"cpu_time_ms": -1}}), "invalid value"),
             (json!({"language": "python", "code": "x", "limits": {"wall_time_ms": 1e12}}), "invalid type"),
             (json!({"language": "python", "code": "x", "limits": {"processes": 99_999_999_999u64}}), "must be 1 to 1024"),
@@ -353,4 +356,19 @@ fn run_remote_prints_and_exits_like_a_local_run() {
     let out = remote(&["--remote", &tcp, "-l", "bash", empty.to_str().unwrap()], Some(KEY));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("422 Unprocessable Entity: no code"));
+}
+
+#[test]
+fn a_daemon_without_landlock_says_so_and_still_runs() {
+    require_privileged!();
+    // the path of a kernel without Landlock: no ruleset sent, the sandbox as before
+    let d = Daemon::start(&[("CODEEXEC_RUNS_LANDLOCK", "false")]);
+    runtime().block_on(async {
+        let unix = d.unix();
+        let health = get(&unix, None, "/health").await.json();
+        assert_eq!(health["landlock"]["enabled"], false, "{health}");
+        let code = "printf renamed > /proc/self/comm && cat /proc/$$/comm; touch /sandbox/f /tmp/f && echo ok";
+        let v = expect_run(&post(&unix, None, &json!({"language": "bash", "code": code})).await, "ok");
+        assert_eq!(v["stdout"], "renamed\nok\n", "no Landlock: the program may write its own comm");
+    });
 }

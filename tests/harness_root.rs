@@ -76,8 +76,7 @@ fn expect_error(r: &Run, kind: &str, place: Option<(&str, u64)>) {
 }
 
 /// The program never ran, or died of a syntax error at once: the first error diagnostic is
-/// at `file:line`, or (JavaScript: `node --check` looks at main.js only) the header of the
-/// uncaught `SyntaxError` is.
+/// at `file:line`, or the header of the uncaught `SyntaxError` is.
 fn expect_located(r: &Run, file: &str, line: u64) {
     assert_eq!(r.value, None);
     let diagnostics = r.json["diagnostics"].as_array().unwrap();

@@ -32,13 +32,17 @@ fn the_hosts_loopback_is_unreachable() {
     let code = format!(
         "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)"
     );
-    let r = python(&[], &code);
-    r.expect("ok");
-    assert_eq!(r.stdout(), "ConnectionRefusedError\n", "the sandbox's own loopback has no listener");
+    // without Landlock the sandbox's own loopback answers (no listener); with it, no TCP
+    // connect leaves the program at all
+    for (landlock, refused) in [("false", "ConnectionRefusedError\n"), ("true", "PermissionError\n")] {
+        let r = python(&["--landlock", landlock], &code);
+        r.expect("ok");
+        assert_eq!(r.stdout(), refused, "landlock {landlock}");
+    }
     assert!(listener.accept().is_err(), "the host's listener must never see a connection");
     // and nothing but loopback is reachable at all
     let code = "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('10.0.0.1', 80))\nexcept OSError as e:\n    print(e.errno)";
-    let r = python(&[], code);
+    let r = python(&["--landlock", "false"], code);
     assert_eq!(r.stdout(), "101\n", "ENETUNREACH: no route");
 }
 
@@ -203,4 +207,83 @@ fn the_root_rejects_paths_that_are_not_directories() {
     require_privileged!();
     let r = common::codeexec(&["run", "--rootfs", "/etc/hostname", "--", "/bin/true"], b"");
     assert_eq!(r.status.code(), Some(2));
+}
+
+#[test]
+fn host_identifying_proc_files_are_empty() {
+    require_privileged!();
+    let host_cmdline = std::fs::read_to_string("/proc/cmdline").unwrap();
+    assert!(!host_cmdline.trim().is_empty(), "the host has boot arguments to hide");
+    let files = "cmdline sys/kernel/random/boot_id config.gz kallsyms kcore modules keys key-users timer_list \
+                 sched_debug latency_stats partitions diskstats swaps mdstat interrupts";
+    let script = format!(
+        "for f in {files}; do [ -e /proc/$f ] && echo \"$f $(wc -c < /proc/$f)\"; done; \
+         for d in acpi asound bus driver fs irq scsi; do [ -d /proc/$d ] && echo \"$d/ $(ls -A /proc/$d | wc -l)\"; done; \
+         echo x > /proc/cmdline 2>/dev/null && echo wrote; cat /proc/self/status | grep -c '^Pid:'"
+    );
+    let r = sh(&[], &script);
+    r.expect("ok");
+    let lines: Vec<&str> = r.stdout().lines().collect();
+    assert!(lines.contains(&"cmdline 0"), "{lines:?}");
+    assert!(lines.contains(&"sys/kernel/random/boot_id 0"), "{lines:?}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(line.ends_with(" 0"), "not hidden: {line} (all: {lines:?})");
+    }
+    assert_eq!(lines.last(), Some(&"1"), "the rest of /proc still works: {lines:?}");
+    // what each hid exists on the host: the list is not empty by accident
+    assert!(lines.len() >= 8, "{lines:?}");
+}
+
+#[test]
+fn a_lock_on_a_shared_host_file_lasts_only_as_long_as_its_run() {
+    require_privileged!();
+    // The read-only host files are the same inodes in every sandbox and on the host, and
+    // flock(2) needs only read access: a run can hold a lock others see. Nothing closes
+    // that cheaply (seccomp sees a descriptor, not its file; refusing or faking flock
+    // breaks programs that lock their own files, as `go build` does), so it is bounded
+    // instead: the lock goes when the run's processes die, at its wall-time limit at the
+    // latest. The daemon itself never locks these files.
+    let file = "/usr/bin/env";
+    let holder = std::thread::spawn(move || {
+        let code = format!("import fcntl, time\nf = open('{file}')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(60)");
+        python(&["--wall-time", "4s"], &code)
+    });
+    let f = std::fs::File::open(file).unwrap();
+    let try_lock = || nix::fcntl::Flock::lock(f.try_clone().unwrap(), nix::fcntl::FlockArg::LockExclusiveNonblock);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held = loop {
+        match try_lock() {
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => break true,
+            Err((_, e)) => panic!("flock: {e}"),
+            Ok(lock) => drop(lock),
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(held, "the sandbox's lock is seen on the host (the behaviour the README documents)");
+    let r = holder.join().unwrap();
+    r.expect("time_limit");
+    assert!(try_lock().is_ok(), "the lock went with the run");
+}
+
+#[test]
+fn landlock_refuses_writes_the_mounts_would_allow() {
+    require_privileged!();
+    // /proc/self/comm is the program's own, writable by it through its fresh proc mount:
+    // only Landlock (writes under /sandbox, /tmp, /dev/shm and the device nodes) stops it
+    let script = "echo renamed > /proc/self/comm && echo wrote-comm; \
+                  for d in /sandbox /tmp /dev/shm; do echo x > $d/f && echo ok $d; done; echo x > /dev/null && echo ok null";
+    let on = sh(&[], script);
+    on.expect("ok");
+    assert_eq!(on.stdout(), "ok /sandbox\nok /tmp\nok /dev/shm\nok null\n", "{}", on.stderr_of_program());
+    assert!(on.stderr_of_program().contains("Permission denied"), "{}", on.stderr_of_program());
+    let off = sh(&["--landlock", "false"], script);
+    off.expect("ok");
+    assert_eq!(off.stdout(), "wrote-comm\nok /sandbox\nok /tmp\nok /dev/shm\nok null\n", "without Landlock");
+    // and no TCP at all without a network link, not even on the sandbox's own loopback
+    let code = "import socket\ns = socket.socket()\ntry:\n    s.bind(('127.0.0.1', 0)); s.listen(); print('listening')\nexcept OSError as e:\n    print(e.errno)";
+    assert_eq!(python(&[], code).stdout(), "13\n", "EACCES from Landlock");
+    assert_eq!(python(&["--landlock", "false"], code).stdout(), "listening\n");
 }

@@ -310,3 +310,135 @@ language!(rust, "rust", {
     hog: ("main.rs", "fn main() {\n    let mut all = Vec::new();\n    loop {\n        all.push(vec![1u8; 1 << 20]);\n    }\n}\n"),
     files: &[("main.rs", "mod util;\nfn main() {\n    println!(\"{}\", util::twice(21));\n}\n"), ("util.rs", "pub fn twice(x: i32) -> i32 {\n    2 * x\n}\n")],
 });
+
+// Verdicts third-party judge suites expect (issue 14, items 11 and 15 to 19).
+
+#[test]
+fn javac_runs_no_annotation_processor_the_request_ships() {
+    require_privileged!();
+    // a processor on the class path (/sandbox) with its service file: javac would run it
+    // at compile time, as the request's code, unless told not to
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Evil.java"), EVIL_PROCESSOR).unwrap();
+    let built =
+        std::process::Command::new("javac").arg("-d").arg(dir.path()).arg(dir.path().join("Evil.java")).status();
+    assert!(built.unwrap().success(), "javac on the host builds the processor");
+    let service = dir.path().join("service");
+    std::fs::write(&service, "Evil\n").unwrap();
+    let main = dir.path().join("Main.java");
+    std::fs::write(
+        &main,
+        "public class Main {\n  public static void main(String[] a) {\n    System.out.println(new java.io.File(\"processor-ran\").exists());\n  }\n}\n",
+    )
+    .unwrap();
+    let class = format!("Evil.class={}", dir.path().join("Evil.class").display());
+    let service = format!("META-INF/services/javax.annotation.processing.Processor={}", service.display());
+    let main = main.display().to_string();
+    let args = ["run", "--json", "--file", &class, "--file", &service, "-l", "java", &main];
+    let out = common::codeexec(&args, b"");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    expect(&v, "ok");
+    assert_eq!(v["stdout"], "false\n", "the processor ran inside javac: {v:#}");
+}
+
+const EVIL_PROCESSOR: &str = r#"import java.util.Set;
+import javax.annotation.processing.*;
+import javax.lang.model.SourceVersion;
+import javax.lang.model.element.TypeElement;
+
+@SupportedAnnotationTypes("*")
+public class Evil extends AbstractProcessor {
+  @Override
+  public synchronized void init(ProcessingEnvironment env) {
+    super.init(env);
+    try {
+      java.nio.file.Files.writeString(java.nio.file.Path.of("processor-ran"), "yes");
+    } catch (Exception e) {
+      throw new RuntimeException(e);
+    }
+  }
+  @Override
+  public boolean process(Set<? extends TypeElement> annotations, RoundEnvironment round) { return false; }
+  @Override
+  public SourceVersion getSupportedSourceVersion() { return SourceVersion.latestSupported(); }
+}
+"#;
+
+#[test]
+fn java_public_classes_with_modifiers_compile_and_run() {
+    require_privileged!();
+    let sources = [
+        "public strictfp class Calc {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+        "public sealed class Shape permits Sq {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\nfinal class Sq extends Shape {}\n",
+        "sealed interface S permits Impl {}\npublic non-sealed class Impl implements S {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+        "@SuppressWarnings(\"unused\")\npublic final class Tagged {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+        "public @Deprecated class Old {\n  public static void main(String[] a) { System.out.println(\"ok\"); }\n}\n",
+    ];
+    for code in sources {
+        // one source file goes as `code`: the daemon names its file after the public class
+        let v = run("java", &[("source.java", code)], &[], "");
+        expect(&v, "ok");
+        assert_eq!(v["stdout"], "ok\n", "{code}");
+    }
+}
+
+#[test]
+fn java_without_main_or_with_an_over_long_class_name_is_a_compile_error() {
+    require_privileged!();
+    let v = run("java", &[("Main.java", "public class Main {\n  static int f() { return 1; }\n}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("public static void main"), "{v:#}");
+    let name = "L".repeat(300);
+    let code = format!("public class {name} {{\n  public static void main(String[] a) {{}}\n}}\n");
+    let v = run("java", &[("source.java", code.as_str())], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("should be declared in a file named"), "{v:#}");
+}
+
+#[test]
+fn go_without_package_main_is_a_compile_error() {
+    require_privileged!();
+    let v = run("go", &[("main.go", "package notmain\n\nfunc main() {}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().contains("main package"), "{v:#}");
+    assert!(v["run"].is_null(), "{v:#}");
+}
+
+#[test]
+fn a_link_error_names_the_undefined_reference() {
+    require_privileged!();
+    let v = run("c", &[("main.c", "int helper(void) {\n  return 1;\n}\n")], &[], "");
+    expect(&v, "compile_error");
+    // "(and 1 more)": collect2's own line follows
+    assert!(v["message"].as_str().unwrap().starts_with("undefined reference to `main'"), "{v:#}");
+    let v = run("cpp", &[("main.cpp", "int f();\nint main() {\n  return f();\n}\n")], &[], "");
+    expect(&v, "compile_error");
+    assert!(v["message"].as_str().unwrap().starts_with("main.cpp: undefined reference to `f()'"), "{v:#}");
+}
+
+#[test]
+fn a_syntax_error_in_a_required_module_is_a_syntax_error() {
+    require_privileged!();
+    for (lang, files, (line, column)) in [
+        (
+            "javascript",
+            [
+                ("main.js", "const u = require('./util');\nconsole.log(u.x);\n"),
+                ("util.js", "// util\nexports.x = (;\n"),
+            ],
+            (2, 14),
+        ),
+        ("ruby", [("main.rb", "require_relative 'util'\nputs X\n"), ("util.rb", "# util\nX = (1 +\n")], (2, 0)),
+    ] {
+        let (entry, module) = (files[0].0, files[1].0);
+        let v = run(lang, &files, &[], "");
+        expect(&v, "syntax_error");
+        let d = v["diagnostics"].as_array().unwrap().iter().find(|d| d["severity"] == "error").cloned();
+        let d = d.unwrap_or_else(|| panic!("{lang}: no error diagnostic: {v:#}"));
+        assert_eq!((d["file"].as_str(), d["line"].as_u64()), (Some(module), Some(line)), "{lang} ({entry}): {v:#}");
+        if column > 0 {
+            assert_eq!(d["column"].as_u64(), Some(column), "{v:#}");
+        }
+        assert!(v["message"].as_str().unwrap().starts_with(&format!("{module}:{line}")), "{v:#}");
+    }
+}

@@ -115,7 +115,7 @@ fn capped(t: &LimitTable, max: &LimitTable) -> LimitTable {
     LimitTable {
         cpu_time_ms: t.cpu_time_ms.clamp(1, max.cpu_time_ms),
         wall_time_ms: t.wall_time_ms.clamp(1, max.wall_time_ms),
-        memory_mb: t.memory_mb.clamp(1, max.memory_mb),
+        memory_mb: t.memory_mb.clamp(crate::limit::MIN_MEMORY_MB, max.memory_mb),
         processes: t.processes.clamp(1, max.processes),
         output_kb: t.output_kb.clamp(1, max.output_kb),
         file_size_kb: t.file_size_kb.clamp(1, max.file_size_kb),

@@ -385,10 +385,13 @@ pub(super) fn limit_table(
     asked: LimitsIn,
     what: &str,
 ) -> Result<LimitTable, ApiError> {
-    let pick = |name: &str, asked: Option<u64>, default: u64, max: u64| match asked {
-        None => Ok(default),
-        Some(v) if (1..=max).contains(&v) => Ok(v),
-        Some(v) => Err(ApiError::Invalid(format!("{what}.{name} = {v}: must be 1 to {max}"))),
+    let pick = |name: &str, asked: Option<u64>, default: u64, max: u64| {
+        let min = if name == "memory_mb" { crate::limit::MIN_MEMORY_MB } else { 1 };
+        match asked {
+            None => Ok(default),
+            Some(v) if (min..=max).contains(&v) => Ok(v),
+            Some(v) => Err(ApiError::Invalid(format!("{what}.{name} = {v}: must be {min} to {max}"))),
+        }
     };
     Ok(LimitTable {
         cpu_time_ms: pick("cpu_time_ms", asked.cpu_time_ms, default.cpu_time_ms, max.cpu_time_ms)?,
@@ -434,8 +437,21 @@ mod tests {
             LimitsIn { cpu_time_ms: Some(u64::MAX), ..LimitsIn::default() },
         ] {
             let e = limits(d, m, bad).unwrap_err();
-            assert!(matches!(&e, ApiError::Invalid(msg) if msg.contains("must be 1 to")), "{e:?}");
+            assert!(matches!(&e, ApiError::Invalid(msg) if msg.contains("must be")), "{e:?}");
         }
+    }
+
+    #[test]
+    fn memory_starts_at_the_validated_minimum() {
+        let c = Config::default();
+        let (d, m) = (&c.limits.default, &c.limits.max);
+        for mb in [1, 3] {
+            let e = limits(d, m, LimitsIn { memory_mb: Some(mb), ..LimitsIn::default() }).unwrap_err();
+            let want = format!("limits.memory_mb = {mb}: must be 4 to {}", m.memory_mb);
+            assert!(matches!(&e, ApiError::Invalid(msg) if *msg == want), "{e:?}");
+        }
+        let l = limits(d, m, LimitsIn { memory_mb: Some(4), ..LimitsIn::default() }).unwrap();
+        assert_eq!(l.memory_bytes, 4 << 20);
     }
 
     #[test]

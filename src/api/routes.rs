@@ -17,8 +17,8 @@ use super::error::{ApiError, from_json};
 use super::limiter::Permit;
 use super::plan::{Planned, Work, language_defaults, plan};
 use super::types::{
-    CacheInfo, CgroupInfo, ExecuteRequest, ExecuteResponse, HealthResponse, JobsInfo, JudgeResponse, LanguageInfo,
-    LanguageRef, LanguagesResponse, NetworkInfo, RunsInfo, SeccompInfo, VersionResponse,
+    CacheInfo, CgroupInfo, ExecuteRequest, ExecuteResponse, HealthResponse, JobsInfo, JudgeResponse, LandlockHealth,
+    LanguageInfo, LanguageRef, LanguagesResponse, NetworkInfo, RunsInfo, SeccompInfo, VersionResponse,
 };
 use super::{Api, json};
 
@@ -595,6 +595,7 @@ async fn health(api: &Api) -> Resp {
         cgroup: CgroupInfo { mode: d.cgroup_mode, layout: d.cgroup_layout.clone() },
         rootfs: d.rootfs.clone(),
         seccomp: SeccompInfo { profile: d.seccomp_profile.clone(), instructions: d.seccomp_instructions },
+        landlock: LandlockHealth { enabled: d.landlock.enabled, abi: d.landlock.abi },
         runs: RunsInfo {
             concurrency: api.policy.concurrency,
             queue: api.policy.queue,

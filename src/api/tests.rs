@@ -114,6 +114,7 @@ impl Server {
             seccomp_profile: "default".into(),
             seccomp_instructions: 1,
             network_uplink: None,
+            landlock: crate::run::LandlockInfo { enabled: true, abi: Some(7) },
         };
         let jobs = super::open_store(&settings).await.unwrap();
         let api = Api::new(
@@ -290,7 +291,7 @@ async fn bad_requests_get_a_fitting_status_and_the_server_keeps_serving() {
         (json!({"language": "bash", "code": "x", "args": "a b"}), "invalid type"),
         (
             json!({"language": "bash", "code": "x", "limits": {"memory_mb": 0}}),
-            "limits.memory_mb = 0: must be 1 to 4096",
+            "limits.memory_mb = 0: must be 4 to 4096",
         ),
         (
             json!({"language": "bash", "code": "x", "limits": {"cpu_time_ms": 60001}}),
@@ -310,7 +311,7 @@ async fn bad_requests_get_a_fitting_status_and_the_server_keeps_serving() {
         expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", needle);
     }
     let r = s.execute(json!({"language": "bash", "code": "x", "limits": {"memory_mb": 18446744073709551615u64}})).await;
-    expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "must be 1 to 4096");
+    expect_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "must be 4 to 4096");
     // an executor failure is ours: 500, logged under the request id
     let r = s.execute(json!({"language": "bash", "code": "fail"})).await;
     expect_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the fake executor failed");

@@ -293,6 +293,8 @@ pub(super) struct HealthResponse {
     pub(super) cgroup: CgroupInfo,
     pub(super) rootfs: String,
     pub(super) seccomp: SeccompInfo,
+    /// The Landlock layer under the namespaces and seccomp.
+    pub(super) landlock: LandlockHealth,
     pub(super) runs: RunsInfo,
     pub(super) jobs: JobsInfo,
     /// Null when disabled.
@@ -338,6 +340,14 @@ pub(super) struct CgroupInfo {
 pub(super) struct SeccompInfo {
     pub(super) profile: String,
     pub(super) instructions: usize,
+}
+
+/// Whether every program gets a Landlock ruleset, and the kernel's Landlock ABI (null:
+/// the kernel has no Landlock).
+#[derive(Debug, Serialize)]
+pub(super) struct LandlockHealth {
+    pub(super) enabled: bool,
+    pub(super) abi: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]

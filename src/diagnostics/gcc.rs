@@ -48,6 +48,13 @@ fn linker(line: &str) -> Option<Diagnostic> {
         let loc = Location { file: relative(file), line: None, column: None };
         return Some(at(loc, Severity::Error, message, false));
     }
+    // "(.text+0x17): undefined reference to `main'": in an object of no source of ours
+    // (crt1.o, after "/usr/bin/ld: …/Scrt1.o: in function `_start':")
+    if let Some(tail) = rest.strip_prefix('(')
+        && let Some((_, message)) = tail.split_once("): ")
+    {
+        return Some(unlocated(Severity::Error, message));
+    }
     if !from_ld {
         return None;
     }

@@ -4,7 +4,8 @@
 use super::{Diagnostic, Frame, RuntimeError, Severity, at, located, split_location, unlocated};
 
 /// Every `file:line:col: msg` line; the `# package` header, tab-indented continuations
-/// (`\thave (int)`) and `too many errors` are skipped, `go: ...` is a file-less error.
+/// (`\thave (int)`) and `too many errors` are skipped, `go: ...` and `-buildmode=...` are
+/// file-less errors.
 pub(super) fn parse_diagnostics(text: &str) -> Vec<Diagnostic> {
     text.lines()
         .filter_map(|line| {
@@ -15,7 +16,9 @@ pub(super) fn parse_diagnostics(text: &str) -> Vec<Diagnostic> {
                 let syntax = message.starts_with("syntax error") || message.starts_with("expected 'package'");
                 return Some(at(loc, Severity::Error, message, syntax));
             }
-            line.strip_prefix("go: ").map(|message| unlocated(Severity::Error, message))
+            // "-buildmode=exe requires exactly one main package": not `package main`
+            let message = line.strip_prefix("go: ").or_else(|| line.starts_with("-buildmode=").then_some(line));
+            message.map(|message| unlocated(Severity::Error, message))
         })
         .collect()
 }

@@ -4,22 +4,51 @@
 
 use crate::run::InputFile;
 
-/// The name of the first `public class|interface|enum|record X` in Java source.
+/// Modifiers that may stand between `public` and a top-level type's keyword.
+const MODIFIERS: [&str; 6] = ["final", "abstract", "strictfp", "sealed", "non-sealed", "static"];
+/// The keywords that declare a type.
+const TYPE_KEYWORDS: [&str; 5] = ["class", "interface", "enum", "record", "@interface"];
+
+/// The name of the first public type in Java source: `public`, then any modifiers
+/// (`final`, `abstract`, `strictfp`, `sealed`, `non-sealed`) and annotations (with their
+/// arguments), then `class|interface|enum|record|@interface X`.
 pub(super) fn java_public_class(code: &str) -> Option<String> {
     let code = strip_java_comments(code);
     let words: Vec<&str> = code.split(|c: char| c.is_whitespace() || c == '{').filter(|w| !w.is_empty()).collect();
-    words
-        .windows(3)
-        .find_map(|w| {
-            (w[0] == "public" && matches!(w[1], "class" | "interface" | "enum" | "record")).then(|| identifier(w[2]))?
-        })
-        .or_else(|| {
-            // `public final class X`, `public abstract class X`
-            words.windows(4).find_map(|w| {
-                (w[0] == "public" && matches!(w[1], "final" | "abstract") && w[2] == "class")
-                    .then(|| identifier(w[3]))?
-            })
-        })
+    (0..words.len()).filter(|&i| words[i] == "public").find_map(|i| {
+        let mut j = i + 1;
+        while let Some(w) = words.get(j) {
+            if TYPE_KEYWORDS.contains(w) {
+                return words.get(j + 1).and_then(|name| identifier(name));
+            }
+            if MODIFIERS.contains(w) {
+                j += 1;
+            } else if w.starts_with('@') {
+                j = after_annotation(&words, j);
+            } else {
+                return None;
+            }
+        }
+        None
+    })
+}
+
+/// The index of the word after the annotation starting at `words[at]`, with its
+/// parenthesised arguments however they are spaced (`@A`, `@A("x")`, `@A( v = 1 )`).
+fn after_annotation(words: &[&str], at: usize) -> usize {
+    let (mut opened, mut closed) = (0usize, 0usize);
+    let mut i = at;
+    while let Some(w) = words.get(i) {
+        opened += w.matches('(').count();
+        closed += w.matches(')').count();
+        i += 1;
+        // `@A` then `(x)` as the next word is still one annotation
+        let opens_next = words.get(i).is_some_and(|n| n.starts_with('('));
+        if closed >= opened && !(i == at + 1 && opens_next) {
+            return i;
+        }
+    }
+    i
 }
 
 /// The class (with its package) whose body declares `static void main(`.

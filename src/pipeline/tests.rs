@@ -204,8 +204,41 @@ fn java_finds_its_class_and_sizes_its_heap() {
         }]),
         Some("com.x.App".into())
     );
+    drop(seen);
     let none = Program { source: Source::Code("class A { void main() {} }".into()), ..program("") };
-    assert!(matches!(execute(&f, &lang("java"), none), Err(RunError::Invalid(_))));
+    let out = execute(&f, &lang("java"), none).unwrap();
+    assert_eq!(out.verdict, Verdict::CompileError, "the program's fault, not the request's");
+    assert!(out.message.unwrap().contains("public static void main"));
+    assert!(out.run.is_none() && out.compile.is_some(), "javac had its say first");
+}
+
+#[test]
+fn java_public_types_with_modifiers_name_their_file() {
+    let cases = [
+        ("public strictfp class Calc {", "Calc"),
+        ("public sealed class Shape permits Sq {", "Shape"),
+        ("public non-sealed class Sq extends Shape {", "Sq"),
+        ("public abstract sealed interface Node permits Leaf {", "Node"),
+        ("@SuppressWarnings(\"unchecked\")\npublic final class Box<T> {", "Box"),
+        ("public @Deprecated class Old {", "Old"),
+        ("public @SuppressWarnings( value = \"x\" ) final class Spaced {", "Spaced"),
+        ("public @interface Marker {", "Marker"),
+        ("public record Point(int x, int y) {", "Point"),
+    ];
+    for (code, class) in cases {
+        assert_eq!(java_public_class(code).as_deref(), Some(class), "{code}");
+    }
+    assert_eq!(java_public_class("class A { public static void main(String[] a) {} }"), None);
+}
+
+#[test]
+fn an_over_long_java_class_name_is_left_to_javac() {
+    let name = "A".repeat(300);
+    let code = format!("public class {name} {{ public static void main(String[] a) {{}} }}");
+    let f = fake(vec![]);
+    execute(&f, &lang("java"), program(&code)).unwrap();
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(seen[0].files[0].path, "Main.java", "no file name over 255 bytes");
 }
 
 #[test]
@@ -305,4 +338,24 @@ fn only_the_program_gets_network_and_mounts_not_its_checks_or_compiler() {
     for r in seen.iter().filter(|r| r.argv.get(1).map(String::as_str) != Some("main.py")) {
         assert_eq!(r.access, crate::run::Access::default(), "{:?} runs without them", r.argv);
     }
+}
+
+#[test]
+fn a_syntax_error_in_a_required_module_is_a_syntax_error() {
+    let stderr = "util.js:2\nlet x = (;\n         ^\n\nSyntaxError: Unexpected token ';'\n    at internalCompileFunction (node:internal/vm:76:18)\n";
+    let f = fake(vec![
+        ("node main.js", outcome(Status::RuntimeError, Some(1), stderr)),
+        ("sh -c", outcome(Status::RuntimeError, Some(1), stderr)),
+    ]);
+    let files = vec![
+        InputFile { path: "main.js".into(), contents: b"require('./util');\n".to_vec(), executable: false },
+        InputFile { path: "util.js".into(), contents: b"// util\nlet x = (;\n".to_vec(), executable: false },
+    ];
+    let out = execute(&f, &lang("javascript"), Program { source: Source::Files(files), ..program("") }).unwrap();
+    assert_eq!(out.verdict, Verdict::SyntaxError);
+    let argv = f.seen.lock().unwrap()[1].argv.clone();
+    assert_eq!(argv[argv.len() - 2..], ["main.js".to_owned(), "util.js".to_owned()], "every source is checked");
+    let d = &out.diagnostics[0];
+    assert_eq!((d.file.as_str(), d.line, d.column, d.syntax), ("util.js", Some(2), Some(10), true));
+    assert!(out.message.unwrap().starts_with("util.js:2:10: "));
 }

@@ -104,6 +104,7 @@ impl Prepared {
                     cgroup_procs: placement.procs.len(),
                     network: link.clone(),
                     mounts: extras.mounts.clone(),
+                    landlock: runner.landlock(extras),
                 };
                 let fds = SpawnFds {
                     control: chan_child.as_fd(),
@@ -356,6 +357,21 @@ impl Drop for Prepared {
 }
 
 impl Inner {
+    /// The program's Landlock ruleset: writes under the writable host mounts it gets, TCP
+    /// only with a network link; none where Landlock is off.
+    fn landlock(&self, extras: &Extras) -> Option<sandbox::Landlock> {
+        self.landlock.enabled.then(|| sandbox::Landlock {
+            writable_mounts: extras
+                .mounts
+                .iter()
+                .filter_map(|&i| self.config.mounts.get(i))
+                .filter(|m| m.writable)
+                .map(|m| m.name.clone())
+                .collect(),
+            tcp: extras.network,
+        })
+    }
+
     /// The id map of slot `index`: two host ids no other slot uses.
     fn idmap(&self, index: u32) -> IdMap {
         let base = self.config.uid_base + 2 * index;

@@ -10,8 +10,11 @@
 //! 5. switch to the program's uid/gid, which clears the permitted and effective sets;
 //! 6. `no_new_privs`, which seccomp needs from an unprivileged process and which makes
 //!    setuid files powerless;
-//! 7. mark every descriptor above 2 close-on-exec (the report pipe must live until then);
-//! 8. install the seccomp filter, last of the privileged steps, so none of them is filtered;
+//! 7. apply the Landlock ruleset, if the runner sent one (see `confine`): after
+//!    `no_new_privs`, which an unprivileged process needs for it, and before seccomp, which
+//!    does not allow its syscalls;
+//! 8. mark every descriptor above 2 close-on-exec (the report pipe must live until then);
+//!    install the seccomp filter, last of the privileged steps, so none of them is filtered;
 //! 9. wait for the start request, which the runner sends straight here; write the input
 //!    files into `/sandbox` (a fresh tmpfs owned by the program's id, so no privilege is
 //!    needed); set the rlimits (only ever lowered, which needs no privilege either: core 0,
@@ -31,12 +34,12 @@ use nix::unistd::{Gid, Uid, setresgid, setresuid, setsid, write};
 
 use super::channel::{self, Received};
 use super::init::Stdio;
-use super::spec::{Rlimit, StartRequest};
-use super::{mounts, sys};
+use super::spec::{Landlock, Rlimit, StartRequest};
+use super::{confine, mounts, sys};
 
 /// Step numbers in the report: 0 is `execve` itself (the command is the problem); the
 /// others are ours (the sandbox is). Names are for PID 1's report.
-pub(super) const STEP_NAMES: [&str; 12] = [
+pub(super) const STEP_NAMES: [&str; 13] = [
     "execve",
     "setsid",
     "set up standard descriptors",
@@ -49,12 +52,20 @@ pub(super) const STEP_NAMES: [&str; 12] = [
     "install the seccomp filter",
     "receive the start request",
     "write the input files",
+    "apply the Landlock ruleset",
 ];
 
 /// Runs the steps, waits for the start request and `execve`s; on failure reports and exits
 /// 127. Never returns.
-pub(super) fn run(id: u32, filter: &seccompiler::BpfProgram, stdio: Stdio, start: OwnedFd, report: OwnedFd) -> ! {
-    let (step, errno) = match prepare_and_exec(id, filter, stdio, start) {
+pub(super) fn run(
+    id: u32,
+    landlock: Option<&Landlock>,
+    filter: &seccompiler::BpfProgram,
+    stdio: Stdio,
+    start: OwnedFd,
+    report: OwnedFd,
+) -> ! {
+    let (step, errno) = match prepare_and_exec(id, landlock, filter, stdio, start) {
         Err(failure) => failure,
         Ok(never) => match never {},
     };
@@ -67,6 +78,7 @@ pub(super) fn run(id: u32, filter: &seccompiler::BpfProgram, stdio: Stdio, start
 
 fn prepare_and_exec(
     id: u32,
+    landlock: Option<&Landlock>,
     filter: &seccompiler::BpfProgram,
     stdio: Stdio,
     start: OwnedFd,
@@ -82,6 +94,9 @@ fn prepare_and_exec(
     setresgid(gid, gid, gid).map_err(|e| (6, e))?;
     setresuid(uid, uid, uid).map_err(|e| (6, e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| (7, e))?;
+    if let Some(spec) = landlock {
+        confine::apply(spec).map_err(|e| (12, e))?;
+    }
     sys::close_range(3, u32::MAX, true).map_err(|e| (8, e))?;
     seccompiler::apply_filter(filter).map_err(|_| (9, Errno::last()))?;
 

@@ -242,7 +242,7 @@ fn fork_program(
     match sys::fork_child().map_err(step("fork the program"))? {
         Forked::Child => {
             drop(report_r);
-            exec::run(req.program_id, filter, stdio, start, report_w)
+            exec::run(req.program_id, req.landlock.as_ref(), filter, stdio, start, report_w)
         }
         Forked::Parent(pid) => {
             // Our copies would keep the pipes open after the program's tree is gone.

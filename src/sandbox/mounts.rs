@@ -36,7 +36,38 @@ const OWN_DIRS: [&str; 6] = ["dev", "proc", "sys", "tmp", "sandbox", "mnt"];
 /// The directory beside the roots holding the `resolv.conf` of network sandboxes.
 pub(super) const NET_ETC: &str = "net-etc";
 /// The device nodes of the sandbox's `/dev`.
-const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+pub(super) const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+/// The directory beside the roots holding the empty file and directory that hide
+/// host-identifying `/proc` entries.
+pub(super) const MASKS: &str = "masks";
+/// `/proc` files that tell about the host rather than the run, hidden under an empty file
+/// as container runtimes hide them (runc's default `maskedPaths`, plus what names the host
+/// itself): its boot arguments and boot id, kernel build, symbols and modules, disks and
+/// swap, interrupt sources, keyrings, and timer and scheduler dumps that list the host's
+/// processes. Entries this kernel lacks are skipped.
+const MASKED_PROC_FILES: [&str; 16] = [
+    "cmdline",
+    "sys/kernel/random/boot_id",
+    "config.gz",
+    "kallsyms",
+    "kcore",
+    "modules",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "partitions",
+    "diskstats",
+    "swaps",
+    "mdstat",
+    "interrupts",
+];
+/// `/proc` directories hidden under an empty directory: firmware tables, buses and their
+/// devices, drivers, the host's file systems (by disk), IRQs, sound and SCSI devices.
+const MASKED_PROC_DIRS: [&str; 7] = ["acpi", "asound", "bus", "driver", "fs", "irq", "scsi"];
+/// The writable tmpfs mounts, relative to the root.
+pub(super) const TMPFS_DIRS: [&str; 3] = ["tmp", "sandbox", "dev/shm"];
 
 const RO_BIND: MsFlags = MsFlags::MS_BIND
     .union(MsFlags::MS_REMOUNT)
@@ -151,6 +182,18 @@ pub(super) fn bind_host_dir(src: &Path, dst: &Path) -> Result<()> {
     // each sandbox's copy is made nosuid and nodev (and read-only unless writable) when it
     // is idmapped. Not recursive: mounts below the directory are not part of it.
     mount(Some(via.as_str()), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys("bind host mount", src))
+}
+
+/// The empty file and directory that hide `/proc` entries (see [`MASKED_PROC_FILES`]) on a
+/// read-only bind of their own, which each bind of them copies (one mount per entry per
+/// sandbox, no remount); real root's and read-only by mode besides.
+pub(super) fn prepare_masks(dir: &Path) -> Result<()> {
+    mkdir(dir, 0o755)?;
+    let empty = dir.join("empty");
+    File::create(&empty).map_err(io("create the mask file", &empty))?;
+    fs::set_permissions(&empty, fs::Permissions::from_mode(0o444)).map_err(io("chmod the mask file", &empty))?;
+    mkdir(&dir.join("empty.d"), 0o555)?;
+    bind_read_only(dir, dir)
 }
 
 /// The `resolv.conf` of sandboxes with a network link, naming the operator's resolver.
@@ -272,6 +315,7 @@ pub(super) fn enter_root(root: &Path, req: &SpawnRequest) -> Result<()> {
     // command line is the runner's (it may carry --env values or a daemon's arguments)
     mount(Some("proc"), &proc_dir, Some("proc"), flags, Some("hidepid=invisible"))
         .map_err(sys("mount proc", &proc_dir))?;
+    mask_proc(&proc_dir)?;
     chdir(root).map_err(sys("chdir", root))?;
     // pivot_root(".", "."): the old root ends up on top of the new one and is detached
     // at once (https://man7.org/linux/man-pages/man2/pivot_root.2.html, NOTES).
@@ -280,12 +324,34 @@ pub(super) fn enter_root(root: &Path, req: &SpawnRequest) -> Result<()> {
     chdir("/sandbox").map_err(sys("chdir", Path::new("/sandbox")))
 }
 
+/// Binds the empty file over each host-identifying `/proc` file, the empty directory over
+/// each such directory (one mount each; the sources are read-only by owner and mode). The
+/// program cannot unmount them: it has no capability, and in any user namespace it could
+/// make, the kernel locks mounts it copies. Ordering: after proc is mounted, before the
+/// pivot detaches the zygote's tree that holds the sources.
+fn mask_proc(proc_dir: &Path) -> Result<()> {
+    let masks = Path::new("/").join(MASKS);
+    let (file, dir) = (masks.join("empty"), masks.join("empty.d"));
+    let entries = MASKED_PROC_FILES.iter().map(|n| (n, &file)).chain(MASKED_PROC_DIRS.iter().map(|n| (n, &dir)));
+    for (name, src) in entries {
+        let target = proc_dir.join(name);
+        // a fresh proc nothing untrusted has run in: following its links is safe
+        if !target.exists() {
+            continue;
+        }
+        mount(Some(src.as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(sys("hide a /proc entry", &target))?;
+    }
+    Ok(())
+}
+
 /// The writable tmpfs mounts: where, how big, and their other options.
 fn tmpfs_mounts(sizes: &TmpfsSizes) -> [(&'static str, u64, &'static str); 3] {
+    let [tmp, sandbox, shm] = TMPFS_DIRS;
     [
-        ("tmp", sizes.tmp_bytes, "mode=1777"),
-        ("sandbox", sizes.workdir_bytes, "mode=0755,uid={id},gid={id}"),
-        ("dev/shm", sizes.shm_bytes, "mode=1777"),
+        (tmp, sizes.tmp_bytes, "mode=1777"),
+        (sandbox, sizes.workdir_bytes, "mode=0755,uid={id},gid={id}"),
+        (shm, sizes.shm_bytes, "mode=1777"),
     ]
 }
 

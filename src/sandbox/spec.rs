@@ -80,6 +80,22 @@ pub struct SpawnRequest {
     /// The host directories to attach under `/mnt`, by index into the zygote's
     /// [`HostMount`]s.
     pub mounts: Vec<usize>,
+    /// A Landlock ruleset for the program, under the namespaces and seccomp (`None`: none,
+    /// where the kernel has no Landlock or the operator turned it off).
+    pub landlock: Option<Landlock>,
+}
+
+/// What the program's Landlock ruleset leaves open beyond reading and executing anything
+/// it can see and writing under the sandbox's own writable tmpfs mounts (`/sandbox`,
+/// `/tmp`, `/dev/shm`) and to its device nodes (`/dev/null`, ...). Rights a kernel's
+/// Landlock ABI lacks are left out (its TCP rules need ABI 4, Linux 6.7).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landlock {
+    /// Host mounts writable under `/mnt/<name>` (checked: one path component each).
+    pub writable_mounts: Vec<String>,
+    /// TCP bind and connect stay allowed (a run with a network link); else both are
+    /// refused, on any port.
+    pub tcp: bool,
 }
 
 /// A sandbox's way out: a veth pair whose host end the zygote creates in its own network

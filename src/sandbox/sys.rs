@@ -324,3 +324,26 @@ pub(super) fn move_mount_onto(tree: BorrowedFd<'_>, target: &std::path::Path) ->
     };
     if ret < 0 { Err(Errno::last()) } else { Ok(()) }
 }
+
+/// `LANDLOCK_CREATE_RULESET_VERSION`: with it, `landlock_create_ruleset` creates nothing and
+/// answers the kernel's Landlock ABI version.
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+
+/// The kernel's Landlock ABI version, `None` where it has no Landlock (not built in:
+/// `ENOSYS`; not enabled at boot: `EOPNOTSUPP`). The landlock crate keeps its own probe
+/// private, so that programs do not adapt their rules to it; we only report it and choose
+/// whether to send a ruleset at all.
+/// <https://docs.kernel.org/userspace-api/landlock.html#landlock-abi-versions>
+pub fn landlock_abi() -> Option<u32> {
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the kernel reads
+    // no memory of ours and creates no descriptor; it only returns a number or an error.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(ret).ok().filter(|v| *v > 0)
+}

@@ -255,6 +255,7 @@ fn prepare(sock: &OwnedFd, config: &ZygoteConfig) -> Result<State, StepError> {
     if let Some(text) = &config.resolv_conf {
         mounts::prepare_net_etc(&state.join(mounts::NET_ETC), text)?;
     }
+    mounts::prepare_masks(&state.join(mounts::MASKS))?;
     mounts::shrink_to(state)?;
     Ok(State { roots: dirs, mounts: binds, mount_names, rtnl: None })
 }
