@@ -14,9 +14,9 @@
 //! ends when both sides' output is over, or when told to stop (both runs returned).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -27,6 +27,8 @@ use super::{Cancel, RunError};
 /// Bytes buffered for a side before its writer is read from no more until it takes them.
 const BUFFERED: usize = 64 * 1024;
 const CHUNK: usize = 16 * 1024;
+/// How often a relay waiting for a handover checks whether the runs are over.
+const HANDOVER_CHECK: Duration = Duration::from_millis(50);
 
 /// One side of a crossing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +143,10 @@ impl Relay {
     }
 
     /// Relays until both sides' output has ended (or the stopper fired); the transcript.
-    /// Blocks until each run has handed its ends over or returned without.
+    /// Waits until each run has handed its ends over, or returned without (its plug
+    /// dropped, or the stopper fired: a clone of a plug may outlive its run).
     pub fn run(self) -> Transcript {
-        let (a, b) = (self.a.recv().ok(), self.b.recv().ok());
+        let (a, b) = (self.receive(&self.a), self.receive(&self.b));
         let (a_in, a_out) = a.map_or((None, None), |e| (Some(e.stdin), Some(e.stdout)));
         let (b_in, b_out) = b.map_or((None, None), |e| (Some(e.stdin), Some(e.stdout)));
         let mut t = Transcript::default();
@@ -176,6 +179,17 @@ impl Relay {
             }
         }
         t
+    }
+
+    fn receive(&self, rx: &Receiver<Ends>) -> Option<Ends> {
+        loop {
+            match rx.recv_timeout(HANDOVER_CHECK) {
+                Ok(ends) => return Some(ends),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) if self.stop.is_cancelled() => return rx.try_recv().ok(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
     }
 
     /// One poll and what it found; true when the stopper fired.
