@@ -25,6 +25,7 @@ use serde_json::Value;
 
 pub use batch::{Batch, BatchResult};
 pub use checker::Checker;
+pub use keep::encoded_len;
 pub use program::{ProgramChecker, Protocol};
 
 use crate::diagnostics::RuntimeError;
@@ -130,7 +131,8 @@ pub enum TimeBy {
 /// outputs holds no more than its response can show.
 #[derive(Debug, Clone)]
 pub struct Keep {
-    /// Bytes of stdout, and of stderr, per test (the rest is dropped, `*_truncated` set).
+    /// Bytes of stdout, and of stderr, per test (the rest is dropped, `*_truncated` set),
+    /// and of a function's result as JSON (a larger one is dropped, `returned_truncated`).
     pub output: usize,
     /// The files out, when asked for.
     pub files: Option<FileKeep>,
@@ -221,8 +223,11 @@ pub struct TestResult {
     pub run: Option<RunOutcome>,
     /// The uncaught error, when it died of one.
     pub error: Option<RuntimeError>,
-    /// What the function returned (function harness).
+    /// What the function returned (function harness), when it is within
+    /// [`Keep::output`] as JSON (the checker compared it whole).
     pub returned: Option<Value>,
+    /// The function returned a value too large to keep.
+    pub returned_truncated: bool,
     /// The fraction of the test's worth a checker program gave (with one).
     pub points: Option<f64>,
     /// The checker program's run (with one).
@@ -244,6 +249,7 @@ impl TestResult {
             run: None,
             error: None,
             returned: None,
+            returned_truncated: false,
             points: None,
             checker: None,
             times: Vec::new(),

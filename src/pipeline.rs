@@ -366,7 +366,7 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
     }
     let mut error = None;
     if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
-        error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
+        error = diagnostics::parse_runtime_error(format, &run.stderr);
     }
     if run.status == Status::RuntimeError
         && let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind))
