@@ -74,12 +74,13 @@ pub struct Transcript {
     pub truncated: bool,
     /// When each side's output ended (`[A, B]`; None: never, or it was never handed over).
     pub ended: [Option<Instant>; 2],
+    /// Bytes in `messages` (kept count: a chatty pair must not make each read cost more).
+    kept: usize,
 }
 
 impl Transcript {
     fn record(&mut self, from: Side, bytes: &[u8], limit: usize) {
-        let kept: usize = self.messages.iter().map(|(_, m)| m.len()).sum();
-        let room = limit.saturating_sub(kept);
+        let room = limit.saturating_sub(self.kept);
         if bytes.len() > room {
             self.truncated = true;
         }
@@ -87,6 +88,7 @@ impl Transcript {
         if bytes.is_empty() {
             return;
         }
+        self.kept += bytes.len();
         match self.messages.last_mut() {
             Some((side, m)) if *side == from => m.extend_from_slice(bytes),
             _ => self.messages.push((from, bytes.to_vec())),
@@ -219,7 +221,7 @@ impl Relay {
         drop(fds);
         for (i, f) in flows.iter_mut().enumerate() {
             if slots[i][0].is_some_and(|k| ready[k]) {
-                f.take(t, self.limit);
+                let _ = f.take(t, self.limit);
             }
             if slots[i][1].is_some_and(|k| ready[k]) {
                 f.give();
@@ -240,14 +242,17 @@ fn side_index(s: Side) -> usize {
 }
 
 impl Flow {
-    /// Reads what is there (up to the buffer's room); EOF closes the reader.
-    fn take(&mut self, t: &mut Transcript, limit: usize) {
-        let Some(r) = self.reader.as_ref() else { return };
+    /// Reads what is there (up to the buffer's room); EOF closes the reader. Whether
+    /// bytes came.
+    fn take(&mut self, t: &mut Transcript, limit: usize) -> bool {
+        let Some(r) = self.reader.as_ref() else { return false };
+        let mut came = false;
         let mut buf = [0u8; CHUNK];
         let room = BUFFERED.saturating_sub(self.pending.len()).min(CHUNK);
         match read(r, &mut buf[..room.max(1)]) {
             Ok(0) => self.reader = None,
             Ok(n) => {
+                came = true;
                 t.record(self.from, &buf[..n], limit);
                 // nobody to give it to: the other side is gone, its bytes are dropped
                 if self.writer.is_some() {
@@ -261,6 +266,7 @@ impl Flow {
             }
         }
         self.close_if_over();
+        came
     }
 
     /// Writes what the pipe takes; a reader gone (EPIPE) drops the rest.
@@ -287,10 +293,7 @@ impl Flow {
             }
             self.writer = None;
             self.pending.clear();
-            let before = t.messages.iter().map(|(_, m)| m.len()).sum::<usize>();
-            self.take(t, limit);
-            let after = t.messages.iter().map(|(_, m)| m.len()).sum::<usize>();
-            if after == before && self.reader.is_some() {
+            if !self.take(t, limit) {
                 break;
             }
         }
