@@ -376,3 +376,4 @@ fn a_crash_is_a_runtime_error_for_a_judge() {
 }
 
 mod contest;
+mod interactive;

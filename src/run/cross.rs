@@ -14,9 +14,9 @@
 //! ends when both sides' output is over, or when told to stop (both runs returned).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -27,6 +27,8 @@ use super::{Cancel, RunError};
 /// Bytes buffered for a side before its writer is read from no more until it takes them.
 const BUFFERED: usize = 64 * 1024;
 const CHUNK: usize = 16 * 1024;
+/// How often a relay waiting for a handover checks whether the runs are over.
+const HANDOVER_CHECK: Duration = Duration::from_millis(50);
 
 /// One side of a crossing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +74,13 @@ pub struct Transcript {
     pub truncated: bool,
     /// When each side's output ended (`[A, B]`; None: never, or it was never handed over).
     pub ended: [Option<Instant>; 2],
+    /// Bytes in `messages` (kept count: a chatty pair must not make each read cost more).
+    kept: usize,
 }
 
 impl Transcript {
     fn record(&mut self, from: Side, bytes: &[u8], limit: usize) {
-        let kept: usize = self.messages.iter().map(|(_, m)| m.len()).sum();
-        let room = limit.saturating_sub(kept);
+        let room = limit.saturating_sub(self.kept);
         if bytes.len() > room {
             self.truncated = true;
         }
@@ -85,6 +88,7 @@ impl Transcript {
         if bytes.is_empty() {
             return;
         }
+        self.kept += bytes.len();
         match self.messages.last_mut() {
             Some((side, m)) if *side == from => m.extend_from_slice(bytes),
             _ => self.messages.push((from, bytes.to_vec())),
@@ -141,9 +145,10 @@ impl Relay {
     }
 
     /// Relays until both sides' output has ended (or the stopper fired); the transcript.
-    /// Blocks until each run has handed its ends over or returned without.
+    /// Waits until each run has handed its ends over, or returned without (its plug
+    /// dropped, or the stopper fired: a clone of a plug may outlive its run).
     pub fn run(self) -> Transcript {
-        let (a, b) = (self.a.recv().ok(), self.b.recv().ok());
+        let (a, b) = (self.receive(&self.a), self.receive(&self.b));
         let (a_in, a_out) = a.map_or((None, None), |e| (Some(e.stdin), Some(e.stdout)));
         let (b_in, b_out) = b.map_or((None, None), |e| (Some(e.stdin), Some(e.stdout)));
         let mut t = Transcript::default();
@@ -178,6 +183,17 @@ impl Relay {
         t
     }
 
+    fn receive(&self, rx: &Receiver<Ends>) -> Option<Ends> {
+        loop {
+            match rx.recv_timeout(HANDOVER_CHECK) {
+                Ok(ends) => return Some(ends),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) if self.stop.is_cancelled() => return rx.try_recv().ok(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
     /// One poll and what it found; true when the stopper fired.
     fn turn(&self, flows: &mut [Flow; 2], t: &mut Transcript) -> bool {
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5);
@@ -205,7 +221,7 @@ impl Relay {
         drop(fds);
         for (i, f) in flows.iter_mut().enumerate() {
             if slots[i][0].is_some_and(|k| ready[k]) {
-                f.take(t, self.limit);
+                let _ = f.take(t, self.limit);
             }
             if slots[i][1].is_some_and(|k| ready[k]) {
                 f.give();
@@ -226,14 +242,17 @@ fn side_index(s: Side) -> usize {
 }
 
 impl Flow {
-    /// Reads what is there (up to the buffer's room); EOF closes the reader.
-    fn take(&mut self, t: &mut Transcript, limit: usize) {
-        let Some(r) = self.reader.as_ref() else { return };
+    /// Reads what is there (up to the buffer's room); EOF closes the reader. Whether
+    /// bytes came.
+    fn take(&mut self, t: &mut Transcript, limit: usize) -> bool {
+        let Some(r) = self.reader.as_ref() else { return false };
+        let mut came = false;
         let mut buf = [0u8; CHUNK];
         let room = BUFFERED.saturating_sub(self.pending.len()).min(CHUNK);
         match read(r, &mut buf[..room.max(1)]) {
             Ok(0) => self.reader = None,
             Ok(n) => {
+                came = true;
                 t.record(self.from, &buf[..n], limit);
                 // nobody to give it to: the other side is gone, its bytes are dropped
                 if self.writer.is_some() {
@@ -247,6 +266,7 @@ impl Flow {
             }
         }
         self.close_if_over();
+        came
     }
 
     /// Writes what the pipe takes; a reader gone (EPIPE) drops the rest.
@@ -273,10 +293,7 @@ impl Flow {
             }
             self.writer = None;
             self.pending.clear();
-            let before = t.messages.iter().map(|(_, m)| m.len()).sum::<usize>();
-            self.take(t, limit);
-            let after = t.messages.iter().map(|(_, m)| m.len()).sum::<usize>();
-            if after == before && self.reader.is_some() {
+            if !self.take(t, limit) {
                 break;
             }
         }
