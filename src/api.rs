@@ -12,6 +12,7 @@
 
 mod access;
 mod contest;
+mod dialect;
 mod error;
 mod jobs;
 mod limiter;
@@ -38,7 +39,7 @@ pub use jobs::open_store;
 pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
-use crate::config::{JobStoreSettings, LimitTable, MountSettings, NetworkSettings, Settings};
+use crate::config::{DialectMount, JobStoreSettings, LimitTable, MountSettings, NetworkSettings, Settings};
 use crate::job::JobStore;
 use crate::lang::Registry;
 use crate::pipeline::Executor;
@@ -112,6 +113,8 @@ pub struct Policy {
     pub network: Option<NetworkSettings>,
     /// Host directories offered.
     pub mounts: Vec<MountSettings>,
+    /// The API dialects served, each at its prefix.
+    pub dialects: Vec<DialectMount>,
 }
 
 impl From<&Settings> for Policy {
@@ -135,6 +138,7 @@ impl From<&Settings> for Policy {
             callbacks: s.callbacks.clone(),
             network: s.network.clone(),
             mounts: s.mounts.clone(),
+            dialects: s.dialects.clone(),
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct Api {
     compile_cache: Option<Arc<CompileCache>>,
     /// Async jobs.
     jobs: jobs::Jobs,
+    /// What the API dialects keep in memory.
+    dialects: dialect::State,
     /// Runs in progress, to cancel when a shutdown's grace period is over.
     inflight: Mutex<Inflight>,
     next_run: AtomicU64,
@@ -191,6 +197,7 @@ impl Api {
             limiter,
             compile_cache,
             jobs,
+            dialects: dialect::State::default(),
             inflight: Mutex::new(Inflight::default()),
             next_run: AtomicU64::new(0),
             started: Instant::now(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use callbacks::Callbacks;
+pub use dialects::{DialectMount, Dialects};
 pub use network::{Grant, MountConfig, MountSettings, Mounts, NetworkConfig, NetworkSettings};
 pub use queue::{JobStoreSettings, QueueConfig};
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Host directories offered to sandboxes, by name.
     pub mounts: Mounts,
+    /// Other services' API shapes, each at its prefix.
+    pub dialects: Dialects,
 }
 
 /// `[compile_cache]`.
@@ -383,6 +386,8 @@ pub struct Settings {
     pub network: Option<NetworkSettings>,
     /// Host directories offered to sandboxes.
     pub mounts: Vec<MountSettings>,
+    /// The API dialects served, each at its prefix.
+    pub dialects: Vec<DialectMount>,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
 }
@@ -478,9 +483,11 @@ impl Config {
         let callbacks = self.callback_policy(&mut warnings)?;
         let network = self.network_settings()?;
         let mounts = self.mount_settings(&mut warnings)?;
+        let dialects = self.dialect_mounts()?;
         Ok(Settings {
             network,
             mounts,
+            dialects,
             compile_cache,
             compile_cache_epoch: self.compile_cache.epoch.clone(),
             job_retention: Duration::from_secs(j.retention_s),
@@ -630,6 +637,7 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
 }
 
 mod callbacks;
+mod dialects;
 mod network;
 mod queue;
 #[cfg(test)]

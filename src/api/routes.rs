@@ -22,7 +22,7 @@ use super::types::{
 };
 use super::{Api, json};
 
-mod job_routes;
+pub(super) mod job_routes;
 use crate::judge;
 use crate::lang::{Availability, When};
 use crate::pipeline;
@@ -35,15 +35,15 @@ pub(super) enum Peer {
     Tcp(SocketAddr),
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// What the request log line says about a run.
 #[derive(Debug, Default)]
-struct RunLog {
-    language: Option<String>,
-    status: Option<&'static str>,
+pub(super) struct RunLog {
+    pub(super) language: Option<String>,
+    pub(super) status: Option<&'static str>,
     /// Time in the executor (sandbox and program), to tell it from the API's own.
-    run_ms: Option<f64>,
+    pub(super) run_ms: Option<f64>,
 }
 
 /// One request's log line, written when it is answered, or when hyper drops the request
@@ -90,9 +90,15 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
         code: None,
         run: RunLog::default(),
     };
-    let result = match authorize(&api, &req, peer) {
-        Ok(caller) => route(&api, req, caller, &log.request_id, &mut log.run).await,
-        Err(e) => Err(e),
+    // ---- API dialects (api/dialect.rs): other services' shapes, each under its prefix ----
+    let native = select(req.method(), req.uri().path()).is_ok();
+    let result = match super::dialect::select(&api.policy.dialects, req.uri().path(), native) {
+        Some(mount) => Ok(super::dialect::handle(&api, mount, req, peer, &log.request_id, &mut log.run).await),
+        // ---- end of API dialects ----
+        None => match authorize(&api, &req, peer) {
+            Ok(caller) => route(&api, req, caller, &log.request_id, &mut log.run).await,
+            Err(e) => Err(e),
+        },
     };
     let mut resp = result.unwrap_or_else(|e| {
         if let ApiError::Internal(m) = &e {
@@ -218,9 +224,17 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, A
     let given = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer));
+    check_key(api, peer, given)
+}
+
+/// The caller holding `given` (any of the configured keys, compared in constant time; a
+/// local caller needs none): what every route and dialect authorizes with.
+pub(super) fn check_key(api: &Api, peer: Peer, given: Option<&str>) -> Result<Caller, ApiError> {
+    if matches!(peer, Peer::Unix) || api.policy.api_keys.is_empty() {
+        return Ok(Caller::Local);
+    }
+    let given = given.map(str::trim).ok_or(ApiError::Unauthorized)?;
     // every key compared, whichever matches
     let mut found = None;
     for (i, key) in api.policy.api_keys.iter().enumerate() {
@@ -232,7 +246,7 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, A
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme in any case, RFC 7235).
-fn bearer(value: &str) -> Option<&str> {
+pub(super) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
@@ -368,6 +382,12 @@ async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiE
     if !mime.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
+    read_body(api, req).await
+}
+
+/// Reads the body within the size and time bounds, whatever its content type (the dialects
+/// whose clients send JSON as `text/plain` need that).
+pub(super) async fn read_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = api.policy.max_body_bytes;
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
