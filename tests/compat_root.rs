@@ -109,3 +109,95 @@ fn judge0_client_with_auth_and_the_dialects_listed() {
         assert_eq!(r.status, StatusCode::OK);
     });
 }
+
+/// The README's curl examples of the dialects, as written (continuation lines joined),
+/// in order.
+fn readme_examples() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("## API dialects").expect("README has the dialects' section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut out = Vec::new();
+    for block in section.split("```sh\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        let mut command = String::new();
+        for line in block.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            command.push_str(line.strip_suffix('\\').unwrap_or(line));
+            command.push('\n');
+            if !line.ends_with('\\') && !line.trim().is_empty() && !command.trim().ends_with(',') {
+                out.push(std::mem::take(&mut command));
+            }
+        }
+    }
+    out
+}
+
+/// Runs a README example against `socket`, its answer as JSON (or text).
+fn replay(example: &str, socket: &Path) -> serde_json::Value {
+    let command = example.replace("/run/codeexec/codeexec.sock", socket.to_str().unwrap());
+    let out = Command::new("sh").arg("-c").arg(&command).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+#[test]
+fn the_readme_examples_of_every_dialect_answer_as_shown() {
+    require_privileged!();
+    let d = Daemon::start(&[]);
+    let examples = readme_examples();
+    assert_eq!(examples.len(), 7, "{examples:#?}");
+    let piston = replay(&examples[0], &d.socket);
+    assert_eq!(
+        (piston["language"].as_str(), piston["run"]["stdout"].as_str()),
+        (Some("python"), Some("cba\n")),
+        "{piston}"
+    );
+    assert!(piston["run"]["status"].is_null() && piston.get("compile").is_none(), "{piston}");
+    let judge0 = replay(&examples[1], &d.socket);
+    assert_eq!(judge0["status"], serde_json::json!({"id": 3, "description": "Accepted"}), "{judge0}");
+    assert_eq!((judge0["stdout"].as_str(), judge0["stderr"].is_null()), (Some("hi\n"), true), "{judge0}");
+    assert!(judge0["time"].is_string(), "{judge0}");
+    let go = replay(&examples[2], &d.socket);
+    assert_eq!(
+        (go["success"].as_bool(), go["error"]["type"].as_str()),
+        (Some(false), Some("ZeroDivisionError")),
+        "{go}"
+    );
+    assert_eq!(go["error"]["line"], 2, "{go}");
+    assert_eq!(
+        (go["files"][0]["name"].as_str(), go["files"][0]["content"].as_str()),
+        (Some("out.txt"), Some("hi")),
+        "{go}"
+    );
+    let aggie = replay(&examples[3], &d.socket);
+    let error = aggie["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("Compilation Error: main.c:1:"), "{aggie}");
+    assert!(error.contains("undeclared"), "{aggie}");
+    let engine = replay(&examples[4], &d.socket);
+    assert_eq!(engine["message"], "Execution started", "{engine}");
+    let id = engine["id"].as_str().unwrap().to_owned();
+    let status = examples[5].replace("8e1f…", &id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let done = loop {
+        let s = replay(&status, &d.socket);
+        if s["status"] == "completed" || s["status"] == "failed" {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the engine's job did not end: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    let r = &done["results"];
+    assert_eq!((r[0]["actual_output"].as_str(), r[0]["passed"].as_bool()), (Some("5"), Some(true)), "{done}");
+    assert_eq!((r[1]["actual_output"].as_str(), r[1]["passed"].as_bool()), (Some("2"), Some(false)), "{done}");
+    assert_eq!((done["all_passed"].as_bool(), done["error"].is_null()), (Some(false), true), "{done}");
+    assert_eq!(r[0]["input"], "[2, 3]", "{done}");
+    let codeengine = replay(&examples[6], &d.socket);
+    assert_eq!(codeengine, serde_json::json!({"output": "42\n"}));
+    let health = Command::new("curl")
+        .args(["-s", "--unix-socket", d.socket.to_str().unwrap(), "http://localhost/codeengine/health"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "OK");
+}

@@ -210,6 +210,8 @@ impl Record {
             "memory_mb": memory_mb.max(1),
             "processes": self.limit("max_processes_and_or_threads") as u64,
             "file_size_kb": (self.limit("max_file_size") as u64).max(1),
+            // Judge0's stdout goes to a file: max_file_size caps it too
+            "output_kb": (self.limit("max_file_size") as u64).max(1),
         });
         let stack_mb = ((self.limit("stack_limit") / 1024.0).ceil() as u64).min(memory_mb);
         if stack_mb > 0 {
