@@ -201,19 +201,19 @@ impl Hierarchy {
                 {
                     attempts += 1;
                     // the parent may vanish again while we make it; the next turn sees that
-                    if let Err(e) = self.prepare() {
-                        if attempts == 3 {
-                            return Err(e);
-                        }
+                    if let Err(e) = self.prepare()
+                        && attempts == 3
+                    {
+                        return Err(e);
                     }
                 }
                 Err(CgroupError::ParentNotReady(_)) if attempts < 3 => {
                     attempts += 1;
                     // the parent may vanish again while we make it; the next turn sees that
-                    if let Err(e) = self.prepare() {
-                        if attempts == 3 {
-                            return Err(e);
-                        }
+                    if let Err(e) = self.prepare()
+                        && attempts == 3
+                    {
+                        return Err(e);
                     }
                 }
                 Err(e) => return Err(e),

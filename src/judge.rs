@@ -358,13 +358,13 @@ fn judge_tests(
     let checker = checker.map(|c| Box::new(c.outcome().clone()));
     // a program that never parsed fails every test: one that passed any did parse
     let none_passed = !tests.iter().any(|t| t.verdict.passed());
-    if none_passed && tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError)) {
-        if let Some(c) = pipeline::syntax_after_failure(exec, lang, &prepared, req.cancel.clone())? {
-            if c.refused {
-                let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
-                return Ok(refused(outcome, n, checker));
-            }
-        }
+    if none_passed
+        && tests.iter().any(|t| t.verdict == TestVerdict::Run(Status::RuntimeError))
+        && let Some(c) = pipeline::syntax_after_failure(exec, lang, &prepared, req.cancel.clone())?
+        && c.refused
+    {
+        let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
+        return Ok(refused(outcome, n, checker));
     }
     Ok(Judged { outcome: prepared.outcome.clone(), tests, checker, batches: Vec::new() })
 }

@@ -143,7 +143,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.0;
         for (unit, size) in [("G", GIB), ("M", MIB), ("K", KIB)] {
-            if v >= size && v % size == 0 {
+            if v >= size && v.is_multiple_of(size) {
                 return write!(f, "{}{unit}", v / size);
             }
         }

@@ -216,13 +216,13 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
     out.message.clone_from(&ran.run.message);
     out.error = ran.error;
     out.run = Some(ran.run);
-    if out.verdict == Verdict::Run(Status::RuntimeError) {
-        if let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)? {
-            if c.refused {
-                return Ok(refused_after_failure(out, c));
-            }
-            out.syntax = Some(c.check);
+    if out.verdict == Verdict::Run(Status::RuntimeError)
+        && let Some(c) = syntax_after_failure(exec, lang, &prepared, cancel)?
+    {
+        if c.refused {
+            return Ok(refused_after_failure(out, c));
         }
+        out.syntax = Some(c.check);
     }
     Ok(out)
 }
@@ -362,12 +362,12 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
     if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
         error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
     }
-    if run.status == Status::RuntimeError {
-        if let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind)) {
-            run.status = Status::MemoryLimit;
-            run.exceeded = Some(Exceeded::Memory);
-            run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
-        }
+    if run.status == Status::RuntimeError
+        && let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind))
+    {
+        run.status = Status::MemoryLimit;
+        run.exceeded = Some(Exceeded::Memory);
+        run.message = Some(format!("the program ran out of memory ({}: {})", e.kind, e.message));
     }
     Ok(Ran { run, error })
 }

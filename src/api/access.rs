@@ -79,10 +79,10 @@ fn net_access(policy: &Policy, asked: NetworkIn, caller: Caller) -> Result<NetAc
     for text in list {
         let entry: AllowEntry = text.parse().map_err(|e| ApiError::Invalid(format!("network.allow: {e}")))?;
         // a literal address is checked now; a name when the run starts, on its answer
-        if let Ok(ip) = entry.host.parse() {
-            if let Some(why) = net.egress.refuses(ip) {
-                return Err(ApiError::Invalid(format!("network.allow {entry}: {why}")));
-            }
+        if let Ok(ip) = entry.host.parse()
+            && let Some(why) = net.egress.refuses(ip)
+        {
+            return Err(ApiError::Invalid(format!("network.allow {entry}: {why}")));
         }
         allow.push(entry);
     }

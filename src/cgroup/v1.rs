@@ -163,10 +163,10 @@ impl Cgroup {
     pub(super) fn remove(self) -> Result<()> {
         let mut first = Ok(());
         for d in &self.dirs {
-            if let Err(e) = rmdir_retry(d) {
-                if first.is_ok() {
-                    first = Err(e);
-                }
+            if let Err(e) = rmdir_retry(d)
+                && first.is_ok()
+            {
+                first = Err(e);
             }
         }
         first

@@ -359,13 +359,13 @@ impl<R: Read> Verified<R> {
     /// Reads what is left, then compares size and digest.
     pub fn verify(mut self) -> Result<(), ImageError> {
         io::copy(&mut self, &mut io::sink()).map_err(|e| ImageError::Layout(format!("{}: {e}", self.expected)))?;
-        if let Some(size) = self.size {
-            if size != self.read {
-                return Err(ImageError::Digest {
-                    what: self.expected.clone(),
-                    why: format!("{} bytes where the descriptor says {size}", self.read),
-                });
-            }
+        if let Some(size) = self.size
+            && size != self.read
+        {
+            return Err(ImageError::Digest {
+                what: self.expected.clone(),
+                why: format!("{} bytes where the descriptor says {size}", self.read),
+            });
         }
         let actual = match self.hasher {
             Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),

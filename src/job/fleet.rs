@@ -262,10 +262,10 @@ async fn subscribe(
     let resp3 = info.clone().set_redis_settings(info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3));
     let client = redis::Client::open(resp3).map_err(redis_err)?;
     let push = move |p: redis::PushInfo| {
-        if p.kind == PushKind::Message {
-            if let Some(id) = p.data.get(1).and_then(|v| redis::from_redis_value_ref::<String>(v).ok()) {
-                let _ = tx.send(id);
-            }
+        if p.kind == PushKind::Message
+            && let Some(id) = p.data.get(1).and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+        {
+            let _ = tx.send(id);
         }
         Ok::<(), std::convert::Infallible>(())
     };

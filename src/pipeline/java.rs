@@ -54,11 +54,11 @@ fn find_main(code: &str) -> Option<usize> {
     while let Some(i) = code[from..].find("static") {
         let at = from + i;
         let rest = code[at + "static".len()..].trim_start();
-        if let Some(rest) = rest.strip_prefix("void") {
-            if rest.trim_start().starts_with("main") && rest.trim_start()["main".len()..].trim_start().starts_with('(')
-            {
-                return Some(at);
-            }
+        if let Some(rest) = rest.strip_prefix("void")
+            && rest.trim_start().starts_with("main")
+            && rest.trim_start()["main".len()..].trim_start().starts_with('(')
+        {
+            return Some(at);
         }
         from = at + "static".len();
     }

@@ -301,15 +301,15 @@ impl Drop for Prepared {
         drop(self.narrowed.take());
         // the kernel would remove the pair with PID 1's network namespace, but later, and
         // the slot's next run wants the name
-        if let Some(link) = self.link.take() {
-            if let Err(e) = sandbox::remove_link(&link.host_if) {
-                tracing::error!(error = %chain(&e), link = link.host_if, "removing a sandbox's network link failed");
-            }
+        if let Some(link) = self.link.take()
+            && let Err(e) = sandbox::remove_link(&link.host_if)
+        {
+            tracing::error!(error = %chain(&e), link = link.host_if, "removing a sandbox's network link failed");
         }
-        if let Some(cg) = self.cgroup.take() {
-            if let Err(e) = cg.remove() {
-                tracing::error!(error = %chain(&e), "removing a sandbox's cgroup failed");
-            }
+        if let Some(cg) = self.cgroup.take()
+            && let Err(e) = cg.remove()
+        {
+            tracing::error!(error = %chain(&e), "removing a sandbox's cgroup failed");
         }
     }
 }
