@@ -84,7 +84,7 @@ fn judge0_client_with_auth_and_the_dialects_listed() {
     let clients = clients();
     let d = Daemon::start(&[("CODEEXEC_SERVER_API_KEYS", KEY)]);
     let mut cmd = Command::new(clients.join("venv/bin/python"));
-    cmd.arg(fixture("judge0_client.py")).env("BASE", format!("http://127.0.0.1:{}/judge0", port(&d))).env("TOKEN", KEY);
+    cmd.arg(fixture("judge0_client_async.py")).env("BASE", format!("http://127.0.0.1:{}/judge0", port(&d))).env("TOKEN", KEY);
     expect_success(cmd, "judge0-client");
     // the SDK, with its token in its headers, on the same daemon
     let mut cmd = Command::new(clients.join("venv/bin/python"));
@@ -122,8 +122,13 @@ fn readme_examples() -> Vec<String> {
         let block = &block[..block.find("```").unwrap()];
         let mut command = String::new();
         for line in block.lines().filter(|l| !l.trim_start().starts_with('#')) {
-            command.push_str(line.strip_suffix('\\').unwrap_or(line));
-            command.push('\n');
+            match line.strip_suffix('\\') {
+                Some(part) => command.push_str(part),
+                None => {
+                    command.push_str(line);
+                    command.push('\n');
+                }
+            }
             if !line.ends_with('\\') && !line.trim().is_empty() && !command.trim().ends_with(',') {
                 out.push(std::mem::take(&mut command));
             }
