@@ -84,7 +84,9 @@ fn judge0_client_with_auth_and_the_dialects_listed() {
     let clients = clients();
     let d = Daemon::start(&[("CODEEXEC_SERVER_API_KEYS", KEY)]);
     let mut cmd = Command::new(clients.join("venv/bin/python"));
-    cmd.arg(fixture("judge0_client_async.py")).env("BASE", format!("http://127.0.0.1:{}/judge0", port(&d))).env("TOKEN", KEY);
+    cmd.arg(fixture("judge0_client_async.py"))
+        .env("BASE", format!("http://127.0.0.1:{}/judge0", port(&d)))
+        .env("TOKEN", KEY);
     expect_success(cmd, "judge0-client");
     // the SDK, with its token in its headers, on the same daemon
     let mut cmd = Command::new(clients.join("venv/bin/python"));
