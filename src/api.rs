@@ -187,7 +187,11 @@ impl Api {
         compile_cache: Option<Arc<CompileCache>>,
         jobs: Arc<dyn JobStore>,
     ) -> Arc<Api> {
-        let limiter = limiter::Limiter::new(policy.concurrency, policy.queue);
+        let limiter = limiter::Limiter::new(
+            policy.concurrency,
+            policy.queue,
+            usize::try_from(policy.max_body_bytes).unwrap_or(usize::MAX),
+        );
         let jobs = jobs::Jobs::new(jobs, policy.job_lease);
         Arc::new(Api {
             executor,
@@ -214,6 +218,11 @@ impl Api {
         for c in inflight.runs.values() {
             c.cancel();
         }
+    }
+
+    /// Whether the shutdown's grace period is over (runs still going are being killed).
+    fn stopping(&self) -> bool {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner).stopping
     }
 
     /// The start of a shutdown: no more jobs are taken (queued jobs kept only in memory

@@ -201,9 +201,23 @@ pub fn parse_diagnostics(format: Format, stdout: &str, stderr: &str) -> Vec<Diag
     all
 }
 
-/// The uncaught error a program's stderr shows, if any.
-pub fn parse_runtime_error(format: ErrorFormat, stderr: &str) -> Option<RuntimeError> {
-    match format {
+/// How much of a program's stderr the runtime-error parsers read: its first and its last
+/// this many lines (a trace's header and its innermost end), each cut to
+/// [`MAX_ERROR_TEXT_BYTES`], so a program printing megabytes of fake trace costs the
+/// daemon no more than this.
+pub const ERROR_WINDOW_LINES: usize = 256;
+/// The most frames a runtime error keeps: the innermost.
+pub const MAX_FRAMES: usize = 64;
+/// The longest message, file or function a runtime error keeps, in bytes.
+pub const MAX_ERROR_TEXT_BYTES: usize = 1024;
+
+/// The uncaught error a program's stderr shows, if any: read from
+/// [`ERROR_WINDOW_LINES`] of it, within [`MAX_FRAMES`] and [`MAX_ERROR_TEXT_BYTES`].
+pub fn parse_runtime_error(format: ErrorFormat, stderr: impl AsRef<[u8]>) -> Option<RuntimeError> {
+    let window = error_window(stderr.as_ref());
+    let text = String::from_utf8_lossy(&window);
+    let stderr = text.as_ref();
+    let e = match format {
         ErrorFormat::Python => python::parse_runtime_error(stderr),
         ErrorFormat::Node => node::parse_runtime_error(stderr),
         ErrorFormat::Java => java::parse_runtime_error(stderr),
@@ -212,6 +226,59 @@ pub fn parse_runtime_error(format: ErrorFormat, stderr: &str) -> Option<RuntimeE
         ErrorFormat::Rust => rust::parse_runtime_error(stderr),
         ErrorFormat::Cpp => gcc::parse_terminate(stderr).or_else(|| gcc::parse_assertion(stderr)),
         ErrorFormat::C => gcc::parse_assertion(stderr),
+    };
+    e.map(RuntimeError::capped)
+}
+
+/// The head and the tail of `stderr` (see [`ERROR_WINDOW_LINES`]).
+fn error_window(stderr: &[u8]) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut tail = std::collections::VecDeque::new();
+    for line in stderr.split_inclusive(|&b| b == b'\n') {
+        let line = &line[..line.len().min(MAX_ERROR_TEXT_BYTES)];
+        if head.len() < ERROR_WINDOW_LINES {
+            head.push(line);
+        } else {
+            if tail.len() == ERROR_WINDOW_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+    let mut out = Vec::new();
+    for line in head.into_iter().chain(tail) {
+        out.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+impl RuntimeError {
+    /// Within [`MAX_FRAMES`] (the innermost) and [`MAX_ERROR_TEXT_BYTES`] each text.
+    fn capped(mut self) -> Self {
+        self.frames.truncate(MAX_FRAMES);
+        cap_text(&mut self.kind);
+        cap_text(&mut self.message);
+        for f in &mut self.frames {
+            cap_text(&mut f.file);
+            if let Some(function) = f.function.as_mut() {
+                cap_text(function);
+            }
+        }
+        self
+    }
+}
+
+/// `s` cut to [`MAX_ERROR_TEXT_BYTES`] at a character's boundary.
+fn cap_text(s: &mut String) {
+    if s.len() > MAX_ERROR_TEXT_BYTES {
+        let mut end = MAX_ERROR_TEXT_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
 }
 
@@ -853,6 +920,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_huge_trace_is_read_from_its_head_and_tail_and_capped() {
+        let frame = "  File \"/sandbox/main.py\", line 7, in f\n    f()\n";
+        let stderr = format!(
+            "Traceback (most recent call last):\n{}ValueError: {}\n",
+            frame.repeat(100_000),
+            "é".repeat(10_000)
+        );
+        let e = parse_runtime_error(ErrorFormat::Python, stderr.as_bytes()).unwrap();
+        assert_eq!(e.kind, "ValueError");
+        assert_eq!(e.frames.len(), MAX_FRAMES);
+        assert_eq!(e.frames[0], Frame { file: "main.py".into(), line: Some(7), function: Some("f".into()) });
+        assert!(e.message.len() <= MAX_ERROR_TEXT_BYTES && e.message.starts_with('é'));
+        // the window is lines from both ends, each capped
+        let w = error_window(stderr.as_bytes());
+        assert_eq!(w.iter().filter(|&&b| b == b'\n').count(), 2 * ERROR_WINDOW_LINES);
+        assert!(w.starts_with(b"Traceback") && w.ends_with(b"\n"));
     }
 
     #[test]

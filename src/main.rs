@@ -461,6 +461,7 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         collect_files: args.files_out,
         root: 0,
         access: codeexec::run::Access::default(),
+        plug: None,
     })
 }
 

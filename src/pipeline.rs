@@ -20,7 +20,9 @@ use java::{java_main_class, java_public_class};
 use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
-use crate::run::{Access, Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
+use crate::run::{
+    Access, Cancel, Exceeded, FileContent, InputFile, Plug, RunError, RunOutcome, RunRequest, Runner, Status,
+};
 
 /// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
 pub trait Executor: Send + Sync + 'static {
@@ -181,6 +183,8 @@ pub struct Invocation {
     /// More files for its `/sandbox`, beside the program's (a checker's input, output
     /// and answer).
     pub files: Vec<InputFile>,
+    /// Cross-connected with another run: its stdin and stdout go to the relay.
+    pub plug: Option<Plug>,
 }
 
 /// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
@@ -209,6 +213,7 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         collect_files: program.collect_files,
         access: program.access,
         files: Vec::new(),
+        plug: None,
     };
     let ran = run(exec, lang, &prepared, invocation)?;
     let mut out = prepared.outcome.clone();
@@ -353,6 +358,7 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
         inv.collect_files,
     );
     request.access = inv.access;
+    request.plug = inv.plug;
     let mut run = exec.execute(&request)?;
     if inv.collect_files {
         // what the program created or changed, not what it was given
@@ -360,7 +366,7 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
     }
     let mut error = None;
     if let Some(format) = lang.run.errors.filter(|_| matches!(run.status, Status::RuntimeError | Status::Signaled)) {
-        error = diagnostics::parse_runtime_error(format, &String::from_utf8_lossy(&run.stderr));
+        error = diagnostics::parse_runtime_error(format, &run.stderr);
     }
     if run.status == Status::RuntimeError
         && let Some(e) = error.as_ref().filter(|e| lang.run.out_of_memory.contains(&e.kind))
@@ -501,6 +507,7 @@ fn stage_request(
         collect_files,
         root: lang.placement.root,
         access: Access::default(),
+        plug: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! 4. kill and reap PID 1, remove the cgroup, release the slot (on this thread, or on
 //!    the cleaner's when sandboxes are kept warm).
 
+mod cross;
 mod gate;
 mod outcome;
 mod plan;
@@ -21,6 +22,7 @@ mod verdict;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use cross::{Plug, Relay, Side, Transcript, cross};
 pub use outcome::{Exceeded, FileContent, OutputFile, RunOutcome, Status};
 pub use plan::check_files;
 pub use prepared::{MAX_OUTPUT_BYTES, MAX_OUTPUT_FILES};
@@ -153,6 +155,9 @@ pub struct RunRequest {
     pub root: usize,
     /// A network link, host mounts.
     pub access: Access,
+    /// Cross-connected with another run ([`cross`]): the program's stdin and stdout go to
+    /// the relay (then `stdin` is not fed and its stdout not captured).
+    pub plug: Option<Plug>,
 }
 
 /// What a run may reach beyond its sandbox.

@@ -1,7 +1,10 @@
 //! Backpressure: at most `concurrency` runs at once and `queue` more requests admitted
-//! (reading their body, checked, or waiting for a run slot); beyond that 429 at once,
-//! before the body is read, so the memory held by requests in flight is bounded by
-//! (concurrency + queue) × the largest body. A request that goes away gives its place back.
+//! (checked, or waiting for a run slot); beyond that 429. A request takes its place only
+//! once its body is in and its key checked, so clients sending their body slowly hold no
+//! place; the bodies being read hold bytes of a budget of their own instead, spent as the
+//! bytes arrive ((concurrency + queue) × the largest body; past it, 429), so the memory
+//! held by requests in flight stays bounded. A request that goes away gives its place and
+//! its bytes back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +16,8 @@ use super::error::ApiError;
 /// Cheap to clone: the clones share the slots and counts.
 #[derive(Debug, Clone)]
 pub(super) struct Limiter {
+    /// Bytes of request bodies that may be held at once.
+    body_bytes: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     capacity: usize,
     admitted: Arc<AtomicUsize>,
@@ -55,8 +60,10 @@ impl Drop for Permit {
 }
 
 impl Limiter {
-    pub(super) fn new(concurrency: usize, queue: usize) -> Self {
+    pub(super) fn new(concurrency: usize, queue: usize, max_body_bytes: usize) -> Self {
+        let budget = concurrency.saturating_add(queue).saturating_mul(max_body_bytes).min(Semaphore::MAX_PERMITS);
         Limiter {
+            body_bytes: Arc::new(Semaphore::new(budget)),
             slots: Arc::new(Semaphore::new(concurrency)),
             capacity: concurrency.saturating_add(queue),
             admitted: Arc::new(AtomicUsize::new(0)),
@@ -73,6 +80,18 @@ impl Limiter {
             return Err(ApiError::Busy);
         }
         Ok(Ticket { admitted: Arc::clone(&self.admitted) })
+    }
+
+    /// `n` more bytes for a body being read (held until `held` is dropped), or `Busy`
+    /// when the bodies in flight hold the whole budget.
+    pub(super) fn body_bytes(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), ApiError> {
+        let n = u32::try_from(n).map_err(|_| ApiError::Busy)?;
+        let more = Arc::clone(&self.body_bytes).try_acquire_many_owned(n).map_err(|_| ApiError::Busy)?;
+        match held {
+            Some(h) => h.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
     }
 
     /// Waits (first come, first served) for a run slot for an admitted request.
@@ -160,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_then_queue_then_busy() {
-        let l = Limiter::new(1, 1);
+        let l = Limiter::new(1, 1, 10);
         let first = l.slot(l.admit().unwrap()).await.unwrap();
         assert_eq!(l.running(), 1);
         // the second is admitted and waits; the third finds no place
@@ -178,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_goes_away_gives_its_place_back() {
-        let l = Limiter::new(1, 1);
+        let l = Limiter::new(1, 1, 10);
         let _first = l.slot(l.admit().unwrap()).await.unwrap();
         {
             let second = l.slot(l.admit().unwrap());
@@ -194,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn extra_slots_are_only_the_free_ones_and_never_jump_the_queue() {
-        let l = Limiter::new(3, 2);
+        let l = Limiter::new(3, 2, 10);
         let first = l.slot(l.admit().unwrap()).await.unwrap();
         let extra = l.extra(5);
         assert_eq!(extra.len(), 2, "only what is free");
@@ -209,6 +228,19 @@ mod tests {
         drop(first);
         assert!(l.extra(1).is_empty(), "the waiting request gets the freed slot, not the extra");
         assert!(poll_once(waiting.as_mut()).await.is_some());
+    }
+
+    #[test]
+    fn bodies_spend_a_budget_of_their_own_and_give_it_back() {
+        let l = Limiter::new(1, 1, 10);
+        let mut a = None;
+        l.body_bytes(&mut a, 15).unwrap();
+        let mut b = None;
+        l.body_bytes(&mut b, 5).unwrap();
+        assert_eq!(l.body_bytes(&mut b, 1).unwrap_err(), ApiError::Busy, "20 bytes held of 20");
+        assert!(l.admit().is_ok(), "bodies take no place");
+        drop(a);
+        l.body_bytes(&mut b, 15).unwrap();
     }
 
     /// Polls a future once: `Some` if it finished.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -258,9 +258,9 @@ async fn execute(
     request_id: &str,
     log: &mut RunLog,
 ) -> Result<Resp, ApiError> {
-    // a place first, so a full daemon reads no more bodies
+    // the place only once the body is in (its bytes are held meanwhile, within a budget)
+    let (body, _held) = read_json_body(api, req).await?;
     let ticket = api.limiter.admit()?;
-    let body = read_json_body(api, req).await?;
     let dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     if dto.callback_url.is_some() {
         return Err(ApiError::Invalid("callback_url is for POST /v1/jobs".into()));
@@ -289,6 +289,7 @@ pub(super) async fn perform(
     // Dropped when the client goes away (hyper drops this future) or the run ends: in the
     // first case the run is killed.
     let _running = Running::new(api, id, cancel.clone())?;
+    let killed = cancel.clone();
     let limiter = api.limiter.clone();
     let executor = Arc::clone(&api.executor);
     let Planned { lang, version, work, files } = planned;
@@ -333,6 +334,10 @@ pub(super) async fn perform(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the run's thread failed: {e}")))?;
+    if killed.is_cancelled() && api.stopping() {
+        // killed at the shutdown's deadline: not the program's doing, nor a daemon fault
+        return Err(ApiError::Stopping);
+    }
     let (body, status) = result?;
     Ok((body, status, took))
 }
@@ -371,12 +376,16 @@ impl Drop for Running<'_> {
     }
 }
 
-/// A client has this long to send its body (a slow one holds no run slot meanwhile, but it
-/// holds a connection).
+/// A client has this long to send its body (a slow one holds no run slot or queue place
+/// meanwhile, only its connection and the bytes it has sent).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Checks the content type and size, then reads the body.
-async fn read_json_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+/// Checks the content type and size, then reads the body within `BODY_TIMEOUT`, its bytes
+/// held from the limiter's body budget (given back when the returned permit is dropped).
+async fn read_json_body(
+    api: &Api,
+    req: Request<Incoming>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
     let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
@@ -393,12 +402,26 @@ pub(super) async fn read_body(api: &Api, req: Request<Incoming>) -> Result<Bytes
     if declared.is_some_and(|n| n > max) {
         return Err(ApiError::TooLarge(max));
     }
-    let limited = Limited::new(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX));
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+    let max_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut body = req.into_body();
+    let mut held = None;
+    let mut got = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::BadJson(format!("reading the body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if got.len() + data.len() > max_bytes {
+                return Err(ApiError::TooLarge(max));
+            }
+            api.limiter.body_bytes(&mut held, data.len())?;
+            got.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Err(_) => Err(ApiError::BodyTimeout(BODY_TIMEOUT)),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(max)),
-        Ok(Err(e)) => Err(ApiError::BadJson(format!("reading the body: {e}"))),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok((Bytes::from(got), held)),
     }
 }
 

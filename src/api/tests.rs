@@ -461,8 +461,8 @@ async fn shutdown_waits_for_runs_within_the_grace_period_then_cancels_them() {
     assert!(!socket.exists(), "the socket file is removed");
     assert!(!PathBuf::from(format!("{}.lock", socket.display())).exists(), "and its lock");
     let r = run.await.unwrap().unwrap();
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["status"], "internal_error");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["error"]["code"], "shutting_down");
     assert_eq!(fake.cancelled.load(Ordering::SeqCst), 1);
     // after the grace period nothing new may start
     assert!(api.inflight.lock().unwrap().stopping);
@@ -517,27 +517,29 @@ async fn the_unix_socket_replaces_a_stale_one_and_refuses_a_live_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_daemon_refuses_before_reading_the_body() {
+async fn bodies_past_the_body_budget_are_refused_as_they_arrive() {
     let s = Server::start(|c| {
         c.runs.concurrency = 1;
         c.runs.queue = 0;
+        c.server.max_body_kb = 1024;
     })
     .await;
-    let mut c = s.unix().await;
-    let run =
-        tokio::spawn(async move { c.post_json("/v1/execute", &json!({"language": "bash", "code": "sleep"})).await });
-    eventually("the run", || s.api.limiter.running() == 1).await;
-    // a body announced but never sent: only an answer that does not wait for it can come
-    let mut raw = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+    // a body of 700 KiB announced and 600 KiB sent: held (no place is taken meanwhile)
     let head =
-        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n";
-    raw.write_all(head.as_bytes()).await.unwrap();
+        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 716800\r\n\r\n";
+    let mut first = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+    first.write_all(head.as_bytes()).await.unwrap();
+    first.write_all(&vec![b' '; 600 << 10]).await.unwrap();
+    assert_eq!(s.unix().await.get("/health").await.unwrap().status, StatusCode::OK);
+    // a second such body goes past the budget of 1 MiB: 429 while it is being sent
+    let mut second = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+    second.write_all(head.as_bytes()).await.unwrap();
+    let _ = second.write_all(&vec![b' '; 600 << 10]).await;
     let mut buf = vec![0; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(20), raw.read(&mut buf)).await.expect("429 at once").unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(20), second.read(&mut buf)).await.expect("429").unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 429"), "{text}");
-    s.api.cancel_all();
-    assert_eq!(run.await.unwrap().unwrap().json()["status"], "internal_error");
+    drop(first);
     s.shutdown().await;
 }
 

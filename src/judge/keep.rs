@@ -51,6 +51,10 @@ impl Finished {
 /// Trims a checked test's result to what it may keep: its output, and the wanted files
 /// within the caps of all tests (what is left of them is settled in test order, `spend`).
 pub(super) fn trim(r: &mut TestResult, keep: &Keep) {
+    if r.returned.as_ref().is_some_and(|v| encoded_len(v, keep.output).is_none()) {
+        r.returned = None;
+        r.returned_truncated = true;
+    }
     let Some(run) = r.run.as_mut() else { return };
     for (out, truncated) in [(&mut run.stdout, &mut run.stdout_truncated), (&mut run.stderr, &mut run.stderr_truncated)]
     {
@@ -91,4 +95,28 @@ fn keep_within(files: &mut Vec<OutputFile>, truncated: &mut bool, left: &mut (us
     if files.len() < before {
         files.shrink_to_fit();
     }
+}
+
+/// The length of `v` as JSON, if it is at most `max` bytes (found without writing more
+/// than that).
+pub fn encoded_len(v: &serde_json::Value, max: usize) -> Option<usize> {
+    /// Counts bytes, failing past `max`.
+    struct Counter {
+        n: usize,
+        max: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.max {
+                return Err(std::io::Error::other("over the maximum"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter { n: 0, max };
+    serde_json::to_writer(&mut c, v).ok().map(|()| c.n)
 }

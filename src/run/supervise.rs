@@ -80,7 +80,8 @@ pub(super) struct Observed {
 pub(super) struct Streams<'a> {
     pub(super) stdin: Option<OwnedFd>,
     pub(super) stdin_data: &'a [u8],
-    pub(super) stdout: OwnedFd,
+    /// None when handed to a relay.
+    pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: OwnedFd,
 }
 
@@ -113,7 +114,7 @@ pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>
     l.next_cpu_check = w.released + l.cpu_interval(w.limits.cpu_time);
     let (pid1, chan, limits) = (w.pid1, w.chan, w.limits);
     let Streams { mut stdin, stdin_data, stdout, stderr } = streams;
-    let (mut stdout, mut stderr) = (Some(stdout), Some(stderr));
+    let (mut stdout, mut stderr) = (stdout, Some(stderr));
     let (mut alive, mut chan_open, mut written) = (true, true, 0usize);
     if stdin_data.is_empty() {
         stdin = None;

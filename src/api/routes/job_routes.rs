@@ -27,9 +27,9 @@ pub(super) async fn submit(
     log: &mut RunLog,
 ) -> Result<Resp, ApiError> {
     let idempotency_key = idempotency_key(&req)?;
-    // the place bounds the bodies read at once; the job then waits in the jobs' own queue
+    // the place once the body is in; the job then waits in the jobs' own queue
+    let (body, _held) = read_json_body(api, req).await?;
     let ticket = api.limiter.admit()?;
-    let body = read_json_body(api, req).await?;
     let mut dto: ExecuteRequest = serde_json::from_slice(&body).map_err(|e| from_json(&e))?;
     let callback_url = dto.callback_url.take();
     // checked now (a 422 is the client's to see); planned again when it runs

@@ -214,6 +214,9 @@ pub(in crate::api) struct TestOut {
     /// What the function returned (function harness).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(in crate::api) returned: Option<Value>,
+    /// The result was too large to show (the checker compared it whole).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(in crate::api) returned_truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(in crate::api) files: Option<Vec<FileOut>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -272,15 +275,51 @@ impl JudgeResponse {
             diagnostics: j.outcome.diagnostics.clone(),
             tests: {
                 let mut budget = Budget::default();
-                j.tests.into_iter().enumerate().map(|(i, t)| TestOut::new(i, t, files, &mut budget)).collect()
+                let interactive = j.interactive;
+                let mut out = Vec::with_capacity(j.tests.len());
+                for (i, t) in j.tests.into_iter().enumerate() {
+                    out.push(TestOut::new(i, t, files, &mut budget, interactive));
+                }
+                out
             },
             summary,
         }
     }
 }
 
+/// A test's error and function result within what the response may still show (they
+/// count against [`RESPONSE_OUTPUT_SHOWN`] with the outputs): an error that does not fit
+/// loses its frames, a result that does not fit is dropped (`returned_truncated`).
+fn shown_error_and_value(
+    error: Option<RuntimeError>,
+    returned: Option<Value>,
+    budget: &mut Budget,
+) -> (Option<RuntimeError>, Option<Value>, bool) {
+    let error = error.map(|mut e| {
+        let frames: usize =
+            e.frames.iter().map(|f| f.file.len() + f.function.as_ref().map_or(0, String::len) + 48).sum();
+        if frames > budget.output {
+            e.frames = Vec::new();
+        }
+        let size = e.kind.len() + e.message.len() + if e.frames.is_empty() { 0 } else { frames };
+        budget.output = budget.output.saturating_sub(size);
+        e
+    });
+    let (returned, truncated) = match returned {
+        Some(v) => match crate::judge::encoded_len(&v, budget.output) {
+            Some(n) => {
+                budget.output -= n;
+                (Some(v), false)
+            }
+            None => (None, true),
+        },
+        None => (None, false),
+    };
+    (error, returned, truncated)
+}
+
 impl TestOut {
-    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget) -> Self {
+    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget, interactive: bool) -> Self {
         let mut shown = |b: &[u8], truncated: bool| {
             let cut = b.len().min(TEST_OUTPUT_SHOWN).min(budget.output);
             budget.output -= cut;
@@ -296,7 +335,10 @@ impl TestOut {
             None => (String::new(), "utf8", false, String::new(), "utf8", false),
         };
         let (files, files_truncated) = files_out(filter, t.run.as_ref(), budget);
-        let contest = super::contest::TestContestOut::new(&t);
+        let contest = super::contest::TestContestOut::new(&t, interactive);
+        let returned_truncated = t.returned_truncated;
+        let (error, returned, cut) = shown_error_and_value(t.error, t.returned, budget);
+        let returned_truncated = returned_truncated || cut;
         let r = t.run.as_ref();
         TestOut {
             contest,
@@ -318,8 +360,9 @@ impl TestOut {
                 wall_ms: r.map_or(0.0, |r| r.wall_time.as_secs_f64() * 1000.0),
             },
             memory_peak_kb: r.map_or(0, |r| r.memory_peak_bytes / 1024),
-            error: t.error,
-            returned: t.returned,
+            error,
+            returned,
+            returned_truncated,
             files,
             files_truncated,
         }

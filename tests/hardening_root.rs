@@ -1,0 +1,81 @@
+//! The real daemon against hostile clients, programs and operator mistakes (issue 14): a
+//! judge program printing megabytes of fake trace, clients that never read, trickle their
+//! body, flood idle connections or half-close, descriptor exhaustion, an unwritable
+//! stderr, bad framing, a run killed at shutdown. Root only (see `require_privileged!`).
+
+// An integration test crate is all tests: the lints for tests inside `src/` do not fit it.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::json;
+
+use common::daemon::{Daemon, post, runtime};
+
+/// A Python program that prints a fake traceback of `frames` frames and a message of
+/// `message_kb` KiB on stderr, then fails.
+fn fake_traceback(frames: usize, message_kb: usize) -> String {
+    format!(
+        "import sys\n\
+         frames = '  File \"/sandbox/main.py\", line 1, in f\\n    f()\\n' * {frames}\n\
+         sys.stderr.write('Traceback (most recent call last):\\n' + frames + 'ValueError: ' + 'x' * {message_kb} * 1024 + '\\n')\n\
+         sys.exit(1)\n"
+    )
+}
+
+#[test]
+fn a_judge_test_shows_a_capped_error_parsed_from_a_window_of_stderr() {
+    require_privileged!();
+    let d = Daemon::start(&[]);
+    let body = json!({
+        "language": "python",
+        "code": fake_traceback(200_000, 512),
+        "limits": {"output_kb": 16384},
+        "tests": [{"stdin": ""}, {"stdin": ""}, {"stdin": ""}],
+    });
+    let r = runtime().block_on(post(&d.unix(), None, &body));
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["status"], "runtime_error", "{v:#}");
+    for t in v["tests"].as_array().unwrap() {
+        let e = &t["error"];
+        assert_eq!(e["type"], "ValueError", "{e}");
+        let frames = e["frames"].as_array().unwrap();
+        assert!(!frames.is_empty() && frames.len() <= 64, "{} frames", frames.len());
+        assert_eq!(frames[0]["file"], "main.py");
+        assert!(e["message"].as_str().unwrap().len() <= 1024, "the message is capped");
+        assert_eq!(t["stderr_truncated"], true);
+    }
+    // 3 tests of 64 KiB of stderr each, and little else
+    assert!(r.body.len() < 1 << 20, "a {} byte response", r.body.len());
+}
+
+/// Opens a raw connection to the daemon's Unix socket and writes `bytes` on it.
+fn raw(d: &Daemon, bytes: &[u8]) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(bytes).unwrap();
+    s
+}
+
+#[test]
+fn clients_trickling_their_body_take_no_place() {
+    require_privileged!();
+    let d = Daemon::start(&[("CODEEXEC_RUNS_CONCURRENCY", "1"), ("CODEEXEC_RUNS_QUEUE", "1")]);
+    let body = json!({"language": "bash", "code": "echo fine"}).to_string();
+    let head = format!(
+        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // five clients (more than the one slot and one queue place) that send half a body
+    let slow: Vec<_> = (0..5).map(|_| raw(&d, format!("{head}{}", &body[..body.len() / 2]).as_bytes())).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = runtime().block_on(post(&d.unix(), None, &json!({"language": "bash", "code": "echo served"})));
+    let v = r.json();
+    assert_eq!(r.status, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"], "served\n");
+    drop(slow);
+}
