@@ -396,7 +396,10 @@ async fn read_json_body(
 
 /// Reads the body within the size and time bounds, whatever its content type (the dialects
 /// whose clients send JSON as `text/plain` need that).
-pub(super) async fn read_body(api: &Api, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    api: &Api,
+    req: Request<Incoming>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
     let max = api.policy.max_body_bytes;
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {

@@ -24,7 +24,7 @@ pub(super) async fn handle(call: Call<'_>) -> Resp {
         (Method::POST, "/execute") => {
             let super::Call { api, req, request_id, log, .. } = call;
             let run = async {
-                let body = read_body(api, req).await?;
+                let (body, _held) = read_body(api, req).await?;
                 let r: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
                 let (Some(language), Some(code)) =
                     (r.get("language").and_then(Value::as_str), r.get("code").and_then(Value::as_str))

@@ -54,7 +54,7 @@ fn language(name: &str) -> &str {
 /// `POST /execute`: checked now, then a job.
 async fn submit(call: Call<'_>, caller: Caller) -> Result<Resp, ApiError> {
     let Call { api, req, .. } = call;
-    let body = read_body(api, req).await?;
+    let (body, _held) = read_body(api, req).await?;
     let r: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let field = |name: &str| r.get(name).and_then(Value::as_str);
     let (Some(lang), Some(code), Some(function)) = (field("language"), field("code"), field("function_name")) else {

@@ -186,7 +186,7 @@ fn flags(req: &hyper::Request<hyper::body::Incoming>) -> Result<Flags, Resp> {
 
 /// Reads the body as a JSON object (JSON whatever the content type; empty is `{}`).
 async fn body(api: &Api, req: hyper::Request<hyper::body::Incoming>) -> Result<Map<String, Value>, Resp> {
-    let bytes = read_body(api, req).await.map_err(|e| refusal(&e))?;
+    let (bytes, _held) = read_body(api, req).await.map_err(|e| refusal(&e))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }

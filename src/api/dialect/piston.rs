@@ -130,7 +130,7 @@ fn semver_of(version: &str) -> String {
 /// `POST /execute`.
 async fn execute_route(call: Call<'_>, caller: Caller) -> Result<Resp, Resp> {
     let Call { api, req, request_id, log, .. } = call;
-    let body = read_body(api, req).await.map_err(|e| refusal(&e))?;
+    let (body, _held) = read_body(api, req).await.map_err(|e| refusal(&e))?;
     let request: Value = serde_json::from_slice(&body).map_err(|e| refusal(&ApiError::BadJson(e.to_string())))?;
     let (name, lang_id, version, dto) = translate(api, &request).map_err(|m| message(StatusCode::BAD_REQUEST, &m))?;
     let dto = native(dto).map_err(|e| refusal(&e))?;
