@@ -13,6 +13,7 @@
 
 mod access;
 mod contest;
+mod dialect;
 mod error;
 mod jobs;
 mod limiter;
@@ -46,7 +47,7 @@ pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
 use crate::config::{
-    JobStoreSettings, LimitTable, MetricsSettings, MountSettings, NetworkSettings, RateLimits, Settings,
+    DialectMount, JobStoreSettings, LimitTable, MetricsSettings, MountSettings, NetworkSettings, RateLimits, Settings,
 };
 use crate::job::JobStore;
 use crate::lang::Registry;
@@ -132,6 +133,8 @@ pub struct Policy {
     pub sessions: crate::config::SessionSettings,
     /// `Host` values `/mcp` accepts (empty: any), against DNS rebinding.
     pub mcp_hosts: Vec<String>,
+    /// The API dialects served, each at its prefix.
+    pub dialects: Vec<DialectMount>,
 }
 
 impl From<&Settings> for Policy {
@@ -159,6 +162,7 @@ impl From<&Settings> for Policy {
             rate_limits: s.rate_limits.clone(),
             sessions: s.sessions,
             mcp_hosts: mcp_hosts(s.tcp),
+            dialects: s.dialects.clone(),
         }
     }
 }
@@ -195,6 +199,8 @@ pub struct Api {
     compile_cache: Option<Arc<CompileCache>>,
     /// Async jobs.
     jobs: jobs::Jobs,
+    /// What the API dialects keep in memory.
+    dialects: dialect::State,
     /// Runs in progress, to cancel when a shutdown's grace period is over.
     inflight: Mutex<Inflight>,
     next_run: AtomicU64,
@@ -242,6 +248,7 @@ impl Api {
             policy,
             compile_cache,
             jobs,
+            dialects: dialect::State::default(),
             inflight: Mutex::new(Inflight::default()),
             next_run: AtomicU64::new(0),
             started: Instant::now(),

@@ -260,6 +260,45 @@ pub async fn stream_rows(endpoint: &Endpoint, runs: usize) -> Result<Vec<Row>, S
     Ok(rows)
 }
 
+/// What an API dialect adds over the native route: python `print(1)` through `POST
+/// /v1/execute`, Piston's `POST /api/v2/execute` and Judge0's `POST
+/// /judge0/submissions?wait=true`, taken in turn (so drift of the machine hits all three
+/// alike), `runs` each. The rows, and each dialect's median minus the native median.
+pub async fn dialect_rows(endpoint: &Endpoint, runs: usize) -> Result<(Vec<Row>, [f64; 2]), String> {
+    let mut conn = Connection::open(endpoint, None).await.map_err(|e| crate::error_chain(&e))?;
+    let requests = [
+        ("/v1/execute", serde_json::json!({"language": "python", "code": "print(1)"})),
+        (
+            "/api/v2/execute",
+            serde_json::json!({"language": "python", "version": "*", "files": [{"content": "print(1)"}]}),
+        ),
+        ("/judge0/submissions?wait=true", serde_json::json!({"language_id": 71, "source_code": "print(1)"})),
+    ];
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for i in 0..runs + 5 {
+        for (k, (path, body)) in requests.iter().enumerate() {
+            let t = Instant::now();
+            let r = conn.post_json(path, body).await.map_err(|e| crate::error_chain(&e))?;
+            let took = t.elapsed();
+            if !r.status.is_success() {
+                return Err(format!("POST {path} answered {}: {}", r.status, r.json()));
+            }
+            if i >= 5 {
+                samples[k].push(took);
+            }
+        }
+    }
+    let [native, piston, judge0] = samples.map(Series::of);
+    let ms = |s: &Series| s.median / 1000.0;
+    let added = [ms(&piston) - ms(&native), ms(&judge0) - ms(&native)];
+    let rows = vec![
+        Row { workload: "python print(1)", mode: "POST /v1/execute", runs, series: native },
+        Row { workload: "python print(1)", mode: "Piston POST /api/v2/execute", runs, series: piston },
+        Row { workload: "python print(1)", mode: "Judge0 POST /submissions?wait=true", runs, series: judge0 },
+    ];
+    Ok((rows, added))
+}
+
 /// The C++ program of the compile cache benchmark; `{n}` makes each miss's source unique.
 const CACHE_PROGRAM: &str = "#include <iostream>\n// {n}\nint main() { std::cout << \"hello\" << std::endl; }\n";
 

@@ -62,7 +62,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-pub use delivery::{Delivery, Outcome, deliver};
+pub use delivery::{Delivery, Outcome, deliver, deliver_with};
 pub use network::{Network, NetworkError, forbidden_v4, forbidden_why};
 pub use target::{MAX_URL_LEN, Target};
 pub use tls::{TlsError, parse_pem_certificates};

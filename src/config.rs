@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use callbacks::Callbacks;
+pub use dialects::{DialectMount, Dialects};
 pub use network::{Grant, MountConfig, MountSettings, Mounts, NetworkConfig, NetworkSettings};
 pub use queue::{JobStoreSettings, QueueConfig};
 pub use service::{KeyLimits, KeyRate, MetricsConfig, MetricsSettings, RateLimitConfig, RateLimits};
@@ -84,6 +85,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Sessions (`/v1/sessions`).
     pub sessions: SessionsConfig,
+    /// Other services' API shapes, each at its prefix.
+    pub dialects: Dialects,
 }
 
 /// `[sessions]`.
@@ -474,6 +477,8 @@ pub struct Settings {
     pub mounts: Vec<MountSettings>,
     /// Sessions' bounds.
     pub sessions: SessionSettings,
+    /// The API dialects served, each at its prefix.
+    pub dialects: Vec<DialectMount>,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
     /// `GET /metrics`.
@@ -585,12 +590,14 @@ impl Config {
             sessions.max = room;
             sessions.max_per_key = sessions.max_per_key.min(room);
         }
+        let dialects = self.dialect_mounts()?;
         Ok(Settings {
             metrics: self.metrics_settings(),
             rate_limits: self.rate_limits()?,
             sessions,
             network,
             mounts,
+            dialects,
             compile_cache,
             compile_cache_epoch: self.compile_cache.epoch.clone(),
             job_retention: Duration::from_secs(j.retention_s),
@@ -742,6 +749,7 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
 }
 
 mod callbacks;
+mod dialects;
 mod network;
 mod queue;
 mod service;

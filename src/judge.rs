@@ -43,6 +43,10 @@ pub enum Expected {
     Output(Vec<u8>),
     /// This value returned by the function (function harness).
     Value(Value),
+    /// The function's result as text (its canonical text: a string as itself, anything
+    /// else as compact JSON), compared with this text by the request's checker (function
+    /// harness, `"compare_as": "text"`: what callers that compare printed results expect).
+    Text(Vec<u8>),
 }
 
 /// One test.

@@ -614,6 +614,12 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
                 "\n{}a cell in a warm session answers {ratio:.1}x faster than a fresh run (medians)\n",
                 bench::table(&rows)
             ));
+            let (rows, [piston, judge0]) =
+                bench::dialect_rows(&endpoint, args.runs).await.map_err(anyhow::Error::msg)?;
+            out.push_str(&format!(
+                "\n{}API dialects over the native route (medians): Piston {piston:+.3} ms, Judge0 wait=true {judge0:+.3} ms\n",
+                bench::table(&rows)
+            ));
             Ok(out)
         })
     };

@@ -94,6 +94,8 @@ fn net_access(policy: &Policy, asked: NetworkIn, caller: Caller) -> Result<NetAc
 pub(super) struct Capabilities {
     pub(super) network: NetworkOffer,
     pub(super) mounts: Vec<MountOffer>,
+    /// Other services' APIs served, each at its prefix.
+    pub(super) dialects: Vec<super::dialect::DialectOffer>,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,5 +142,6 @@ pub(super) fn capabilities(policy: &Policy, caller: Caller) -> Capabilities {
                 writable: m.mount.writable,
             })
             .collect(),
+        dialects: super::dialect::offers(&policy.dialects),
     }
 }

@@ -70,6 +70,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
         ("checker", dto.checker.is_some()),
         ("stop_on_first_failure", dto.stop_on_first_failure.is_some()),
         ("function_name", dto.function_name.is_some()),
+        ("compare_as", dto.compare_as.is_some()),
         ("batches", dto.batches.is_some()),
         ("number_of_runs", dto.number_of_runs.is_some()),
         ("cpu_extra_time_ms", dto.cpu_extra_time_ms.is_some()),
@@ -130,9 +131,17 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
                 return Err(invalid(format!("tests: 1 to {MAX_TESTS}, got {}", tests.len())));
             }
             let function = dto.function_name.is_some();
+            if dto.compare_as.is_some() && !function {
+                return Err(invalid("compare_as is for function_name; a program's output is text already".into()));
+            }
+            let as_text = dto.compare_as == Some(super::types::CompareAs::Text);
             let mut out = Vec::with_capacity(tests.len());
             for (i, t) in tests.into_iter().enumerate() {
-                out.push(test(i, t, function, &table, &api.policy.max_limits, stack)?);
+                let mut t = test(i, t, function, &table, &api.policy.max_limits, stack)?;
+                if let (true, Expected::Value(v)) = (as_text, &t.expected) {
+                    t.expected = Expected::Text(judge::checker::canonical_text(v).into_bytes());
+                }
+                out.push(t);
             }
             if dto.checker.is_some() && dto.interactor.is_some() {
                 return Err(invalid("with an interactor, the interactor decides: no checker".into()));

@@ -22,7 +22,7 @@ use super::types::{
 };
 use super::{Api, json};
 
-mod job_routes;
+pub(super) mod job_routes;
 mod session_routes;
 use crate::judge;
 use crate::lang::{Availability, When};
@@ -93,13 +93,25 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
         code: None,
         run: RunLog::default(),
     };
-    let caller = authorize(&api, &req, peer);
-    let result = match &caller {
-        Ok(caller) => match rate_check(&api, *caller) {
-            Ok(()) => route(&api, req, *caller, &log.request_id, &mut log.run).await,
+    // ---- API dialects (api/dialect.rs): other services' shapes, each under its prefix ----
+    let native = select(req.method(), req.uri().path()).is_ok();
+    let mount = super::dialect::select(&api.policy.dialects, req.uri().path(), native);
+    let mut keyed = None;
+    let result = match mount {
+        Some(mount) => {
+            Ok(super::dialect::handle(&api, mount, req, peer, &log.request_id, &mut log.run).await.map(BodyExt::boxed))
+        }
+        // ---- end of API dialects ----
+        None => match authorize(&api, &req, peer) {
+            Ok(caller) => {
+                keyed = Some(caller);
+                match rate_check(&api, caller) {
+                    Ok(()) => route(&api, req, caller, &log.request_id, &mut log.run).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         },
-        Err(e) => Err(e.clone()),
     };
     let mut resp = result.unwrap_or_else(|e| {
         if let ApiError::Internal(m) = &e {
@@ -108,7 +120,7 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
         api.metrics.rejected(e.code());
         e.into_response(&log.request_id).map(BodyExt::boxed)
     });
-    if let Ok(Caller::Key(i)) = caller {
+    if let Some(Caller::Key(i)) = keyed {
         api.rate.headers(i, resp.headers_mut());
     }
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
@@ -305,9 +317,17 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, A
     let given = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer));
+    check_key(api, peer, given)
+}
+
+/// The caller holding `given` (any of the configured keys, compared in constant time; a
+/// local caller needs none): what every route and dialect authorizes with.
+pub(super) fn check_key(api: &Api, peer: Peer, given: Option<&str>) -> Result<Caller, ApiError> {
+    if matches!(peer, Peer::Unix) || api.policy.api_keys.is_empty() {
+        return Ok(Caller::Local);
+    }
+    let given = given.map(str::trim).ok_or(ApiError::Unauthorized)?;
     // every key compared, whichever matches
     let mut found = None;
     for (i, key) in api.policy.api_keys.iter().enumerate() {
@@ -319,7 +339,7 @@ fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, A
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme in any case, RFC 7235).
-fn bearer(value: &str) -> Option<&str> {
+pub(super) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
@@ -510,6 +530,15 @@ pub(super) async fn read_json_body(
     if !mime.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
+    read_body(api, req).await
+}
+
+/// Reads the body within the size and time bounds, whatever its content type (the dialects
+/// whose clients send JSON as `text/plain` need that).
+pub(super) async fn read_body(
+    api: &Api,
+    req: Request<Incoming>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
     let max = api.policy.max_body_bytes;
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {

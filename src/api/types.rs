@@ -33,6 +33,9 @@ pub(super) struct ExecuteRequest {
     pub(super) stop_on_first_failure: Option<bool>,
     /// The function harness: the function the tests call.
     pub(super) function_name: Option<String>,
+    /// With `function_name`: `json` (the default) compares the result with
+    /// `expected_output` as JSON values; `text` compares their texts with the checker.
+    pub(super) compare_as: Option<CompareAs>,
     /// Return the files the program created or changed.
     pub(super) return_files: Option<ReturnFilesIn>,
     /// Only for `POST /v1/jobs`: where the result is POSTed.
@@ -55,6 +58,17 @@ pub(super) struct ExecuteRequest {
     pub(super) package: Option<String>,
     /// Answer at once with the run's events (NDJSON; SSE with `Accept: text/event-stream`).
     pub(super) stream: Option<bool>,
+}
+
+/// How a function's result is compared with a test's `expected_output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum CompareAs {
+    /// As JSON values (numbers by value, keys in any order).
+    Json,
+    /// The result's canonical text (a string as itself, anything else as compact JSON)
+    /// against `expected_output`'s (likewise), by the checker.
+    Text,
 }
 
 /// `network`: on or off, or on for an allow-list only.

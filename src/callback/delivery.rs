@@ -61,13 +61,20 @@ pub(super) type Connect =
 /// module documentation for the headers, the signature and what is retried). Never fails:
 /// what happened is in the returned [`Delivery`].
 pub async fn deliver(target: &Target, job_id: &str, body: Bytes, policy: &Policy) -> Delivery {
-    deliver_via(target, job_id, body, policy, &|addr| Box::pin(TcpStream::connect(addr))).await
+    deliver_with(target, job_id, Method::POST, body, policy).await
+}
+
+/// As [`deliver`], with another method (an API dialect's callback: Judge0 PUTs).
+pub async fn deliver_with(target: &Target, job_id: &str, method: Method, body: Bytes, policy: &Policy) -> Delivery {
+    let via =
+        |addr| -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>> { Box::pin(TcpStream::connect(addr)) };
+    deliver_via(target, job_id, (method, body), policy, &via).await
 }
 
 pub(super) async fn deliver_via(
     target: &Target,
     job_id: &str,
-    body: Bytes,
+    (method, body): (Method, Bytes),
     policy: &Policy,
     connect: &Connect,
 ) -> Delivery {
@@ -86,7 +93,7 @@ pub(super) async fn deliver_via(
             return d;
         }
     };
-    let via = Via { connect, tls: tls.as_ref() };
+    let via = Via { connect, tls: tls.as_ref(), method: &method };
     let attempts = policy.attempts.max(1);
     for n in 1..=attempts {
         d.attempts = n;
@@ -182,6 +189,7 @@ pub(super) fn next_step(a: &Attempt) -> (Option<StatusCode>, Step) {
 struct Via<'a> {
     connect: &'a Connect,
     tls: Option<&'a TlsConnector>,
+    method: &'a Method,
 }
 
 /// Resolve and check, connect to a checked address, send, read the answer's head.
@@ -191,7 +199,7 @@ async fn attempt(target: &Target, job_id: &str, body: &Bytes, n: u32, policy: &P
         Err(e @ CallbackError::Refused(_)) => return Attempt::Refused(e.to_string()),
         Err(e) => return Attempt::Failed(error_chain(&e)),
     };
-    let request = match request(target, job_id, body, n, policy) {
+    let request = match request(target, job_id, via.method, body, n, policy) {
         Ok(r) => r,
         Err(e) => return Attempt::Refused(format!("building the request: {e}")),
     };
@@ -213,17 +221,18 @@ async fn attempt(target: &Target, job_id: &str, body: &Bytes, n: u32, policy: &P
     Attempt::Failed(last.unwrap_or_else(|| "no address to connect to".into()))
 }
 
-/// The POST of attempt `n`, signed now.
+/// The POST (or a dialect's method) of attempt `n`, signed now.
 fn request(
     target: &Target,
     job_id: &str,
+    method: &Method,
     body: &Bytes,
     n: u32,
     policy: &Policy,
 ) -> hyper::http::Result<Request<Full<Bytes>>> {
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
     let mut req = Request::builder()
-        .method(Method::POST)
+        .method(method.clone())
         .uri(target.path().clone())
         .header(HOST, target.authority())
         .header(CONTENT_TYPE, "application/json")

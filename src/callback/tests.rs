@@ -374,7 +374,7 @@ async fn deliver_checks_addresses_again() {
     };
     for &(url, why, _) in REFUSED {
         let target = check(url, &anything).await.expect(url);
-        let d = deliver_via(&target, "j", Bytes::from_static(b"{}"), &strict, &connect).await;
+        let d = deliver_via(&target, "j", (hyper::Method::POST, Bytes::from_static(b"{}")), &strict, &connect).await;
         assert_eq!((d.outcome, d.attempts), (Outcome::Refused, 1), "{url}");
         assert!(d.error.as_deref().unwrap().contains(why), "{url}: {:?}", d.error);
     }

@@ -67,6 +67,15 @@ impl Checker {
     }
 }
 
+/// A function's result as text: a string as itself, anything else as compact JSON (`5`,
+/// `[1,2]`, `true`, `null`), as callers that compare printed results write it.
+pub fn canonical_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn exact(expected: &[u8], actual: &[u8]) -> Result<(), String> {
     if expected == actual {
         return Ok(());
@@ -323,6 +332,10 @@ mod tests {
         assert_eq!(e, "at $[1][1]: expected 4, got 5");
         assert!(c.check_json(&json!([1]), &json!([1, 2])).unwrap_err().contains("expected 1 elements, got 2"));
         assert!(c.check_json(&json!("1"), &json!(1)).is_err());
+        assert_eq!(canonical_text(&json!(5)), "5");
+        assert_eq!(canonical_text(&json!("abc")), "abc");
+        assert_eq!(canonical_text(&json!([1, [2, "x"]])), "[1,[2,\"x\"]]");
+        assert_eq!(canonical_text(&json!(null)), "null");
         assert!(c.check_json(&json!(null), &json!(0)).is_err());
         assert!(c.check_json(&json!(0.1), &json!(0.1000001)).is_err());
         assert!(FLOAT.check_json(&json!([0.1]), &json!([0.1000001])).is_ok());

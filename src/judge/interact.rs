@@ -42,7 +42,7 @@ pub(super) fn once(
     let answer = match &t.expected {
         Expected::Output(b) => b.as_slice(),
         Expected::Nothing => &[],
-        Expected::Value(_) => {
+        Expected::Value(_) | Expected::Text(_) => {
             return Err(RunError::Invalid("an interactor talks to a program, not to a function".into()));
         }
     };

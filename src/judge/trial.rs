@@ -143,7 +143,7 @@ fn once(ctx: &Ctx<'_>, t: &Test) -> Result<TestResult, RunError> {
         let want = match &t.expected {
             Expected::Output(b) => b.as_slice(),
             Expected::Nothing => &[],
-            Expected::Value(_) => {
+            Expected::Value(_) | Expected::Text(_) => {
                 return Err(RunError::Invalid("a checker program compares outputs, not a function's values".into()));
             }
         };
@@ -182,12 +182,18 @@ fn check(
         (Expected::Output(want), None) => {
             checker.check_case(want, &run.stdout, ignore_case).map_err(|m| (TestVerdict::WrongAnswer, m))
         }
+        (Expected::Text(want), Some(Some(Ok(got)))) => {
+            let text = super::checker::canonical_text(&got);
+            let r = checker.check_case(want, text.as_bytes(), ignore_case).map_err(|m| (TestVerdict::WrongAnswer, m));
+            result.returned = Some(got);
+            r
+        }
         (Expected::Nothing, Some(Some(Ok(got)))) => {
             result.returned = Some(got);
             Ok(())
         }
         (Expected::Nothing, _) => Ok(()),
-        (Expected::Value(_), None) | (Expected::Output(_), Some(_)) => {
+        (Expected::Value(_) | Expected::Text(_), None) | (Expected::Output(_), Some(_)) => {
             return Err(RunError::Invalid("a test's expected output does not fit the request's mode".into()));
         }
     };

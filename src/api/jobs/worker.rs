@@ -145,7 +145,8 @@ async fn run_job(api: &Api, claim: &Claim, job: Job, request: &[u8], slot: Permi
 /// runs it.
 async fn execute(api: &Api, job: &Job, request: &[u8], slot: Permit, cancel: Cancel) -> Outcome {
     let failed = |e: &ApiError| Outcome::Failed(Failure { code: e.code().into(), message: e.message() });
-    let mut dto: ExecuteRequest = match serde_json::from_slice(request) {
+    // a dialect's job keeps what the dialect answers with beside the native request
+    let (mut dto, dialect): (ExecuteRequest, _) = match super::super::dialect::stored(request) {
         Ok(d) => d,
         Err(e) => return failed(&ApiError::Invalid(format!("the stored request: {e}"))),
     };
@@ -164,8 +165,11 @@ async fn execute(api: &Api, job: &Job, request: &[u8], slot: Permit, cancel: Can
         Err(e) => return failed(&e),
     };
     match perform(api, planned, slot, cancel, &job.id).await {
-        Ok((body, status, took)) => {
+        Ok((mut body, status, took)) => {
             tracing::debug!(job = %job.id, status, run_ms = took.as_secs_f64() * 1000.0, "job run ended");
+            if let (Some(meta), Some(map)) = (dialect, body.as_object_mut()) {
+                map.insert("dialect".into(), meta);
+            }
             Outcome::Done(body)
         }
         Err(e) => failed(&e),
@@ -211,7 +215,12 @@ async fn call_back(api: &Api, claim: &Claim, job: Job) {
         Ok(target) => {
             cb.state = CallbackState::Delivering;
             record(api, &claim.id, &cb).await;
-            let d = callback::deliver(&target, &claim.id, body(api, job), &api.policy.callbacks).await;
+            // a dialect's job calls back in the dialect's shape
+            let (method, body) = match super::super::dialect::callback(&job) {
+                Some(m) => m,
+                None => (hyper::Method::POST, body(api, job)),
+            };
+            let d = callback::deliver_with(&target, &claim.id, method, body, &api.policy.callbacks).await;
             let delivered = d.outcome == callback::Outcome::Delivered;
             tracing::info!(job = %claim.id, host = %target.authority(), delivered, attempts = d.attempts, "job callback");
             cb.state = if delivered { CallbackState::Delivered } else { CallbackState::Failed };

@@ -66,7 +66,7 @@ pub(super) async fn submit(
 
 /// A callback URL checked against the policy (a refusal is the client's: 422), as the job
 /// keeps it.
-async fn checked_callback(api: &Api, url: String) -> Result<job::Callback, ApiError> {
+pub(in crate::api) async fn checked_callback(api: &Api, url: String) -> Result<job::Callback, ApiError> {
     let target = callback::check(&url, &api.policy.callbacks)
         .await
         .map_err(|e| ApiError::Invalid(format!("callback_url: {e}")))?;
@@ -98,7 +98,7 @@ fn idempotency_key(req: &Request<Incoming>) -> Result<Option<String>, ApiError> 
 
 /// Whose job it is: a key's jobs are its own (by the key's fingerprint); local callers
 /// see every job.
-fn owner(api: &Api, caller: Caller) -> Option<String> {
+pub(in crate::api) fn owner(api: &Api, caller: Caller) -> Option<String> {
     match caller {
         Caller::Local => None,
         Caller::Key(i) => api.policy.api_keys.get(i).map(|k| fingerprint(k)),
@@ -107,7 +107,7 @@ fn owner(api: &Api, caller: Caller) -> Option<String> {
 
 /// The job, if it exists and the caller may see it (a job another key submitted is not
 /// found).
-async fn visible(api: &Api, id: &str, caller: Caller) -> Result<job::Job, ApiError> {
+pub(in crate::api) async fn visible(api: &Api, id: &str, caller: Caller) -> Result<job::Job, ApiError> {
     let job = api.jobs.store.get(id).await?.ok_or_else(|| unknown_job(api, id))?;
     match owner(api, caller) {
         Some(o) if job.owner.as_deref() != Some(o.as_str()) => Err(unknown_job(api, id)),
