@@ -79,3 +79,51 @@ fn clients_trickling_their_body_take_no_place() {
     assert_eq!(v["stdout"], "served\n");
     drop(slow);
 }
+
+#[test]
+fn a_client_that_never_reads_its_answer_is_dropped() {
+    use std::io::Read;
+    require_privileged!();
+    let d = Daemon::start(&[]);
+    let body = json!({
+        "language": "bash",
+        "code": "head -c 8000000 /dev/zero | tr '\\0' x",
+        "limits": {"output_kb": 16384},
+    })
+    .to_string();
+    let mut s = raw(
+        &d,
+        format!(
+            "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    // the answer (over 8 MB) waits for a reader that never comes, past the write timeout
+    std::thread::sleep(Duration::from_secs(45));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    assert!(end.is_ok(), "the daemon closed the connection: {end:?}");
+    assert!(got.len() < 8_000_000, "the whole answer ({} bytes) was kept for a client that never read", got.len());
+    // and it serves on
+    let r = runtime().block_on(post(&d.unix(), None, &json!({"language": "bash", "code": "echo on"})));
+    assert_eq!(r.json()["stdout"], "on\n");
+}
+
+#[test]
+fn a_flood_of_idle_connections_does_not_stall_a_normal_request() {
+    require_privileged!();
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard.min(8192), hard).unwrap();
+    let d = Daemon::start(&[]);
+    // more connections than the cap of 1024, none sending a byte
+    let idle: Vec<_> = (0..1100).map(|_| raw(&d, b"")).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let r = runtime().block_on(common::daemon::get(&d.unix(), None, "/health"));
+    assert_eq!(r.status, StatusCode::OK);
+    // served at once (an idle connection made room), not after a header timeout
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(idle);
+}
