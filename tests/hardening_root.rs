@@ -127,3 +127,51 @@ fn a_flood_of_idle_connections_does_not_stall_a_normal_request() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     drop(idle);
 }
+
+/// `codeexec serve` on a socket in `dir`, its stderr `stderr`; waits for the socket.
+fn serve_with_stderr(dir: &std::path::Path, stderr: std::process::Stdio) -> std::process::Child {
+    let socket = dir.join("codeexec.sock");
+    let child = std::process::Command::new(common::bin())
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CODEEXEC_SERVER_UNIX_SOCKET", &socket)
+        .env("CODEEXEC_SERVER_TCP", "")
+        .env("CODEEXEC_COMPILE_CACHE_DIR", dir.join("cache"))
+        .env("CODEEXEC_JOBS_DIR", dir.join("jobs"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+#[test]
+fn a_daemon_whose_stderr_cannot_be_written_serves_on() {
+    require_privileged!();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    for stderr in [std::process::Stdio::from(full), std::process::Stdio::from(writer)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = serve_with_stderr(dir.path(), stderr);
+        let endpoint = codeexec::client::Endpoint::Unix(dir.path().join("codeexec.sock"));
+        for _ in 0..3 {
+            let r = runtime().block_on(post(&endpoint, None, &json!({"language": "bash", "code": "echo on"})));
+            assert_eq!(r.json()["stdout"], "on\n");
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the daemon is still there");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
