@@ -293,7 +293,7 @@ fn connection(
 async fn serve_one(
     conn: impl Future<Output = hyper::Result<()>>,
     entry: conn::Entry,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     tokio::pin!(conn);
     loop {
@@ -313,6 +313,5 @@ async fn serve_one(
             }
         }
     }
-    drop(conn);
-    drop((entry, permit));
+    // the connection (a local) is dropped before `entry` and `_permit` (parameters)
 }
