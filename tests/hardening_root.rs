@@ -175,3 +175,55 @@ fn a_daemon_whose_stderr_cannot_be_written_serves_on() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+#[test]
+fn finished_jobs_hold_no_descriptor() {
+    require_privileged!();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("codeexec.sock");
+    // the daemon raises its soft limit to the hard one: both at 256
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=256:256", "--"])
+        .arg(common::bin())
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CODEEXEC_SERVER_UNIX_SOCKET", &socket)
+        .env("CODEEXEC_SERVER_TCP", "")
+        .env("CODEEXEC_COMPILE_CACHE_DIR", dir.path().join("cache"))
+        .env("CODEEXEC_JOBS_DIR", dir.path().join("jobs"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let endpoint = codeexec::client::Endpoint::Unix(socket);
+    runtime().block_on(async {
+        for i in 0..300 {
+            let r = common::daemon::post_to(
+                &endpoint,
+                "/v1/jobs",
+                &json!({"language": "bash", "code": format!("echo {i}")}),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "job {i}: {}", r.json());
+            let id = r.json()["id"].as_str().unwrap().to_owned();
+            let v = common::daemon::wait_job(&endpoint, &id, Duration::from_secs(60)).await;
+            assert_eq!(v["result"]["stdout"], format!("{i}\n"), "job {i}: {v}");
+        }
+        // 300 kept jobs later, a run still gets its descriptors
+        let r = post(&endpoint, None, &json!({"language": "bash", "code": "echo on"})).await;
+        assert_eq!(r.json()["stdout"], "on\n", "{}", r.json());
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = child.wait();
+}
