@@ -3,7 +3,8 @@
 //! an [`Executor`] on a blocking thread within the concurrency limit, and turns the outcome
 //! into JSON. It never runs sandbox code on the async runtime's threads.
 //!
-//! Routes (`routes.rs`): `POST /v1/execute` (one run, or a judge run over tests),
+//! Routes (`routes.rs`): `POST /v1/execute` (one run, or a judge run over tests; streamed
+//! as NDJSON or SSE, and interactive on the WebSocket `GET /v1/connect`: `live.rs`),
 //! `POST /v1/jobs`, `GET` and `DELETE /v1/jobs/{id}` (`routes/job_routes.rs`, the job
 //! store in `jobs.rs`), `GET /v1/languages`, `GET /health`, `GET /version`. Requests are
 //! checked and planned in `plan.rs`; wire types in `types.rs`, the one error-to-response
@@ -15,10 +16,14 @@ mod contest;
 mod error;
 mod jobs;
 mod limiter;
+mod live;
+mod metrics;
 mod package;
 mod plan;
+mod rate;
 mod routes;
 mod server;
+mod service;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -38,7 +43,9 @@ pub use jobs::open_store;
 pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
-use crate::config::{JobStoreSettings, LimitTable, MountSettings, NetworkSettings, Settings};
+use crate::config::{
+    JobStoreSettings, LimitTable, MetricsSettings, MountSettings, NetworkSettings, RateLimits, Settings,
+};
 use crate::job::JobStore;
 use crate::lang::Registry;
 use crate::pipeline::Executor;
@@ -112,6 +119,10 @@ pub struct Policy {
     pub network: Option<NetworkSettings>,
     /// Host directories offered.
     pub mounts: Vec<MountSettings>,
+    /// `GET /metrics`.
+    pub metrics: MetricsSettings,
+    /// Each API key's limits, in `api_keys`' order.
+    pub rate_limits: RateLimits,
 }
 
 impl From<&Settings> for Policy {
@@ -135,6 +146,8 @@ impl From<&Settings> for Policy {
             callbacks: s.callbacks.clone(),
             network: s.network.clone(),
             mounts: s.mounts.clone(),
+            metrics: s.metrics,
+            rate_limits: s.rate_limits.clone(),
         }
     }
 }
@@ -153,6 +166,10 @@ pub struct Api {
     languages: Registry,
     policy: Policy,
     limiter: limiter::Limiter,
+    /// Per-key request rates and runs at once.
+    rate: rate::RateLimit,
+    /// What `/metrics` exports.
+    metrics: Arc<metrics::Metrics>,
     /// Compiles kept for identical requests.
     compile_cache: Option<Arc<CompileCache>>,
     /// Async jobs.
@@ -161,6 +178,8 @@ pub struct Api {
     inflight: Mutex<Inflight>,
     next_run: AtomicU64,
     started: Instant,
+    /// Places for streams and WebSockets (`live::MAX_LIVE`).
+    live: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -191,13 +210,16 @@ impl Api {
             executor,
             description,
             languages,
-            policy,
             limiter,
+            rate: rate::RateLimit::new(&policy.rate_limits),
+            metrics: Arc::new(metrics::Metrics::new()),
+            policy,
             compile_cache,
             jobs,
             inflight: Mutex::new(Inflight::default()),
             next_run: AtomicU64::new(0),
             started: Instant::now(),
+            live: Arc::new(tokio::sync::Semaphore::new(live::MAX_LIVE)),
         })
     }
 

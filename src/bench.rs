@@ -216,6 +216,49 @@ async fn post(conn: &mut Connection, body: &serde_json::Value) -> Result<(), Str
     Ok(())
 }
 
+/// A streamed run's first output byte: `POST /v1/execute` as NDJSON of a program that
+/// prints at once and then sleeps 200 ms; the time to its first `stdout` event (the first
+/// byte's latency) and to its `result`, over `runs` requests.
+pub async fn stream_rows(endpoint: &Endpoint, runs: usize) -> Result<Vec<Row>, String> {
+    use http_body_util::BodyExt as _;
+    let workloads: [(&'static str, &str, &str); 2] = [
+        ("python print(1), sleep 0.2 s", "python", "import time\nprint(1)\ntime.sleep(0.2)"),
+        ("bash echo 1, sleep 0.2 s", "bash", "echo 1\nsleep 0.2"),
+    ];
+    let mut rows = Vec::new();
+    let mut conn = Connection::open(endpoint, None).await.map_err(|e| crate::error_chain(&e))?;
+    for (workload, language, code) in workloads {
+        let body = serde_json::json!({"language": language, "code": code});
+        let (mut first, mut whole) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for i in 0..runs + 3 {
+            let t = Instant::now();
+            let resp = conn.post_streaming("/v1/execute", &body, "application/x-ndjson").await;
+            let mut body = resp.map_err(|e| crate::error_chain(&e))?.into_body();
+            let (mut seen, mut text) = (None, String::new());
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| e.to_string())?;
+                if let Some(data) = frame.data_ref() {
+                    text.push_str(&String::from_utf8_lossy(data));
+                    if seen.is_none() && text.contains("\"type\":\"stdout\"") {
+                        seen = Some(t.elapsed());
+                    }
+                }
+            }
+            let seen = seen.ok_or_else(|| format!("no stdout event in {text}"))?;
+            if !text.contains("\"type\":\"result\"") {
+                return Err(format!("no result event in {text}"));
+            }
+            if i >= 3 {
+                first.push(seen);
+                whole.push(t.elapsed());
+            }
+        }
+        rows.push(Row { workload, mode: "stream, first stdout", runs, series: Series::of(first) });
+        rows.push(Row { workload, mode: "stream, result", runs, series: Series::of(whole) });
+    }
+    Ok(rows)
+}
+
 /// The C++ program of the compile cache benchmark; `{n}` makes each miss's source unique.
 const CACHE_PROGRAM: &str = "#include <iostream>\n// {n}\nint main() { std::cout << \"hello\" << std::endl; }\n";
 

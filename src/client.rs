@@ -160,6 +160,29 @@ impl Connection {
         Ok(Reply { status: parts.status, headers: parts.headers, body })
     }
 
+    /// `POST path` with a JSON body, asking for a stream (`accept`): the response as it
+    /// comes, its body to be read frame by frame.
+    pub async fn post_streaming(
+        &mut self,
+        path: &str,
+        body: &serde_json::Value,
+        accept: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, accept);
+        if let Some(k) = &self.api_key {
+            builder = builder.header("x-api-key", k.clone());
+        }
+        let req = builder.body(Full::new(Bytes::from(bytes)))?;
+        self.sender.ready().await?;
+        Ok(self.sender.send_request(req).await?)
+    }
+
     /// `GET path`.
     pub async fn get(&mut self, path: &str) -> Result<Reply, ClientError> {
         self.send(Method::GET, path, None, Bytes::new()).await

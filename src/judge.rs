@@ -7,11 +7,13 @@
 //! verdict. So does a program of an interpreted language whose failed test turns out to
 //! be a syntax error: it never parsed, so no test really ran.
 //!
-//! Contest rules ([`Rules`]) add a checker program of the problem's own (`program`), batches
-//! of tests with points (`batch`), and repeated runs and time rules (`trial`).
+//! Contest rules ([`Rules`]) add a checker program of the problem's own (`program`), an
+//! interactor run at once with the program and cross-connected with it (`interact`),
+//! batches of tests with points (`batch`), and repeated runs and time rules (`trial`).
 
 pub mod batch;
 pub mod checker;
+mod interact;
 mod keep;
 pub mod program;
 mod schedule;
@@ -30,7 +32,7 @@ use crate::diagnostics::RuntimeError;
 use crate::lang::Language;
 use crate::limit::Limits;
 use crate::pipeline::{self, CacheRef, Executor, Outcome, Prepare, Source, Verdict};
-use crate::run::{Access, Cancel, RunError, RunOutcome, Status};
+use crate::run::{Access, Cancel, RunError, RunOutcome, Status, Transcript};
 
 /// What a test expects.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +95,12 @@ pub struct Request {
 pub struct Rules {
     /// The problem's own checker (instead of `checker`).
     pub program: Option<Box<ProgramChecker>>,
+    /// The problem's interactor: it runs at once with the program, each one's stdout the
+    /// other's stdin, and decides each test (instead of any checker). A test's `stdin` is
+    /// its input file and the expected output its answer file; the program gets neither.
+    pub interactor: Option<Box<ProgramChecker>>,
+    /// Bytes of each interactive test's transcript kept (0: none).
+    pub transcript_bytes: usize,
     /// Programs that must accept each test's input before the program runs on it
     /// ([`Protocol::KattisInput`]); one that does not makes the test a `judge_error`.
     pub input_validators: Vec<ProgramChecker>,
@@ -228,6 +236,9 @@ pub struct TestResult {
     pub times: Vec<(Duration, Duration)>,
     /// The test's name, if it has one.
     pub name: Option<String>,
+    /// What passed between the program and the interactor (with one, when asked for):
+    /// the contestant's side is `Side::A`.
+    pub transcript: Option<Transcript>,
 }
 
 impl TestResult {
@@ -243,6 +254,7 @@ impl TestResult {
             checker: None,
             times: Vec::new(),
             name: None,
+            transcript: None,
         }
     }
 
@@ -268,6 +280,8 @@ pub struct Judged {
     pub checker: Option<Box<Outcome>>,
     /// Each batch's result, in the request's order (none without batches).
     pub batches: Vec<BatchResult>,
+    /// `checker` is the problem's interactor.
+    pub interactive: bool,
 }
 
 impl Judged {
@@ -304,8 +318,9 @@ impl Judged {
 }
 
 /// Judges `req` in `lang`. Once the program (and its checker) is ready, `workers(n)` is
-/// asked how many tests may run at once (at most `n`, the tests there are); the caller
-/// takes its run slots then, not while the compiler runs. `Err` only when nothing could be
+/// asked how many tests may run at once (at most `n`, the tests there are; with an
+/// interactor, twice the tests, and half the answer run at once: each test takes two
+/// sandboxes); the caller takes its run slots then, not while the compiler runs. `Err` only when nothing could be
 /// attempted.
 pub fn judge(
     exec: &dyn Executor,
@@ -314,6 +329,7 @@ pub fn judge(
     workers: &mut dyn FnMut(usize) -> usize,
 ) -> Result<Judged, RunError> {
     let mut judged = judge_tests(exec, lang, &req, workers)?;
+    judged.interactive = req.rules.interactor.is_some();
     judged.batches = batch::results(&req.rules.batches, &judged.tests);
     for (r, t) in judged.tests.iter_mut().zip(&req.tests) {
         r.name.clone_from(&t.name);
@@ -328,10 +344,14 @@ fn judge_tests(
     workers: &mut dyn FnMut(usize) -> usize,
 ) -> Result<Judged, RunError> {
     let n = req.tests.len();
-    let checker = match &req.rules.program {
+    let (spec, what) = match (&req.rules.interactor, &req.rules.program) {
+        (Some(i), _) => (Some(i), "interactor"),
+        (None, p) => (p.as_ref(), "checker"),
+    };
+    let checker = match spec {
         Some(spec) => match program::prepare(exec, spec, req.cancel.clone())? {
             Ok(ready) => Some(ready),
-            Err(outcome) => return Ok(broken_checker(outcome, n, "checker")),
+            Err(outcome) => return Ok(broken_checker(outcome, n, what)),
         },
         None => None,
     };
@@ -346,12 +366,15 @@ fn judge_tests(
         Prepare::Ready(p) => p,
         Prepare::Refused(outcome) => return Ok(refused(outcome, n, checker.map(|c| Box::new(c.outcome().clone())))),
     };
-    let workers = workers(n);
+    let interactive = req.rules.interactor.is_some();
+    // an interactive test runs two sandboxes at once: ask for both's slots
+    let workers = if interactive { (workers(2 * n) / 2).max(1) } else { workers(n) };
     let ctx = schedule::Ctx {
         exec,
         lang,
         program: &prepared,
-        checker: checker.as_ref(),
+        checker: checker.as_ref().filter(|_| !interactive),
+        interactor: checker.as_ref().filter(|_| interactive),
         validators: &validators,
         req,
         workers,
@@ -368,7 +391,7 @@ fn judge_tests(
         let outcome = pipeline::refused_after_failure(prepared.outcome.clone(), c);
         return Ok(refused(outcome, n, checker));
     }
-    Ok(Judged { outcome: prepared.outcome.clone(), tests, checker, batches: Vec::new() })
+    Ok(Judged { outcome: prepared.outcome.clone(), tests, checker, batches: Vec::new(), interactive })
 }
 
 /// Every test marked with the verdict of a program that never ran.
@@ -379,7 +402,13 @@ fn refused(outcome: Outcome, n: usize, checker: Option<Box<Outcome>>) -> Judged 
         Verdict::Run(s) => TestVerdict::Run(s),
     };
     let message = outcome.message.clone();
-    Judged { outcome, tests: vec![TestResult::without_run(verdict, message); n], checker, batches: Vec::new() }
+    Judged {
+        outcome,
+        tests: vec![TestResult::without_run(verdict, message); n],
+        checker,
+        batches: Vec::new(),
+        interactive: false,
+    }
 }
 
 /// Every test a `judge_error`: the checker (or an input validator) did not compile; the
@@ -398,7 +427,7 @@ fn broken_checker(checker: Outcome, n: usize, what: &str) -> Judged {
         compile_cache: None,
     };
     let tests = vec![TestResult::without_run(TestVerdict::JudgeError, message); n];
-    Judged { outcome, tests, checker: Some(Box::new(checker)), batches: Vec::new() }
+    Judged { outcome, tests, checker: Some(Box::new(checker)), batches: Vec::new(), interactive: false }
 }
 
 #[cfg(test)]

@@ -231,6 +231,10 @@ pub struct RunStage {
     /// More environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// More environment for a live run (streamed or interactive): what makes the
+    /// language's output unbuffered, so a `print` arrives when printed.
+    #[serde(default)]
+    pub live_env: BTreeMap<String, String>,
 }
 
 /// Limits a stage sets; those left out come from elsewhere (see each stage).
@@ -437,6 +441,7 @@ impl Language {
         check_command("run.command", &self.run.command)?;
         check_env("env", &self.env)?;
         check_env("run.env", &self.run.env)?;
+        check_env("run.live_env", &self.run.live_env)?;
         check_limits("run.limits", &self.run.limits)?;
         if let Some(s) = &self.syntax {
             check_command("syntax.command", &s.command)?;

@@ -90,7 +90,9 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
-    init_logging(verbose, "info", settings.log_json);
+    if !args.check_config {
+        init_logging(verbose, "info", settings.log_json);
+    }
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -99,6 +101,13 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(EXIT_USAGE, &e.into()),
     };
+    if args.check_config {
+        for w in &settings.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("configuration is valid: {} language definitions", definitions.len());
+        return ExitCode::SUCCESS;
+    }
     // the images the languages name, held for the daemon's life
     let store = if definitions.iter().any(|l| l.rootfs != "host") {
         match codeexec::image::Store::open(&settings.images_dir) {
@@ -419,6 +428,7 @@ fn language_program(args: &RunArgs, name: &str) -> anyhow::Result<(lang::Languag
         collect_files: false,
         cache: None,
         access: codeexec::run::Access::default(),
+        live: None,
     };
     Ok((lang, program))
 }
@@ -478,6 +488,8 @@ fn request(args: &RunArgs) -> anyhow::Result<RunRequest> {
         collect_files: args.files_out,
         root: 0,
         access: codeexec::run::Access::default(),
+        live: None,
+        plug: None,
     })
 }
 
@@ -587,6 +599,11 @@ fn run_bench_api(args: &BenchApiArgs) -> ExitCode {
                 .map_err(anyhow::Error::msg)?;
             out.push_str(&format!(
                 "\n{}compile cache: a hit answers {speedup:.1}x faster than a miss (medians)\n",
+                bench::table(&rows)
+            ));
+            let rows = bench::stream_rows(&endpoint, args.runs.clamp(5, 50)).await.map_err(anyhow::Error::msg)?;
+            out.push_str(&format!(
+                "\nstreamed runs (NDJSON): the first output byte, and the whole run\n{}",
                 bench::table(&rows)
             ));
             Ok(out)

@@ -20,7 +20,9 @@ use java::{java_main_class, java_public_class};
 use crate::diagnostics::{self, Diagnostic, RuntimeError, Severity};
 use crate::lang::{self, Entry, Language, When};
 use crate::limit::Limits;
-use crate::run::{Access, Cancel, Exceeded, FileContent, InputFile, RunError, RunOutcome, RunRequest, Runner, Status};
+use crate::run::{
+    Access, Cancel, Exceeded, FileContent, InputFile, Live, Plug, RunError, RunOutcome, RunRequest, Runner, Status,
+};
 
 /// What runs sandboxed programs: the real [`Runner`], or a fake in tests.
 pub trait Executor: Send + Sync + 'static {
@@ -63,6 +65,9 @@ pub struct Program {
     pub cache: Option<CacheRef>,
     /// What the program (not its checks or compiler) may reach: network, host mounts.
     pub access: Access,
+    /// A live run: the compiler's and the program's output as it comes, stage events, and
+    /// for an interactive run stdin and signals (the syntax check stays silent).
+    pub live: Option<Live>,
 }
 
 /// How a request ended, across its stages.
@@ -181,6 +186,10 @@ pub struct Invocation {
     /// More files for its `/sandbox`, beside the program's (a checker's input, output
     /// and answer).
     pub files: Vec<InputFile>,
+    /// A live run (see [`Program::live`]).
+    pub live: Option<Live>,
+    /// Cross-connected with another run: its stdin and stdout go to the relay.
+    pub plug: Option<Plug>,
 }
 
 /// One run's outcome, with its uncaught error parsed and an out-of-memory error taken for
@@ -197,7 +206,9 @@ pub struct Ran {
 /// (a request the runner refuses); a stage that fails is part of the outcome.
 pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result<Outcome, RunError> {
     let cancel = program.cancel;
-    let prepared = match prepare(exec, lang, program.source, cancel.clone(), program.cache.as_ref())? {
+    let live = program.live.as_ref();
+    let prepared = match prepare_stages(exec, lang, program.source, cancel.clone(), program.cache.as_ref(), None, live)?
+    {
         Prepare::Ready(p) => p,
         Prepare::Refused(out) => return Ok(out),
     };
@@ -209,6 +220,8 @@ pub fn execute(exec: &dyn Executor, lang: &Language, program: Program) -> Result
         collect_files: program.collect_files,
         access: program.access,
         files: Vec::new(),
+        live: program.live,
+        plug: None,
     };
     let ran = run(exec, lang, &prepared, invocation)?;
     let mut out = prepared.outcome.clone();
@@ -248,6 +261,18 @@ pub fn prepare_with(
     cancel: Option<Cancel>,
     cache: Option<&CacheRef>,
     compile_time: Option<(std::time::Duration, std::time::Duration)>,
+) -> Result<Prepare, RunError> {
+    prepare_stages(exec, lang, source, cancel, cache, compile_time, None)
+}
+
+fn prepare_stages(
+    exec: &dyn Executor,
+    lang: &Language,
+    source: Source,
+    cancel: Option<Cancel>,
+    cache: Option<&CacheRef>,
+    compile_time: Option<(std::time::Duration, std::time::Duration)>,
+    live: Option<&Live>,
 ) -> Result<Prepare, RunError> {
     let r = resolve(lang, source)?;
     let mut out = Outcome {
@@ -294,7 +319,8 @@ pub fn prepare_with(
         limits.cpu_time = limits.cpu_time.max(cpu);
         limits.wall_time = limits.wall_time.max(wall);
     }
-    let request = stage_request(lang, &c.command, &c.env, &r, &r.files, limits, &[], &[], cancel, true);
+    let mut request = stage_request(lang, &c.command, &c.env, &r, &r.files, limits, &[], &[], cancel, true);
+    request.live = live.map(|l| l.stage("compile"));
     let Compiled { outcome: mut o, outputs, truncated, used } = compile(exec, lang, &request, cache)?;
     out.diagnostics.extend(parse(c.diagnostics, &o, &r.files));
     if let Some(text) = diagnostics::human_output(c.diagnostics, &String::from_utf8_lossy(&o.stderr)) {
@@ -353,6 +379,14 @@ pub fn run(exec: &dyn Executor, lang: &Language, p: &Prepared, inv: Invocation) 
         inv.collect_files,
     );
     request.access = inv.access;
+    if let Some(live) = inv.live {
+        for (k, v) in &lang.run.live_env {
+            request.env.retain(|(ek, _)| ek != k);
+            request.env.push((k.clone(), v.clone()));
+        }
+        request.live = Some(live.stage("run"));
+    }
+    request.plug = inv.plug;
     let mut run = exec.execute(&request)?;
     if inv.collect_files {
         // what the program created or changed, not what it was given
@@ -501,6 +535,8 @@ fn stage_request(
         collect_files,
         root: lang.placement.root,
         access: Access::default(),
+        live: None,
+        plug: None,
     }
 }
 

@@ -3,8 +3,9 @@
 //! `output_validators` (a checker program, Kattis' convention) or the default validator
 //! and its flags, `input_validators` (each test's input checked before the program runs).
 //! Scoring problems (`type: scoring`) get one batch per group of `data/secret`, worth its
-//! `testdata.yaml`'s `accept_score` (default 1), all or nothing. Interactive problems are
-//! refused.
+//! `testdata.yaml`'s `accept_score` (default 1), all or nothing. Interactive problems
+//! (`validation: custom interactive`) have their output validator run as the interactor,
+//! at once with the program and cross-connected with it.
 //!
 //! This module reads and checks packages only; judging them is the judge's work.
 
@@ -77,6 +78,8 @@ pub struct Problem {
     pub output_mb: Option<u64>,
     /// Its output validator (None: the default one).
     pub output_validator: Option<PackageProgram>,
+    /// The output validator is the interactor (`validation: custom interactive`).
+    pub interactive: bool,
     /// `validator_flags`.
     pub validator_flags: Vec<String>,
     /// Its input validators and their flags.
@@ -92,8 +95,11 @@ pub fn load(files: &Files, fallback_name: &str) -> Result<Problem, ProblemError>
     let y = meta::problem_yaml(files.get("problem.yaml").map_or(&[][..], Vec::as_slice))?;
     let validation = y.validation.clone().unwrap_or_else(|| "default".into());
     let words: Vec<&str> = validation.split_whitespace().collect();
-    if words.contains(&"interactive") {
-        return Err(ProblemError::Invalid("interactive problems are not supported yet".into()));
+    let interactive = words.contains(&"interactive");
+    if interactive && words.first() != Some(&"custom") {
+        return Err(ProblemError::Invalid(format!(
+            "validation: {validation}: an interactive problem's validation is custom (custom interactive)"
+        )));
     }
     let tests = tests(files)?;
     let output_validator = programs(files, "output_validators").into_iter().next();
@@ -119,6 +125,7 @@ pub fn load(files: &Files, fallback_name: &str) -> Result<Problem, ProblemError>
         memory_mb: y.limits.memory,
         output_mb: y.limits.output,
         output_validator: if words.first() == Some(&"custom") { output_validator } else { None },
+        interactive,
         validator_flags: meta::words(y.validator_flags.as_deref()),
         input_validators: programs(files, "input_validators"),
         input_flags: meta::words(input_flags.as_deref()),
@@ -227,8 +234,9 @@ impl Problem {
             .map(|p| validator(p, Protocol::Kattis, self.validator_flags.clone(), j))
             .transpose()?
             .map(Box::new);
+        let (program, interactor) = if self.interactive { (None, program) } else { (program, None) };
         // the flags are the custom validator's arguments, or the default one's settings
-        let (checker, ignore_case) = match program {
+        let (checker, ignore_case) = match program.as_ref().or(interactor.as_ref()) {
             Some(_) => (Checker::Trim, false),
             None => meta::default_validator(&self.validator_flags)?,
         };
@@ -257,7 +265,7 @@ impl Problem {
             cache: None,
             keep: judge::Keep::default(),
             access: Default::default(),
-            rules: Rules { program, ignore_case, batches, input_validators, ..Rules::default() },
+            rules: Rules { program, interactor, ignore_case, batches, input_validators, ..Rules::default() },
         })
     }
 }

@@ -9,7 +9,9 @@
 //! 4. kill and reap PID 1, remove the cgroup, release the slot (on this thread, or on
 //!    the cleaner's when sandboxes are kept warm).
 
+mod cross;
 mod gate;
+mod live;
 mod outcome;
 mod plan;
 mod pool;
@@ -21,6 +23,8 @@ mod verdict;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use cross::{Plug, Relay, Side, Transcript, cross};
+pub use live::{ALLOWED_SIGNALS, Control, ControlError, Event, Live, parse_signal};
 pub use outcome::{Exceeded, FileContent, OutputFile, RunOutcome, Status};
 pub use plan::check_files;
 pub use prepared::{MAX_OUTPUT_BYTES, MAX_OUTPUT_FILES};
@@ -153,6 +157,11 @@ pub struct RunRequest {
     pub root: usize,
     /// A network link, host mounts.
     pub access: Access,
+    /// A live run: output forwarded as it comes, stdin and signals from the caller.
+    pub live: Option<Live>,
+    /// Cross-connected with another run ([`cross`]): the program's stdin and stdout go to
+    /// the relay (then `stdin` is not fed and its stdout not captured).
+    pub plug: Option<Plug>,
 }
 
 /// What a run may reach beyond its sandbox.
@@ -333,6 +342,14 @@ impl Runner {
     /// Runs one program to the end. `Err` only when the run could not be attempted (bad
     /// request, no free slot); anything that fails after is an `internal_error` outcome.
     pub fn run(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
+        let Some(live) = &req.live else { return self.run_once(req) };
+        live.stage_event(true);
+        let outcome = self.run_once(req);
+        live.stage_event(false);
+        outcome
+    }
+
+    fn run_once(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
         req.limits.validate()?;
         if req.root > self.inner.config.extra_roots.len() {
             return Err(RunError::Invalid(format!(

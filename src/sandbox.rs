@@ -114,6 +114,15 @@ pub fn kill(pidfd: BorrowedFd<'_>) -> Result<(), SandboxError> {
     }
 }
 
+/// Sends `signal` to the program through the pidfd its PID 1 sent with `Started`: only
+/// that process gets it (a program that exited already is no error).
+pub fn signal(pidfd: BorrowedFd<'_>, signal: Signal) -> Result<(), SandboxError> {
+    match sys::pidfd_send_signal(pidfd, signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(source) => Err(SandboxError::Sys { op: "pidfd_send_signal", source }),
+    }
+}
+
 /// Deletes a sandbox's network link by its host end's name (both ends go); `false` when
 /// there was none (the kernel removed it with the sandbox's network namespace).
 pub fn remove_link(host_if: &str) -> Result<bool, SandboxError> {

@@ -9,7 +9,7 @@ use super::Api;
 use super::error::ApiError;
 use super::plan::{language_defaults, limit_table, source, to_limits, toolchain};
 use super::types::CheckerIn;
-use super::types::contest::{BatchIn, BatchRef, ProtocolIn, TimeByIn};
+use super::types::contest::{BatchIn, BatchRef, InteractorIn, ProtocolIn, TimeByIn};
 use super::types::judge::CheckerSpec;
 use crate::judge::{self, Batch, ProgramChecker, Protocol, TimeBy};
 use crate::lang::Availability;
@@ -19,6 +19,10 @@ use crate::pipeline::CacheRef;
 pub(super) const MAX_RUNS: u32 = 10;
 /// The longest extra time.
 pub(super) const MAX_EXTRA_TIME_MS: u64 = 10_000;
+/// The most bytes of one test's transcript.
+pub(super) const MAX_TRANSCRIPT_BYTES: usize = 64 << 10;
+/// The most bytes of transcripts a response carries (all its tests together).
+pub(super) const MAX_TRANSCRIPTS_BYTES: usize = 16 << 20;
 
 /// The contest parts of a request.
 #[derive(Debug)]
@@ -29,6 +33,7 @@ pub(super) struct RulesIn {
     pub(super) number_of_runs: Option<u32>,
     pub(super) cpu_extra_time_ms: Option<u64>,
     pub(super) time_limit_by: Option<TimeByIn>,
+    pub(super) interactor: Option<InteractorIn>,
 }
 
 /// A request's `checker`: a built-in one, or a program's spec.
@@ -49,6 +54,31 @@ pub(super) fn rules(api: &Api, r: RulesIn, function: bool, tests: usize) -> Resu
         Some(spec) => Some(Box::new(program(api, spec)?)),
         None => None,
     };
+    let (interactor, transcript_bytes) = match r.interactor {
+        Some(_) if function => {
+            return Err(invalid("an interactor talks to a program; function_name returns values".into()));
+        }
+        Some(_) if program.is_some() => {
+            return Err(invalid("with an interactor, the interactor decides: no checker".into()));
+        }
+        Some(i) => {
+            let bytes = i.transcript_bytes.unwrap_or(0);
+            if bytes > MAX_TRANSCRIPT_BYTES || bytes.saturating_mul(tests) > MAX_TRANSCRIPTS_BYTES {
+                return Err(invalid(format!(
+                    "interactor.transcript_bytes = {bytes}: at most {MAX_TRANSCRIPT_BYTES} per test, and {MAX_TRANSCRIPTS_BYTES} for all {tests} tests together"
+                )));
+            }
+            let parts = Parts {
+                language: Some(i.language),
+                code: i.code,
+                files: i.files,
+                limits: i.limits,
+                protocol: i.protocol,
+            };
+            (Some(Box::new(program_of(api, "interactor", parts)?)), bytes)
+        }
+        None => (None, 0),
+    };
     let runs = r.number_of_runs.unwrap_or(1);
     if !(1..=MAX_RUNS).contains(&runs) {
         return Err(invalid(format!("number_of_runs = {runs}: must be 1 to {MAX_RUNS}")));
@@ -60,6 +90,8 @@ pub(super) fn rules(api: &Api, r: RulesIn, function: bool, tests: usize) -> Resu
     let batches = batches(r.batches.unwrap_or_default(), tests)?;
     Ok(judge::Rules {
         program,
+        interactor,
+        transcript_bytes,
         input_validators: Vec::new(),
         ignore_case: r.ignore_case,
         batches,
@@ -75,11 +107,28 @@ pub(super) fn rules(api: &Api, r: RulesIn, function: bool, tests: usize) -> Resu
 /// A checker program: its language available, its source, its limits over the language's
 /// defaults and within the maxima.
 fn program(api: &Api, s: CheckerSpec) -> Result<ProgramChecker, ApiError> {
-    let invalid = |m: String| ApiError::Invalid(format!("checker: {m}"));
     if s.absolute.is_some() || s.relative.is_some() || s.ignore_case.is_some() {
-        return Err(invalid("a program takes no tolerance or ignore_case; it decides itself".into()));
+        return Err(ApiError::Invalid(
+            "checker: a program takes no tolerance or ignore_case; it decides itself".into(),
+        ));
     }
-    let name = s.language.ok_or_else(|| invalid("a program checker needs its language".into()))?;
+    let parts = Parts { language: s.language, code: s.code, files: s.files, limits: s.limits, protocol: s.protocol };
+    program_of(api, "checker", parts)
+}
+
+/// What a checker program's or an interactor's spec gives.
+struct Parts {
+    language: Option<String>,
+    code: Option<String>,
+    files: Option<Vec<super::types::FileIn>>,
+    limits: Option<super::types::LimitsIn>,
+    protocol: Option<ProtocolIn>,
+}
+
+/// The program of a checker or interactor (`what`, which its errors name).
+fn program_of(api: &Api, what: &str, s: Parts) -> Result<ProgramChecker, ApiError> {
+    let invalid = |m: String| ApiError::Invalid(format!("{what}: {m}"));
+    let name = s.language.ok_or_else(|| invalid(format!("a program {what} needs its language")))?;
     let (lang, availability) = api.languages.find(&name).map_err(|e| invalid(e.to_string()))?;
     let version = match availability {
         Availability::Available { version } => version,
@@ -92,8 +141,12 @@ fn program(api: &Api, s: CheckerSpec) -> Result<ProgramChecker, ApiError> {
         other => other,
     })?;
     let (default, max) = (&api.policy.default_limits, &api.policy.max_limits);
-    let table =
-        limit_table(&language_defaults(lang, default, max), max, s.limits.unwrap_or_default(), "checker.limits")?;
+    let table = limit_table(
+        &language_defaults(lang, default, max),
+        max,
+        s.limits.unwrap_or_default(),
+        &format!("{what}.limits"),
+    )?;
     Ok(ProgramChecker {
         lang: lang.clone(),
         source,

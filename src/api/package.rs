@@ -33,7 +33,7 @@ pub(super) struct PackageIn {
     pub(super) given: [bool; 3],
     pub(super) stack_mb: Option<u64>,
     /// Fields the package gives, and whether the request gave them too (refused).
-    pub(super) from_package: [(&'static str, bool); 6],
+    pub(super) from_package: [(&'static str, bool); 7],
     /// `number_of_runs`, `cpu_extra_time_ms`, `time_limit_by`.
     pub(super) rules: (Option<u32>, Option<u64>, Option<TimeByIn>),
     pub(super) stop_on_failure: bool,
@@ -74,8 +74,15 @@ pub(super) fn request(api: &Api, source: Source, p: PackageIn) -> Result<judge::
         Judging { language_of: &language_of, limits, validator_limits: to_limits(&capped(&validators, max))? };
     let mut req = problem.request(source, &judging).map_err(|e| invalid(e.to_string()))?;
     let (number_of_runs, cpu_extra_time_ms, time_limit_by) = p.rules;
-    let rules =
-        RulesIn { program: None, ignore_case: false, batches: None, number_of_runs, cpu_extra_time_ms, time_limit_by };
+    let rules = RulesIn {
+        program: None,
+        ignore_case: false,
+        batches: None,
+        number_of_runs,
+        cpu_extra_time_ms,
+        time_limit_by,
+        interactor: None,
+    };
     let asked = super::contest::rules(api, rules, false, req.tests.len())?;
     req.rules.runs = asked.runs;
     req.rules.extra_time = asked.extra_time;

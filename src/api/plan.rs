@@ -74,6 +74,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
         ("number_of_runs", dto.number_of_runs.is_some()),
         ("cpu_extra_time_ms", dto.cpu_extra_time_ms.is_some()),
         ("time_limit_by", dto.time_limit_by.is_some()),
+        ("interactor", dto.interactor.is_some()),
     ];
     if let Some(archive) = dto.package {
         let from_package = [
@@ -83,6 +84,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
             ("function_name", dto.function_name.is_some()),
             ("stdin", dto.stdin.is_some()),
             ("args", !args.is_empty()),
+            ("interactor", dto.interactor.is_some()),
         ];
         let p = super::package::PackageIn {
             archive,
@@ -117,6 +119,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
                 collect_files: files.is_some(),
                 cache,
                 access,
+                live: None,
             })
         }
         Some(tests) => {
@@ -131,6 +134,9 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
             for (i, t) in tests.into_iter().enumerate() {
                 out.push(test(i, t, function, &table, &api.policy.max_limits, stack)?);
             }
+            if dto.checker.is_some() && dto.interactor.is_some() {
+                return Err(invalid("with an interactor, the interactor decides: no checker".into()));
+            }
             let (builtin, program) = super::contest::split_checker(dto.checker);
             let (checker, ignore_case) = checker(builtin)?;
             let rules_in = super::contest::RulesIn {
@@ -140,6 +146,7 @@ pub(super) fn plan(api: &Api, dto: ExecuteRequest, caller: Caller) -> Result<Pla
                 number_of_runs: dto.number_of_runs,
                 cpu_extra_time_ms: dto.cpu_extra_time_ms,
                 time_limit_by: dto.time_limit_by,
+                interactor: dto.interactor,
             };
             let rules = super::contest::rules(api, rules_in, function, out.len())?;
             Work::Judge(judge::Request {

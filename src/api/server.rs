@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::{TcpListener, UnixListener};
@@ -272,26 +272,28 @@ fn connection(
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    // HTTP/1 only; hyper-util's auto builder is what serves upgrades (the WebSocket at
+    // /v1/connect) under a graceful shutdown
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     match conn {
         Conn::Unix(s) => {
             let io = TokioIo::new(conn::Watched::new(s, Arc::clone(&entry.state), conn::WRITE_TIMEOUT));
-            let watched = graceful.watch(builder.serve_connection(io, service));
-            tokio::spawn(serve_one(watched, entry, permit));
+            let served = builder.serve_connection_with_upgrades(io, service).into_owned();
+            tokio::spawn(serve_one(graceful.watch(served), entry, permit));
         }
         Conn::Tcp(s) => {
             let _ = s.set_nodelay(true);
             let io = TokioIo::new(conn::Watched::new(s, Arc::clone(&entry.state), conn::WRITE_TIMEOUT));
-            let watched = graceful.watch(builder.serve_connection(io, service));
-            tokio::spawn(serve_one(watched, entry, permit));
+            let served = builder.serve_connection_with_upgrades(io, service).into_owned();
+            tokio::spawn(serve_one(graceful.watch(served), entry, permit));
         }
     }
 }
 
 /// Drives a connection to its end, or drops it when the server sheds it while idle.
-async fn serve_one(
-    conn: impl Future<Output = hyper::Result<()>>,
+async fn serve_one<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
     entry: conn::Entry,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {

@@ -46,9 +46,14 @@ pub(super) struct ExecuteRequest {
     pub(super) number_of_runs: Option<u32>,
     pub(super) cpu_extra_time_ms: Option<u64>,
     pub(super) time_limit_by: Option<contest::TimeByIn>,
+    /// An interactor (with tests): it and the program run at once, cross-connected; it
+    /// decides each test.
+    pub(super) interactor: Option<contest::InteractorIn>,
     /// A Kattis/ICPC problem package (a tar archive, gzip-compressed or not, base64): its
     /// tests, checker and batches instead of the request's.
     pub(super) package: Option<String>,
+    /// Answer at once with the run's events (NDJSON; SSE with `Accept: text/event-stream`).
+    pub(super) stream: Option<bool>,
 }
 
 /// `network`: on or off, or on for an allow-list only.

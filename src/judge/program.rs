@@ -17,7 +17,7 @@ use crate::diagnostics::RuntimeError;
 use crate::lang::Language;
 use crate::limit::Limits;
 use crate::pipeline::{self, CacheRef, Executor, Invocation, Outcome, Prepare, Prepared, Source};
-use crate::run::{Cancel, FileContent, InputFile, RunError, RunOutcome, Status};
+use crate::run::{Cancel, FileContent, InputFile, Plug, RunError, RunOutcome, Status};
 
 /// testlib 0.9.45 (see `rootfs/judge/README.md`): put beside a C++ checker's sources
 /// unless it brings its own.
@@ -104,6 +104,11 @@ impl Ready<'_> {
         &self.prepared.outcome
     }
 
+    /// The limits it runs within.
+    pub fn limits(&self) -> &Limits {
+        &self.spec.limits
+    }
+
     /// Runs the checker on one test.
     pub fn check(
         &self,
@@ -113,6 +118,41 @@ impl Ready<'_> {
         output: &[u8],
         cancel: Option<Cancel>,
     ) -> Result<Checked, RunError> {
+        let inv = self.invocation(input, answer, Some(output), &self.spec.limits, cancel);
+        let ran = pipeline::run(exec, &self.spec.lang, &self.prepared, inv)?;
+        Ok(decide(self.spec.protocol, ran.run, ran.error.as_ref()))
+    }
+
+    /// Runs the program as the interactor of one test, within `limits`: its stdin and
+    /// stdout go to `plug` (the contestant's, through the relay), the test's input and
+    /// answer are its files. testlib's interactors get the input, an output file of their
+    /// own and the answer as arguments; Kattis' the input, the answer and the feedback
+    /// directory, then the flags.
+    pub fn interact(
+        &self,
+        exec: &dyn Executor,
+        input: &[u8],
+        answer: &[u8],
+        limits: &Limits,
+        plug: Plug,
+        cancel: Option<Cancel>,
+    ) -> Result<Checked, RunError> {
+        let mut inv = self.invocation(input, answer, None, limits, cancel);
+        inv.plug = Some(plug);
+        let ran = pipeline::run(exec, &self.spec.lang, &self.prepared, inv)?;
+        Ok(decide_as("interactor", self.spec.protocol, ran.run, ran.error.as_ref()))
+    }
+
+    /// The checker's run on one test; `output` None: it is an interactor (no output file,
+    /// nothing on stdin).
+    fn invocation(
+        &self,
+        input: &[u8],
+        answer: &[u8],
+        output: Option<&[u8]>,
+        limits: &Limits,
+        cancel: Option<Cancel>,
+    ) -> Invocation {
         let spec = self.spec;
         let file = |name: &str, contents: &[u8]| InputFile {
             path: format!("{DIR}/{name}"),
@@ -120,26 +160,32 @@ impl Ready<'_> {
             executable: false,
         };
         let path = |name: &str| format!("/sandbox/{DIR}/{name}");
-        let (mut files, mut args, stdin) = match spec.protocol {
-            Protocol::Testlib => (
+        let (mut files, mut args, stdin) = match (spec.protocol, output) {
+            (Protocol::Testlib, Some(output)) => (
                 vec![file("input", input), file("output", output), file("answer", answer)],
                 vec![path("input"), path("output"), path("answer")],
                 Vec::new(),
             ),
-            Protocol::Kattis => (
+            // the interactor writes its own output file (testlib's `tout`)
+            (Protocol::Testlib, None) => (
+                vec![file("input", input), file("answer", answer)],
+                vec![path("input"), path("output"), path("answer")],
+                Vec::new(),
+            ),
+            (Protocol::Kattis, output) => (
                 vec![file("input", input), file("answer", answer), file("feedback/.keep", b"")],
                 vec![path("input"), path("answer"), format!("{}/", path("feedback"))],
-                output.to_vec(),
+                output.unwrap_or_default().to_vec(),
             ),
-            Protocol::KattisInput => (Vec::new(), Vec::new(), input.to_vec()),
+            (Protocol::KattisInput, _) => (Vec::new(), Vec::new(), input.to_vec()),
         };
         args.extend(spec.args.iter().cloned());
         let size: u64 = files.iter().map(|f| f.contents.len() as u64).sum::<u64>() + stdin.len() as u64;
-        let mut limits = spec.limits.clone();
+        let mut limits = limits.clone();
         limits.memory_bytes = limits.memory_bytes.saturating_add(size);
         limits.disk_bytes = limits.disk_bytes.max(size.saturating_add(size / 4).saturating_add(16 << 20));
         files.shrink_to_fit();
-        let inv = Invocation {
+        Invocation {
             stdin,
             args,
             limits,
@@ -147,9 +193,9 @@ impl Ready<'_> {
             collect_files: spec.protocol == Protocol::Kattis,
             access: Default::default(),
             files,
-        };
-        let ran = pipeline::run(exec, &spec.lang, &self.prepared, inv)?;
-        Ok(decide(spec.protocol, ran.run, ran.error.as_ref()))
+            live: None,
+            plug: None,
+        }
     }
 }
 
@@ -172,7 +218,12 @@ fn with_testlib(lang: &Language, source: Source) -> Source {
 
 /// The verdict a checker's run gives. A checker that died of an uncaught error (a Python
 /// traceback exits 1, which would otherwise read as "wrong answer") crashed.
-fn decide(protocol: Protocol, mut run: RunOutcome, error: Option<&RuntimeError>) -> Checked {
+fn decide(protocol: Protocol, run: RunOutcome, error: Option<&RuntimeError>) -> Checked {
+    decide_as("checker", protocol, run, error)
+}
+
+/// [`decide`] for a program in another role (`interactor`), which its messages name.
+fn decide_as(role: &str, protocol: Protocol, mut run: RunOutcome, error: Option<&RuntimeError>) -> Checked {
     let feedback = feedback(&mut run);
     let said = message(&run, feedback.as_deref());
     let judge_error = |why: String, run: RunOutcome| Checked {
@@ -186,33 +237,36 @@ fn decide(protocol: Protocol, mut run: RunOutcome, error: Option<&RuntimeError>)
     };
     if !matches!(run.status, Status::Ok | Status::RuntimeError) {
         let what = run.message.clone().unwrap_or_else(|| run.status.as_str().to_owned());
-        return judge_error(format!("the checker failed ({what})"), shorten(run));
+        return judge_error(format!("the {role} failed ({what})"), shorten(run));
     }
     if let Some(e) = error {
-        return judge_error(format!("the checker crashed ({}: {})", e.kind, e.message), shorten(run));
+        return judge_error(format!("the {role} crashed ({}: {})", e.kind, e.message), shorten(run));
     }
     let code = run.exit_code.unwrap_or(-1);
     let verdict = |verdict, points| Checked { verdict, points, message: said.clone(), run: shorten(run.clone()) };
     match (protocol, code) {
-        (Protocol::Testlib, 0) | (Protocol::Kattis | Protocol::KattisInput, 42) => {
-            verdict(TestVerdict::Accepted, 1.0)
+        (Protocol::Testlib, 0) | (Protocol::Kattis | Protocol::KattisInput, 42) => verdict(TestVerdict::Accepted, 1.0),
+        (Protocol::KattisInput, 43) => {
+            judge_error("the input validator rejected the test's input".into(), shorten(run))
         }
-        (Protocol::KattisInput, 43) => judge_error("the input validator rejected the test's input".into(), shorten(run)),
         (Protocol::Testlib, 1) | (Protocol::Kattis, 43) => verdict(TestVerdict::WrongAnswer, 0.0),
         // 4 is testlib's "dirt" (extra output) and 8 its unexpected end of file: both
         // presentation errors as testlib itself reports them
         (Protocol::Testlib, 2 | 4 | 8) => verdict(TestVerdict::PresentationError, 0.0),
-        (Protocol::Testlib, 3) => judge_error("the checker failed (exit code 3: testlib's _fail)".into(), shorten(run)),
+        (Protocol::Testlib, 3) => {
+            judge_error(format!("the {role} failed (exit code 3: testlib's _fail)"), shorten(run))
+        }
         (Protocol::Testlib, 7) => match fraction(&run) {
             Some(f) if f >= 1.0 => verdict(TestVerdict::Accepted, 1.0),
             Some(f) => verdict(TestVerdict::Partial, f),
             None => judge_error(
-                "the checker exited with 7 (partial points) without a fraction from 0 to 1 as the first number it printed"
-                    .into(),
+                format!(
+                    "the {role} exited with 7 (partial points) without a fraction from 0 to 1 as the first number it printed"
+                ),
                 shorten(run),
             ),
         },
-        (_, c) => judge_error(format!("the checker exited with code {c}, which means no verdict"), shorten(run)),
+        (_, c) => judge_error(format!("the {role} exited with code {c}, which means no verdict"), shorten(run)),
     }
 }
 

@@ -18,6 +18,8 @@ pub(super) struct Ctx<'a> {
     pub(super) lang: &'a Language,
     pub(super) program: &'a Prepared,
     pub(super) checker: Option<&'a program::Ready<'a>>,
+    /// The problem's interactor (then there is no checker).
+    pub(super) interactor: Option<&'a program::Ready<'a>>,
     pub(super) validators: &'a [program::Ready<'a>],
     pub(super) req: &'a Request,
     pub(super) workers: usize,

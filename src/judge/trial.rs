@@ -79,7 +79,7 @@ fn limits(t: &Limits, rules: &Rules) -> (Limits, Limits) {
 
 /// A run that went past the limits it is held to (within the extra time) is over them,
 /// whatever it did then; one killed at the extra time is over the limit without it.
-fn hold(run: &mut RunOutcome, held: &Limits) {
+pub(super) fn hold(run: &mut RunOutcome, held: &Limits) {
     let cpu = run.cpu_time >= held.cpu_time;
     let wall = run.wall_time > held.wall_time;
     let over = match run.status {
@@ -109,7 +109,12 @@ fn once(ctx: &Ctx<'_>, t: &Test) -> Result<TestResult, RunError> {
         collect_files: req.keep.files.is_some(),
         access: req.access.clone(),
         files: Vec::new(),
+        live: None,
+        plug: None,
     };
+    if let Some(interactor) = ctx.interactor {
+        return super::interact::once(ctx, t, interactor, inv, extra.then_some(&held));
+    }
     let ran = pipeline::run(ctx.exec, ctx.lang, ctx.program, inv)?;
     let mut run = ran.run;
     if extra {

@@ -64,6 +64,7 @@ fn program(code: &str) -> Program {
         collect_files: false,
         cache: None,
         access: Default::default(),
+        live: None,
     }
 }
 

@@ -77,8 +77,16 @@ fn a_custom_validator_and_scoring_groups() {
     let Source::Files(vf) = &v.source else { panic!() };
     assert_eq!(vf.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["v.cpp", "util.h"]);
     assert_eq!(r.rules.batches.len(), 2);
-    f.insert("problem.yaml".into(), b"validation: custom interactive\n".to_vec());
-    assert!(load(&f, "dir").unwrap_err().to_string().contains("interactive"));
+    // interactive: the validator is the interactor, no checker
+    f.insert("problem.yaml".into(), b"validation: custom interactive\nvalidator_flags: strict\n".to_vec());
+    let p = load(&f, "dir").unwrap();
+    assert!(p.interactive);
+    let r = p.request(Source::Code("x".into()), &judging(&langs)).unwrap();
+    assert!(r.rules.program.is_none());
+    let v = r.rules.interactor.as_ref().unwrap();
+    assert_eq!((v.protocol, v.args.clone()), (Protocol::Kattis, vec!["strict".to_owned()]));
+    f.insert("problem.yaml".into(), b"validation: default interactive\n".to_vec());
+    assert!(load(&f, "dir").unwrap_err().to_string().contains("custom interactive"));
     f.insert("problem.yaml".into(), b"validation: custom\n".to_vec());
     f.retain(|k, _| !k.starts_with("output_validators"));
     assert!(load(&f, "dir").unwrap_err().to_string().contains("output_validators/ holds no program"));

@@ -16,6 +16,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::pipe2;
 
+use super::cross::Ends;
 use super::slot::Slot;
 use super::supervise::{self, Streams};
 use super::{Inner, OutputFile, RunError, RunOutcome, RunRequest, chain, plan, sys, verdict};
@@ -225,15 +226,18 @@ impl Prepared {
         let released = Instant::now();
         drop(files);
         let taken = |o: &mut Option<OwnedFd>| o.take().ok_or_else(used);
-        let streams = Streams {
-            stdin: Some(taken(&mut self.stdin)?),
-            stdin_data: &req.stdin,
-            stdout: taken(&mut self.stdout)?,
-            stderr: taken(&mut self.stderr)?,
+        let (stdin, stdout) = (taken(&mut self.stdin)?, taken(&mut self.stdout)?);
+        let (stdin, stdout) = match &req.plug {
+            Some(plug) => {
+                plug.hand(Ends { stdin, stdout });
+                (None, None)
+            }
+            None => (Some(stdin), Some(stdout)),
         };
+        let streams = Streams { stdin, stdin_data: &req.stdin, stdout, stderr: taken(&mut self.stderr)? };
         let cgroup = self.cgroup()?;
         let watch = supervise::Watch { pid1: &self.pid1, chan: &self.chan, cgroup, limits, cores, released, cpu_base };
-        let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref());
+        let mut observed = supervise::watch(&watch, streams, req.cancel.as_ref(), req.live.as_ref());
         // Final: every process of the run is dead (PID 1 killed the rest before its report).
         let stats = cgroup.stats()?;
         let collected = if req.collect_files { take_files(&mut observed, collect_spec(limits)) } else { None };

@@ -11,6 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::{read, write};
 
 use super::Cancel;
+use super::live::{Event, Live};
 use crate::cgroup::Cgroup;
 use crate::limit::Limits;
 use crate::sandbox::{self, Channel, Report, Spawned};
@@ -80,7 +81,8 @@ pub(super) struct Observed {
 pub(super) struct Streams<'a> {
     pub(super) stdin: Option<OwnedFd>,
     pub(super) stdin_data: &'a [u8],
-    pub(super) stdout: OwnedFd,
+    /// None when handed to a relay.
+    pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: OwnedFd,
 }
 
@@ -103,19 +105,28 @@ struct Loop<'a> {
     w: &'a Watch<'a>,
     obs: Observed,
     next_cpu_check: Instant,
+    /// Where a live run's output goes, and its stdin and signals come from.
+    live: Option<&'a Live>,
+    /// The program's pidfd (from `Started`): a live run's signals go there.
+    program: Option<OwnedFd>,
+    /// Signals that came before the program had started.
+    signals: Vec<nix::sys::signal::Signal>,
 }
 
 /// Watches a released program until the run is over (see the loop's comment), or until
-/// `cancel` fires.
-pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>) -> Observed {
+/// `cancel` fires. With `live`, output is forwarded as it is read, and stdin and signals
+/// come from the caller while the program runs.
+pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>, live: Option<&Live>) -> Observed {
     let obs = Observed { cpu_base: w.cpu_base, ..Observed::default() };
-    let mut l = Loop { w, obs, next_cpu_check: w.released };
+    let mut l = Loop { w, obs, next_cpu_check: w.released, live, program: None, signals: Vec::new() };
     l.next_cpu_check = w.released + l.cpu_interval(w.limits.cpu_time);
     let (pid1, chan, limits) = (w.pid1, w.chan, w.limits);
     let Streams { mut stdin, stdin_data, stdout, stderr } = streams;
-    let (mut stdout, mut stderr) = (Some(stdout), Some(stderr));
-    let (mut alive, mut chan_open, mut written) = (true, true, 0usize);
-    if stdin_data.is_empty() {
+    let (mut stdout, mut stderr) = (stdout, Some(stderr));
+    let (mut alive, mut chan_open) = (true, true);
+    let mut feed =
+        Feed { fixed: stdin_data, extra: Vec::new(), written: 0, more: live.is_some_and(Live::interactive_stdin) };
+    if feed.done() {
         stdin = None;
     }
     let out_limit = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
@@ -137,8 +148,9 @@ pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>
         let i_chan = add(&mut fds, waiting && chan_open, Some(chan.as_fd()), PollFlags::POLLIN);
         let i_out = add(&mut fds, true, stdout.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
         let i_err = add(&mut fds, true, stderr.as_ref().map(AsFd::as_fd), PollFlags::POLLIN);
-        let i_in = add(&mut fds, waiting, stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT);
+        let i_in = add(&mut fds, waiting && feed.has_bytes(), stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT);
         let i_cancel = add(&mut fds, waiting, cancel.map(Cancel::as_fd), PollFlags::POLLIN);
+        let i_wake = add(&mut fds, waiting, live.and_then(Live::wake_fd), PollFlags::POLLIN);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => {
@@ -150,7 +162,7 @@ pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>
         let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].any().unwrap_or(false));
         let (pid_ready, chan_ready, out_ready, err_ready, in_ready) =
             (ready(i_pid), ready(i_chan), ready(i_out), ready(i_err), ready(i_in));
-        let cancelled = ready(i_cancel);
+        let (cancelled, woken) = (ready(i_cancel), ready(i_wake));
         drop(fds);
         if chan_ready {
             chan_open = l.read_reports(chan);
@@ -161,8 +173,15 @@ pub(super) fn watch(w: &Watch<'_>, streams: Streams<'_>, cancel: Option<&Cancel>
         if err_ready && l.drain(&mut stderr, true, out_limit) {
             l.kill(Kill::Output { stderr: true });
         }
+        if woken {
+            l.take_inbox(&mut feed);
+            if feed.done() {
+                stdin = None;
+            }
+        }
+        l.send_signals();
         if in_ready {
-            feed(&mut stdin, stdin_data, &mut written);
+            feed.write(&mut stdin);
         }
         if cancelled {
             l.kill(Kill::Cancelled);
@@ -204,7 +223,10 @@ impl Loop<'_> {
     fn read_reports(&mut self, chan: &Channel) -> bool {
         loop {
             match chan.try_recv() {
-                Ok(Some((Report::Started, _))) => self.obs.started = true,
+                Ok(Some((Report::Started, fds))) => {
+                    self.obs.started = true;
+                    self.program = fds.into_iter().next();
+                }
                 Ok(Some((Report::Ready | Report::Resized, _))) => {}
                 Ok(Some((r, fds))) => {
                     self.obs.report = Some(r);
@@ -231,7 +253,11 @@ impl Loop<'_> {
                     break;
                 }
                 Ok(n) => {
+                    let before = cap.data.len();
                     cap.push(&buf[..n], limit);
+                    if let Some(live) = self.live.filter(|_| cap.data.len() > before) {
+                        live.send(Event::Output { stderr: is_stderr, data: cap.data[before..].to_vec() });
+                    }
                     if n < CHUNK {
                         break;
                     }
@@ -246,6 +272,28 @@ impl Loop<'_> {
             }
         }
         cap.truncated && !was
+    }
+
+    /// What the caller sent: stdin into `feed`, signals to send.
+    fn take_inbox(&mut self, feed: &mut Feed<'_>) {
+        let Some(live) = self.live else { return };
+        let (data, closed, signals) = live.take();
+        feed.extra.extend_from_slice(&data);
+        if closed {
+            feed.more = false;
+        }
+        self.signals.extend(signals);
+    }
+
+    /// Sends the caller's signals to the program, once it has started.
+    fn send_signals(&mut self) {
+        let Some(program) = &self.program else { return };
+        for signal in self.signals.drain(..) {
+            tracing::debug!(%signal, "signal from the caller");
+            if let Err(e) = sandbox::signal(program.as_fd(), signal) {
+                tracing::warn!(error = %e, "signalling the program failed");
+            }
+        }
     }
 
     fn check_limits(&mut self, alive: bool) {
@@ -292,26 +340,61 @@ impl Loop<'_> {
     }
 }
 
-/// Writes what the pipe takes; closes our end when all is written or the reader is gone.
-fn feed(stdin: &mut Option<OwnedFd>, data: &[u8], written: &mut usize) {
-    let Some(fd) = stdin.as_ref() else { return };
-    loop {
-        let end = data.len().min(*written + CHUNK);
-        match write(fd, &data[*written..end]) {
-            Ok(n) => {
-                *written += n;
-                if *written >= data.len() {
+/// The program's stdin: the request's bytes, then (a live run) what the caller sends
+/// until it closes stdin.
+struct Feed<'a> {
+    fixed: &'a [u8],
+    extra: Vec<u8>,
+    /// Bytes written of `fixed` then `extra`.
+    written: usize,
+    /// More may come from the caller.
+    more: bool,
+}
+
+impl Feed<'_> {
+    fn total(&self) -> usize {
+        self.fixed.len() + self.extra.len()
+    }
+
+    /// Bytes wait to be written.
+    fn has_bytes(&self) -> bool {
+        self.written < self.total()
+    }
+
+    /// All is written and no more will come: stdin can be closed.
+    fn done(&self) -> bool {
+        !self.has_bytes() && !self.more
+    }
+
+    /// The next bytes to write, at most a chunk.
+    fn next(&self) -> &[u8] {
+        let (data, at) = if self.written < self.fixed.len() {
+            (self.fixed, self.written)
+        } else {
+            (self.extra.as_slice(), self.written - self.fixed.len())
+        };
+        &data[at..data.len().min(at + CHUNK)]
+    }
+
+    /// Writes what the pipe takes; closes our end when all is written and no more will
+    /// come, or when the reader is gone.
+    fn write(&mut self, stdin: &mut Option<OwnedFd>) {
+        let Some(fd) = stdin.as_ref() else { return };
+        while self.has_bytes() {
+            match write(fd, self.next()) {
+                Ok(n) => self.written += n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return,
+                // EPIPE: the program closed stdin or exited; the rest is dropped
+                Err(_) => {
                     *stdin = None;
+                    self.more = false;
                     return;
                 }
             }
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return,
-            // EPIPE: the program closed stdin or exited; the rest is dropped
-            Err(_) => {
-                *stdin = None;
-                return;
-            }
+        }
+        if self.done() {
+            *stdin = None;
         }
     }
 }

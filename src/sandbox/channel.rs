@@ -38,7 +38,8 @@ pub enum Report {
     Ready,
     /// The tmpfs mounts have the sizes asked for.
     Resized,
-    /// The program's `execve` succeeded: the run has started.
+    /// The program's `execve` succeeded: the run has started. The program's pidfd comes
+    /// with it (when `pidfd_open` worked).
     Started,
     /// The program's `execve` failed with this errno (e.g. ENOENT for an unknown command).
     ExecFailed {

@@ -23,7 +23,7 @@
 //! not on that path):
 //! 9. until the program's `execve` succeeds or fails (its report pipe), resize the tmpfs
 //!    mounts when the runner asks (`Resize`, before it starts the program); report
-//!    `Started` or the failure;
+//!    `Started` (with the program's pidfd) or the failure;
 //! 10. reap until the program exits, kill the rest, reap them, report `Exited`, with what
 //!     `/sandbox` holds when the runner asked for it (`Collect`, see `collect`).
 
@@ -115,8 +115,13 @@ pub(super) fn run(
     let mut attached = None;
     let (report, code) = match result {
         Ok((pid, forked_at)) => {
-            // the runner starts its wall clock and CPU baseline on this
-            let _ = channel::send(control.as_fd(), &Report::Started, &[]);
+            // the runner starts its wall clock and CPU baseline on this; the program's pidfd
+            // comes with it, so the runner can signal the program itself (a live run's
+            // SIGINT). Opened before any `waitpid`: the unreaped pid cannot be reused.
+            let pidfd = sys::pidfd_open(pid).ok();
+            let raw: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
+            let _ = channel::send(control.as_fd(), &Report::Started, &raw);
+            drop(pidfd);
             let (status, wall_us) = supervise(pid, forked_at);
             // a Collect sent before the start may still wait in the socket
             while let Ok(Received::Message(Command::Collect(spec), _)) = channel::recv::<Command>(control.as_fd(), true)

@@ -120,6 +120,19 @@ pub(super) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> Result
     if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// `pidfd_open(2)`: a descriptor for process `pid` of our pid namespace (close-on-exec),
+/// which stays bound to that process even after its pid is freed and reused.
+pub(super) fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments; no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| Errno::EBADF)?;
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `close_range(2)` over `[first, last]`; with `cloexec` the fds are only marked
 /// close-on-exec (so a pipe meant to report an `execve` failure stays usable until then).
 pub(super) fn close_range(first: u32, last: u32, cloexec: bool) -> Result<(), Errno> {

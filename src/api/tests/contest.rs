@@ -98,6 +98,29 @@ async fn bad_contest_rules_are_422() {
         (with(json!({"checker": {"type": "exact", "ignore_case": true}})), "cannot ignore case"),
         (with(json!({"checker": {"type": "tokens", "language": "bash"}})), "a program checker does"),
         (program(json!({"language": "cobol"})), "checker: unsupported language"),
+        (
+            json!({"language": "bash", "code": "p", "interactor": {"language": "bash", "code": "i"}}),
+            "interactor needs tests",
+        ),
+        (
+            with(json!({"interactor": {"language": "bash", "code": "i"}, "checker": "tokens"})),
+            "the interactor decides: no checker",
+        ),
+        (with(json!({"interactor": {"code": "i"}})), "missing field `language`"),
+        (
+            json!({"language": "python", "code": "p", "function_name": "f", "tests": [{"input": []}],
+                   "interactor": {"language": "bash", "code": "i"}}),
+            "an interactor talks to a program",
+        ),
+        (with(json!({"interactor": {"language": "cobol", "code": "i"}})), "interactor: unsupported language"),
+        (
+            with(json!({"interactor": {"language": "bash", "code": "i", "transcript_bytes": 70_000}})),
+            "transcript_bytes = 70000",
+        ),
+        (
+            with(json!({"interactor": {"language": "bash", "code": "i", "limits": {"memory_mb": 0}}})),
+            "interactor.limits.memory_mb = 0",
+        ),
         (program(json!({"language": "javascript"})), "not available"),
         (program(json!({"absolute": 1.0})), "no tolerance"),
         (program(json!({"limits": {"memory_mb": 0}})), "checker.limits.memory_mb = 0"),
@@ -169,7 +192,7 @@ async fn an_uploaded_package_gives_the_tests() {
             "the package gives the tests: no tests",
         ),
         (json!({"language": "bash", "code": "p", "package": pkg, "checker": "exact"}), "no checker"),
-        (json!({"language": "bash", "code": "p", "package": interactive}), "interactive problems are not supported"),
+        (json!({"language": "bash", "code": "p", "package": interactive}), "output_validators/ holds no program"),
         (json!({"language": "bash", "code": "p", "package": package(&[("x", "")])}), "data/secret holds no test"),
     ] {
         let r = s.execute(body.clone()).await;

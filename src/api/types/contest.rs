@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{StageInfo, Times};
 use crate::judge::{BatchResult, Judged, TestResult};
 use crate::pipeline::{Outcome, Verdict};
-use crate::run::Status;
+use crate::run::{Side, Status, Transcript};
 
 /// A batch another names: by name or by index.
 #[derive(Debug, Deserialize)]
@@ -44,6 +44,21 @@ pub(in crate::api) enum ProtocolIn {
     Kattis,
 }
 
+/// `"interactor"`: the problem's interactor, run at once with the program, each one's
+/// stdout the other's stdin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct InteractorIn {
+    pub(in crate::api) language: String,
+    pub(in crate::api) code: Option<String>,
+    pub(in crate::api) files: Option<Vec<super::FileIn>>,
+    pub(in crate::api) limits: Option<super::LimitsIn>,
+    /// `testlib` (default) or `kattis`: how it is called and what its exit code means.
+    pub(in crate::api) protocol: Option<ProtocolIn>,
+    /// Bytes of each test's transcript the response shows (default 0: none).
+    pub(in crate::api) transcript_bytes: Option<usize>,
+}
+
 /// What a judge response adds with contest rules (each part only when there is one).
 #[derive(Debug, Default, Serialize)]
 pub(in crate::api) struct ContestOut {
@@ -55,6 +70,9 @@ pub(in crate::api) struct ContestOut {
     batches: Option<Vec<BatchOut>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     checker: Option<CheckerOut>,
+    /// The interactor's stages (instead of a checker's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interactor: Option<CheckerOut>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,7 +102,8 @@ impl ContestOut {
             score: score.map(|s| s.0),
             max_score: score.map(|s| s.1),
             batches: (!j.batches.is_empty()).then(|| j.batches.iter().map(batch).collect()),
-            checker: j.checker.as_deref().map(checker),
+            checker: j.checker.as_deref().filter(|_| !j.interactive).map(checker),
+            interactor: j.checker.as_deref().filter(|_| j.interactive).map(checker),
         }
     }
 }
@@ -115,18 +134,55 @@ pub(in crate::api) struct TestContestOut {
     /// The checker program's run on this test.
     #[serde(skip_serializing_if = "Option::is_none")]
     checker: Option<StageInfo>,
+    /// The interactor's run on this test (instead of a checker's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interactor: Option<StageInfo>,
+    /// What passed between the program and the interactor, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transcript: Option<TranscriptOut>,
     /// Each run's time, when the test ran more than once.
     #[serde(skip_serializing_if = "Option::is_none")]
     runs: Option<Vec<Times>>,
 }
 
+/// A test's transcript: the messages in the order they passed, the first
+/// `transcript_bytes` of them.
+#[derive(Debug, Serialize)]
+struct TranscriptOut {
+    messages: Vec<MessageOut>,
+    truncated: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct MessageOut {
+    /// `program` or `interactor`.
+    from: &'static str,
+    data: String,
+    encoding: &'static str,
+}
+
+fn transcript(t: &Transcript) -> TranscriptOut {
+    let messages = t
+        .messages
+        .iter()
+        .map(|(side, bytes)| {
+            let (data, encoding) = super::text(bytes);
+            let from = if *side == Side::A { "program" } else { "interactor" };
+            MessageOut { from, data, encoding }
+        })
+        .collect();
+    TranscriptOut { messages, truncated: t.truncated }
+}
+
 impl TestContestOut {
-    pub(in crate::api) fn new(t: &TestResult) -> Self {
+    pub(in crate::api) fn new(t: &TestResult, interactive: bool) -> Self {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         TestContestOut {
             name: t.name.clone(),
             points: t.points,
-            checker: t.checker.as_ref().map(StageInfo::new),
+            checker: t.checker.as_ref().filter(|_| !interactive).map(StageInfo::new),
+            interactor: t.checker.as_ref().filter(|_| interactive).map(StageInfo::new),
+            transcript: t.transcript.as_ref().map(transcript),
             runs: (!t.times.is_empty())
                 .then(|| t.times.iter().map(|&(cpu, wall)| Times { cpu_ms: ms(cpu), wall_ms: ms(wall) }).collect()),
         }

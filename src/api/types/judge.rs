@@ -275,7 +275,12 @@ impl JudgeResponse {
             diagnostics: j.outcome.diagnostics.clone(),
             tests: {
                 let mut budget = Budget::default();
-                j.tests.into_iter().enumerate().map(|(i, t)| TestOut::new(i, t, files, &mut budget)).collect()
+                let interactive = j.interactive;
+                let mut out = Vec::with_capacity(j.tests.len());
+                for (i, t) in j.tests.into_iter().enumerate() {
+                    out.push(TestOut::new(i, t, files, &mut budget, interactive));
+                }
+                out
             },
             summary,
         }
@@ -314,7 +319,7 @@ fn shown_error_and_value(
 }
 
 impl TestOut {
-    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget) -> Self {
+    fn new(index: usize, t: TestResult, filter: Option<&FileFilter>, budget: &mut Budget, interactive: bool) -> Self {
         let mut shown = |b: &[u8], truncated: bool| {
             let cut = b.len().min(TEST_OUTPUT_SHOWN).min(budget.output);
             budget.output -= cut;
@@ -330,7 +335,7 @@ impl TestOut {
             None => (String::new(), "utf8", false, String::new(), "utf8", false),
         };
         let (files, files_truncated) = files_out(filter, t.run.as_ref(), budget);
-        let contest = super::contest::TestContestOut::new(&t);
+        let contest = super::contest::TestContestOut::new(&t, interactive);
         let returned_truncated = t.returned_truncated;
         let (error, returned, cut) = shown_error_and_value(t.error, t.returned, budget);
         let returned_truncated = returned_truncated || cut;
