@@ -57,13 +57,30 @@ fn init_logging(verbose: u8, quiet: &str, json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Unfailing(std::io::stderr()))
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         fmt.json().flatten_event(true).init();
     } else {
         fmt.init();
+    }
+}
+
+/// stderr for the logs, whose write errors are dropped: a daemon whose stderr is a closed
+/// pipe or a full disk serves on (tracing-subscriber would report a failed write with
+/// `eprintln!`, which panics when stderr cannot be written).
+struct Unfailing(std::io::Stderr);
+
+impl Write for Unfailing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
     }
 }
 
@@ -726,7 +743,7 @@ fn leaks(common: &CommonArgs) -> ExitCode {
 }
 
 fn fail(code: u8, e: &anyhow::Error) -> ExitCode {
-    eprintln!("codeexec: {e:#}");
+    let _ = writeln!(std::io::stderr(), "codeexec: {e:#}");
     ExitCode::from(code)
 }
 

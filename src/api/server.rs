@@ -22,8 +22,14 @@ use super::Api;
 use super::routes::{Peer, handle};
 use crate::config::Settings;
 
-/// A client has this long to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+mod conn;
+
+/// A client has this long to send its request headers (also how long an idle keep-alive
+/// connection is kept): short, so connections that send nothing cannot hold the cap long.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// At the connection cap, how often a new client looks again for an idle connection to
+/// shed while every connection is busy.
+const SHED_RETRY: Duration = Duration::from_millis(100);
 /// After the grace period, cancelled runs have this long to wind down.
 const AFTER_CANCEL: Duration = Duration::from_secs(5);
 
@@ -144,33 +150,33 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
         }
     }
     let graceful = GracefulShutdown::new();
+    let registry = Arc::new(conn::Registry::default());
     api.start_jobs();
     tokio::pin!(shutdown);
     loop {
-        // at most max_connections at once; more wait in the kernel's listen backlog
-        let permit = tokio::select! {
-            p = Arc::clone(&connections).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        if connections.available_permits() == 0 {
-            tracing::warn!(max_connections, "every connection is taken; new clients wait");
-        }
         let accepted = tokio::select! {
             r = accept_unix(unix.as_ref()) => r.map(|s| (Conn::Unix(s), Peer::Unix)),
             r = accept_tcp(tcp.as_ref()) => r.map(|(s, a)| (Conn::Tcp(s), Peer::Tcp(a))),
             () = &mut shutdown => break,
         };
-        match accepted {
-            Ok((conn, peer)) => connection(&api, &graceful, conn, peer, permit),
+        let (conn, peer) = match accepted {
+            Ok(a) => a,
             // EMFILE and the like: keep serving the connections we have
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        // at most max_connections at once: at the cap, the oldest idle one makes room
+        let permit = tokio::select! {
+            p = place(&connections, &registry, max_connections) => match p {
+                Some(p) => p,
+                None => break,
+            },
+            () = &mut shutdown => break,
+        };
+        connection(&api, &graceful, &registry, conn, peer, permit);
     }
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if let Some((_, path)) = &unix {
@@ -200,6 +206,29 @@ pub async fn serve(api: Arc<Api>, listeners: Listeners, shutdown: impl Future<Ou
     tracing::info!("stopped");
 }
 
+/// A connection's place: a free one, or one an idle connection gives up (the oldest
+/// first); while every connection is busy, the new client waits.
+async fn place(
+    connections: &Arc<tokio::sync::Semaphore>,
+    registry: &conn::Registry,
+    max_connections: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = Arc::clone(connections).try_acquire_owned() {
+        return Some(p);
+    }
+    let mut warned = false;
+    loop {
+        if !registry.shed_oldest_idle() && !warned {
+            tracing::warn!(max_connections, "every connection is busy; a new client waits");
+            warned = true;
+        }
+        match tokio::time::timeout(SHED_RETRY, Arc::clone(connections).acquire_owned()).await {
+            Ok(p) => return p.ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
 enum Conn {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
@@ -219,20 +248,29 @@ async fn accept_tcp(l: Option<&TcpListener>) -> std::io::Result<(tokio::net::Tcp
     }
 }
 
-/// One HTTP/1 connection on its own task, watched for graceful shutdown. hyper keeps
+/// One HTTP/1 connection on its own task, watched for graceful shutdown and registered
+/// (shed when idle at the cap; its writes bounded by `conn::WRITE_TIMEOUT`). hyper keeps
 /// reading while a response is pending, so a client that hangs up is noticed and its
 /// request future dropped (which kills its run).
 fn connection(
     api: &Arc<Api>,
     graceful: &GracefulShutdown,
+    registry: &Arc<conn::Registry>,
     conn: Conn,
     peer: Peer,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let api = Arc::clone(api);
+    let entry = registry.add();
+    let state = Arc::clone(&entry.state);
     let service = service_fn(move |req| {
         let api = Arc::clone(&api);
-        async move { Ok::<_, Infallible>(handle(api, req, peer).await) }
+        let busy = state.request();
+        async move {
+            let resp = handle(api, req, peer).await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
     });
     // HTTP/1 only; hyper-util's auto builder is what serves upgrades (the WebSocket at
     // /v1/connect) under a graceful shutdown
@@ -240,25 +278,42 @@ fn connection(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     match conn {
         Conn::Unix(s) => {
-            let served = builder.serve_connection_with_upgrades(TokioIo::new(s), service).into_owned();
-            let watched = graceful.watch(served);
-            tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
+            let io = TokioIo::new(conn::Watched::new(s, Arc::clone(&entry.state), conn::WRITE_TIMEOUT));
+            let served = builder.serve_connection_with_upgrades(io, service).into_owned();
+            tokio::spawn(serve_one(graceful.watch(served), entry, permit));
         }
         Conn::Tcp(s) => {
             let _ = s.set_nodelay(true);
-            let served = builder.serve_connection_with_upgrades(TokioIo::new(s), service).into_owned();
-            let watched = graceful.watch(served);
-            tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
+            let io = TokioIo::new(conn::Watched::new(s, Arc::clone(&entry.state), conn::WRITE_TIMEOUT));
+            let served = builder.serve_connection_with_upgrades(io, service).into_owned();
+            tokio::spawn(serve_one(graceful.watch(served), entry, permit));
         }
     }
+}
+
+/// Drives a connection to its end, or drops it when the server sheds it while idle.
+async fn serve_one<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    entry: conn::Entry,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = entry.state.shed() => {
+                if entry.state.idle() {
+                    tracing::debug!("an idle connection shed for a new client");
+                    break;
+                }
+                entry.state.keep();
+            }
+        }
+    }
+    // the connection (a local) is dropped before `entry` and `_permit` (parameters)
 }

@@ -547,20 +547,45 @@ async fn bodies_past_the_body_budget_are_refused_as_they_arrive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_maximum_wait_for_one_to_close() {
+async fn at_the_connection_cap_the_oldest_idle_connection_makes_room() {
     let s = Server::start(|c| c.server.max_connections = 2).await;
     let mut first = s.unix().await;
     let mut second = s.unix().await;
     assert_eq!(first.get("/health").await.unwrap().status, StatusCode::OK);
     assert_eq!(second.get("/health").await.unwrap().status, StatusCode::OK);
-    // the third connects (the listen backlog) but is not served while two are open
+    // both are idle keep-alive connections: the third is served at once, the first shed
+    let mut third = s.unix().await;
+    let status = tokio::time::timeout(Duration::from_secs(20), third.get("/version")).await.expect("served");
+    assert_eq!(status.unwrap().status, StatusCode::OK);
+    assert!(first.get("/health").await.is_err(), "the oldest idle connection was shed");
+    assert_eq!(second.get("/health").await.unwrap().status, StatusCode::OK);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_maximum_wait_while_every_one_is_busy() {
+    let s = Server::start(|c| {
+        c.server.max_connections = 2;
+        c.runs.concurrency = 2;
+    })
+    .await;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut c = s.unix().await;
+        runs.push(tokio::spawn(async move {
+            c.post_json("/v1/execute", &json!({"language": "bash", "code": "sleep"})).await
+        }));
+    }
+    eventually("both runs", || s.api.limiter.running() == 2).await;
     let mut third = s.unix().await;
     let waiting = tokio::spawn(async move { third.get("/version").await.map(|r| r.status) });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "a third connection was served");
-    drop(first);
-    let status = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("served once one closed");
+    assert!(!waiting.is_finished(), "a third connection was served while both were busy");
+    s.api.cancel_all();
+    let status = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("served once one was idle");
     assert_eq!(status.unwrap().unwrap(), StatusCode::OK);
-    drop(second);
+    for r in runs {
+        drop(r.await);
+    }
     s.shutdown().await;
 }
