@@ -17,10 +17,13 @@ mod error;
 mod jobs;
 mod limiter;
 mod live;
+mod metrics;
 mod package;
 mod plan;
+mod rate;
 mod routes;
 mod server;
+mod service;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -40,7 +43,9 @@ pub use jobs::open_store;
 pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
-use crate::config::{JobStoreSettings, LimitTable, MountSettings, NetworkSettings, Settings};
+use crate::config::{
+    JobStoreSettings, LimitTable, MetricsSettings, MountSettings, NetworkSettings, RateLimits, Settings,
+};
 use crate::job::JobStore;
 use crate::lang::Registry;
 use crate::pipeline::Executor;
@@ -114,6 +119,10 @@ pub struct Policy {
     pub network: Option<NetworkSettings>,
     /// Host directories offered.
     pub mounts: Vec<MountSettings>,
+    /// `GET /metrics`.
+    pub metrics: MetricsSettings,
+    /// Each API key's limits, in `api_keys`' order.
+    pub rate_limits: RateLimits,
 }
 
 impl From<&Settings> for Policy {
@@ -137,6 +146,8 @@ impl From<&Settings> for Policy {
             callbacks: s.callbacks.clone(),
             network: s.network.clone(),
             mounts: s.mounts.clone(),
+            metrics: s.metrics,
+            rate_limits: s.rate_limits.clone(),
         }
     }
 }
@@ -155,6 +166,10 @@ pub struct Api {
     languages: Registry,
     policy: Policy,
     limiter: limiter::Limiter,
+    /// Per-key request rates and runs at once.
+    rate: rate::RateLimit,
+    /// What `/metrics` exports.
+    metrics: Arc<metrics::Metrics>,
     /// Compiles kept for identical requests.
     compile_cache: Option<Arc<CompileCache>>,
     /// Async jobs.
@@ -195,8 +210,10 @@ impl Api {
             executor,
             description,
             languages,
-            policy,
             limiter,
+            rate: rate::RateLimit::new(&policy.rate_limits),
+            metrics: Arc::new(metrics::Metrics::new()),
+            policy,
             compile_cache,
             jobs,
             inflight: Mutex::new(Inflight::default()),

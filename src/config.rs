@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use callbacks::Callbacks;
 pub use network::{Grant, MountConfig, MountSettings, Mounts, NetworkConfig, NetworkSettings};
 pub use queue::{JobStoreSettings, QueueConfig};
+pub use service::{KeyLimits, KeyRate, MetricsConfig, MetricsSettings, RateLimitConfig, RateLimits};
 
 use crate::limit::Limits;
 
@@ -77,6 +78,10 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Host directories offered to sandboxes, by name.
     pub mounts: Mounts,
+    /// `GET /metrics`.
+    pub metrics: MetricsConfig,
+    /// Per-key request rates and runs at once.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// `[compile_cache]`.
@@ -385,6 +390,10 @@ pub struct Settings {
     pub mounts: Vec<MountSettings>,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
+    /// `GET /metrics`.
+    pub metrics: MetricsSettings,
+    /// Each API key's limits, in `api_keys`' order.
+    pub rate_limits: RateLimits,
 }
 
 impl Config {
@@ -479,6 +488,8 @@ impl Config {
         let network = self.network_settings()?;
         let mounts = self.mount_settings(&mut warnings)?;
         Ok(Settings {
+            metrics: self.metrics_settings(),
+            rate_limits: self.rate_limits()?,
             network,
             mounts,
             compile_cache,
@@ -632,5 +643,6 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
 mod callbacks;
 mod network;
 mod queue;
+mod service;
 #[cfg(test)]
 mod tests;
