@@ -16,10 +16,13 @@ mod error;
 mod jobs;
 mod limiter;
 mod mcp;
+mod metrics;
 mod package;
 mod plan;
+mod rate;
 mod routes;
 mod server;
+mod service;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -40,7 +43,9 @@ pub use jobs::open_store;
 pub use server::{Listeners, ServeError, bind, serve};
 
 use crate::cache::CompileCache;
-use crate::config::{JobStoreSettings, LimitTable, MountSettings, NetworkSettings, Settings};
+use crate::config::{
+    JobStoreSettings, LimitTable, MetricsSettings, MountSettings, NetworkSettings, RateLimits, Settings,
+};
 use crate::job::JobStore;
 use crate::lang::Registry;
 use crate::pipeline::Executor;
@@ -118,6 +123,10 @@ pub struct Policy {
     pub sessions: crate::config::SessionSettings,
     /// `Host` values `/mcp` accepts (empty: any), against DNS rebinding.
     pub mcp_hosts: Vec<String>,
+    /// `GET /metrics`.
+    pub metrics: MetricsSettings,
+    /// Each API key's limits, in `api_keys`' order.
+    pub rate_limits: RateLimits,
 }
 
 impl From<&Settings> for Policy {
@@ -143,6 +152,8 @@ impl From<&Settings> for Policy {
             mounts: s.mounts.clone(),
             sessions: s.sessions,
             mcp_hosts: mcp_hosts(s.tcp),
+            metrics: s.metrics,
+            rate_limits: s.rate_limits.clone(),
         }
     }
 }
@@ -171,6 +182,10 @@ pub struct Api {
     languages: Registry,
     policy: Policy,
     limiter: limiter::Limiter,
+    /// Per-key request rates and runs at once.
+    rate: rate::RateLimit,
+    /// What `/metrics` exports.
+    metrics: Arc<metrics::Metrics>,
     /// Compiles kept for identical requests.
     compile_cache: Option<Arc<CompileCache>>,
     /// Async jobs.
@@ -214,8 +229,10 @@ impl Api {
             executor,
             description,
             languages,
-            policy,
             limiter,
+            rate: rate::RateLimit::new(&policy.rate_limits),
+            metrics: Arc::new(metrics::Metrics::new()),
+            policy,
             compile_cache,
             jobs,
             inflight: Mutex::new(Inflight::default()),

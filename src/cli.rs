@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// and `CODEEXEC_*` environment overrides apply.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Check the configuration and the language definitions, say so, and exit (0: fine,
+    /// 2: not) without starting anything.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// `codeexec run`. Limits left out take the defaults shown (a daemon's own defaults with

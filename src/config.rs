@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use callbacks::Callbacks;
 pub use network::{Grant, MountConfig, MountSettings, Mounts, NetworkConfig, NetworkSettings};
 pub use queue::{JobStoreSettings, QueueConfig};
+pub use service::{KeyLimits, KeyRate, MetricsConfig, MetricsSettings, RateLimitConfig, RateLimits};
 
 use crate::limit::Limits;
 
@@ -79,6 +80,10 @@ pub struct Config {
     pub mounts: Mounts,
     /// Sessions (`/v1/sessions`).
     pub sessions: SessionsConfig,
+    /// `GET /metrics`.
+    pub metrics: MetricsConfig,
+    /// Per-key request rates and runs at once.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// `[sessions]`.
@@ -465,6 +470,10 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// Warnings to log at start (e.g. public TCP without keys).
     pub warnings: Vec<String>,
+    /// `GET /metrics`.
+    pub metrics: MetricsSettings,
+    /// Each API key's limits, in `api_keys`' order.
+    pub rate_limits: RateLimits,
 }
 
 impl Config {
@@ -572,6 +581,8 @@ impl Config {
         }
         Ok(Settings {
             sessions,
+            metrics: self.metrics_settings(),
+            rate_limits: self.rate_limits()?,
             network,
             mounts,
             compile_cache,
@@ -725,5 +736,6 @@ fn apply_env(value: &mut toml::Value, env: impl IntoIterator<Item = (String, Str
 mod callbacks;
 mod network;
 mod queue;
+mod service;
 #[cfg(test)]
 mod tests;

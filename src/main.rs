@@ -74,7 +74,9 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
-    init_logging(verbose, "info", settings.log_json);
+    if !args.check_config {
+        init_logging(verbose, "info", settings.log_json);
+    }
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -83,6 +85,13 @@ fn serve(args: &ServeArgs, verbose: u8) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(EXIT_USAGE, &e.into()),
     };
+    if args.check_config {
+        for w in &settings.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("configuration is valid: {} language definitions", definitions.len());
+        return ExitCode::SUCCESS;
+    }
     // the images the languages name, held for the daemon's life
     let store = if definitions.iter().any(|l| l.rootfs != "host") {
         match codeexec::image::Store::open(&settings.images_dir) {

@@ -188,3 +188,26 @@ fn a_broken_language_definition_stops_the_start() {
         "x.toml: run.command: unknown placeholder {mian}",
     );
 }
+
+#[test]
+fn check_config_says_whether_the_configuration_is_valid_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("never.sock");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/codeexec.example.toml");
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--check-config", "--config", example])
+        .env("CODEEXEC_SERVER_UNIX_SOCKET", &socket)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("configuration is valid: "), "{stdout}");
+    assert!(!socket.exists(), "nothing was started");
+    let file = dir.path().join("codeexec.toml");
+    std::fs::write(
+        &file,
+        "[rate_limit]\nrequests_per_second = 5\n[rate_limit.keys.\"unknown-key-0123456789\"]\nburst = 9\n",
+    )
+    .unwrap();
+    usage_error(&["serve", "--check-config", "--config", file.to_str().unwrap()], "is not one of server.api_keys");
+}

@@ -45,6 +45,13 @@ pub(super) enum ApiError {
     Busy,
     /// 429: the daemon's job bounds are reached (the message says which).
     JobsFull(String),
+    /// 429: the API key is over its rate or its runs at once (`[rate_limit]`).
+    RateLimited {
+        /// When to try again.
+        retry_after: std::time::Duration,
+        /// Which limit.
+        message: String,
+    },
     /// 503: the fleet's shared job queue is full.
     QueueFull(String),
     /// 503: the job store (Redis) cannot be reached.
@@ -70,7 +77,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Busy | ApiError::JobsFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy | ApiError::JobsFull(_) | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueFull(_) | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +99,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_request",
             ApiError::Busy | ApiError::JobsFull(_) => "too_many_requests",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -112,6 +120,9 @@ impl ApiError {
             | ApiError::StoreUnavailable(m)
             | ApiError::Forbidden(m) => m.clone(),
             ApiError::JobsFull(m) => format!("{m}; retry later"),
+            ApiError::RateLimited { message, retry_after } => {
+                format!("{message}; retry in {} ms", retry_after.as_millis())
+            }
             ApiError::Unauthorized => "unauthorized".into(),
             ApiError::NotFound => "no such path".into(),
             ApiError::MethodNotAllowed(m) => {
@@ -141,6 +152,11 @@ impl ApiError {
             }
             ApiError::Busy | ApiError::JobsFull(_) | ApiError::QueueFull(_) | ApiError::StoreUnavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                // whole seconds (RFC 9110), rounded up so a client that waits is let in
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             ApiError::Unauthorized => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -207,6 +223,11 @@ mod tests {
             (ApiError::Invalid("x".into()), 422, "invalid_request"),
             (ApiError::Busy, 429, "too_many_requests"),
             (ApiError::JobsFull("x".into()), 429, "too_many_requests"),
+            (
+                ApiError::RateLimited { retry_after: std::time::Duration::from_millis(1500), message: "x".into() },
+                429,
+                "rate_limited",
+            ),
             (ApiError::QueueFull("x".into()), 503, "queue_full"),
             (ApiError::StoreUnavailable("x".into()), 503, "store_unavailable"),
             (ApiError::Internal("x".into()), 500, "internal_error"),
@@ -227,6 +248,9 @@ mod tests {
             );
             assert_eq!(headers.get(WWW_AUTHENTICATE).is_some(), status == 401);
         }
+        let limited =
+            ApiError::RateLimited { retry_after: std::time::Duration::from_millis(1500), message: "x".into() };
+        assert_eq!(limited.into_response("id").headers()[RETRY_AFTER], "2");
         // the runner's refusals keep their meaning
         assert_eq!(ApiError::from(RunError::Busy(8)), ApiError::Busy);
         assert_eq!(ApiError::from(RunError::Invalid("bad".into())), ApiError::Invalid("bad".into()));

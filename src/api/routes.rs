@@ -91,16 +91,24 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
         code: None,
         run: RunLog::default(),
     };
-    let result = match authorize(&api, &req, peer) {
-        Ok(caller) => route(&api, req, caller, &log.request_id, &mut log.run).await,
-        Err(e) => Err(e),
+    let caller = authorize(&api, &req, peer);
+    let result = match &caller {
+        Ok(caller) => match rate_check(&api, *caller) {
+            Ok(()) => route(&api, req, *caller, &log.request_id, &mut log.run).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.clone()),
     };
     let mut resp = result.unwrap_or_else(|e| {
         if let ApiError::Internal(m) = &e {
             tracing::error!(request_id = %log.request_id, message = %m, "internal error");
         }
+        api.metrics.rejected(e.code());
         e.into_response(&log.request_id)
     });
+    if let Ok(Caller::Key(i)) = caller {
+        api.rate.headers(i, resp.headers_mut());
+    }
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -110,7 +118,7 @@ pub(super) async fn handle(api: Arc<Api>, req: Request<Incoming>, peer: Peer) ->
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+pub(super) enum Endpoint {
     Execute,
     SubmitJob,
     GetJob,
@@ -129,6 +137,8 @@ enum Endpoint {
     GetFile,
     PutFile,
     DeleteFile,
+    /// `/metrics`, `/openapi.json`, the playground (`service.rs`).
+    Service(super::service::Endpoint),
 }
 
 /// The route table: (method, path) and what each answers with; `{id}` matches one path
@@ -155,6 +165,22 @@ const ROUTES: [(Method, &str, Endpoint); 20] = [
     (Method::PUT, "/v1/sessions/{id}/files/{path}", Endpoint::PutFile),
     (Method::DELETE, "/v1/sessions/{id}/files/{path}", Endpoint::DeleteFile),
 ];
+
+// ---- the service's routes (`/metrics`, `/openapi.json`, the playground): service.rs ----
+/// Every route: the table above, then `service::ROUTES`.
+pub(super) fn all_routes() -> impl Iterator<Item = (Method, &'static str, Endpoint)> {
+    let own = ROUTES.iter().map(|(m, p, e)| (m.clone(), *p, *e));
+    own.chain(super::service::ROUTES.iter().map(|(m, p, e)| (m.clone(), *p, Endpoint::Service(*e))))
+}
+
+/// Takes a token from the caller's key's bucket (`[rate_limit]`); callers without a key pass.
+fn rate_check(api: &Api, caller: Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Key(i) => api.rate.check(i),
+        Caller::Local => Ok(()),
+    }
+}
+// ---- end of the service's routes ----
 
 /// Whether `path` matches `pattern`, and the `{id}` it holds: `{id}` matches one path
 /// segment, a final `{path}` the rest (one segment or more).
@@ -184,12 +210,12 @@ fn select<'a>(method: &Method, path: &'a str) -> Result<(Endpoint, &'a str), Api
     const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
     const POST_GET_DELETE: &[Method] = &[Method::POST, Method::GET, Method::DELETE];
     let mut allowed = Vec::new();
-    for (m, pattern, e) in &ROUTES {
+    for (m, pattern, e) in all_routes() {
         if let Some(id) = matches(pattern, path) {
-            if m == method {
-                return Ok((*e, id));
+            if m == *method {
+                return Ok((e, id));
             }
-            allowed.push(m.clone());
+            allowed.push(m);
         }
     }
     match allowed.as_slice() {
@@ -225,6 +251,10 @@ async fn route(
         Endpoint::Ready if api.jobs.stopping() => {
             Ok(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "stopping"})))
         }
+        // the runner (the sandbox machinery) is up once the daemon serves; a language must run
+        Endpoint::Ready if !api.languages.all().iter().any(|(_, a)| matches!(a, Availability::Available { .. })) => {
+            Ok(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "no_language_available"})))
+        }
         Endpoint::Ready => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         Endpoint::Version => Ok(version()),
         Endpoint::Mcp => Ok(super::mcp::handle(&api.mcp, req, caller).await),
@@ -235,6 +265,7 @@ async fn route(
         Endpoint::GetFile => session_routes::get_file(api, &path, id, caller).await,
         Endpoint::PutFile => session_routes::put_file(api, req, id, caller).await,
         Endpoint::DeleteFile => session_routes::delete_file(api, &path, id, caller).await,
+        Endpoint::Service(e) => super::service::route(api, e).await,
     }
 }
 
@@ -255,7 +286,12 @@ const KEYLESS: [&str; 2] = ["/livez", "/readyz"];
 /// On TCP with keys configured: `X-Api-Key: KEY` or `Authorization: Bearer KEY`, compared in
 /// constant time against every key.
 fn authorize(api: &Api, req: &Request<Incoming>, peer: Peer) -> Result<Caller, ApiError> {
-    if matches!(peer, Peer::Unix) || api.policy.api_keys.is_empty() || KEYLESS.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    if matches!(peer, Peer::Unix)
+        || api.policy.api_keys.is_empty()
+        || KEYLESS.contains(&path)
+        || super::service::keyless(api, path)
+    {
         return Ok(Caller::Local);
     }
     let headers = req.headers();
@@ -288,6 +324,11 @@ async fn execute(
     request_id: &str,
     log: &mut RunLog,
 ) -> Result<Resp, ApiError> {
+    // the key's own bound first: a key over it sends no body to hold
+    let _per_key = api.rate.run(match caller {
+        Caller::Key(i) => Some(i),
+        Caller::Local => None,
+    })?;
     // the place only once the body is in (its bytes are held meanwhile, within a budget)
     let (body, _held) = read_json_body(api, req).await?;
     let ticket = api.limiter.admit()?;
@@ -297,7 +338,13 @@ async fn execute(
     }
     let planned = plan(api, dto, caller)?;
     log.language = Some(planned.lang.id.clone());
+    let waiting = Instant::now();
     let slot = api.limiter.slot(ticket).await?;
+    let network = match &planned.work {
+        Work::Single(p) => p.access.network.is_some(),
+        Work::Judge(r) => r.access.network.is_some(),
+    };
+    api.metrics.started(waiting.elapsed(), network);
     let cancel = Cancel::new()?;
     let (body, status, took) = perform(api, planned, slot, cancel, request_id).await?;
     log.run_ms = Some(took.as_secs_f64() * 1000.0);
@@ -335,8 +382,10 @@ pub(super) async fn perform(
     let _running = Running::new(api, id, cancel.clone())?;
     let killed = cancel.clone();
     let limiter = api.limiter.clone();
+    let metrics = Arc::clone(&api.metrics);
     let executor = Arc::clone(&api.executor);
     let Planned { lang, version, work, files } = planned;
+    let lang_id = lang.id.clone();
     let request_id = request_id.to_owned();
     // the response is built here too: encoding many tests' outputs and files is work
     let (result, took) = tokio::task::spawn_blocking(move || {
@@ -359,6 +408,19 @@ pub(super) async fn perform(
         };
         drop(slot);
         let took = started.elapsed();
+        if let Err(e) = &done {
+            metrics.failed(e);
+        }
+        let compiled = match &done {
+            Ok(Done::Single(o)) => Some(o),
+            Ok(Done::Judge(j)) => Some(&j.outcome),
+            Err(_) => None,
+        };
+        if let Some(o) = compiled {
+            let hit = o.compile_cache.map(|c| c == pipeline::CacheUse::Hit);
+            let ran = o.compile.as_ref().filter(|_| hit != Some(true)).map(|c| c.wall_time);
+            metrics.compile(&lang.id, hit, ran);
+        }
         let lang = LanguageRef { id: lang.id.clone(), version };
         let body = done.map_err(ApiError::from).and_then(|done| {
             let (body, status) = match done {
@@ -383,6 +445,7 @@ pub(super) async fn perform(
         return Err(ApiError::Stopping);
     }
     let (body, status) = result?;
+    api.metrics.run(&lang_id, status, took);
     Ok((body, status, took))
 }
 
@@ -556,9 +619,9 @@ mod tests {
 
     #[test]
     fn the_route_table_answers_404_and_405() {
-        for (m, p, e) in &ROUTES {
+        for (m, p, e) in all_routes() {
             let path = p.replace("{id}", "abc").replace("{path}", "data/in.csv");
-            assert_eq!(select(m, &path).unwrap(), (*e, if p.contains("{id}") { "abc" } else { "" }));
+            assert_eq!(select(&m, &path).unwrap(), (e, if p.contains("{id}") { "abc" } else { "" }));
         }
         assert_eq!(select(&Method::GET, "/v1/execute").unwrap_err(), ApiError::MethodNotAllowed(&[Method::POST]));
         assert_eq!(
@@ -591,7 +654,7 @@ mod tests {
     #[test]
     fn the_readme_documents_every_route() {
         let readme = include_str!("../../README.md");
-        for (m, p, _) in &ROUTES {
+        for (m, p, _) in all_routes() {
             let line = format!("### `{} {p}`", m.as_str());
             assert!(readme.contains(&line), "README.md has no section {line:?}");
         }

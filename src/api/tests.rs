@@ -2,7 +2,7 @@
 //! shutdown) over a real Unix socket and TCP port, with a fake executor so it needs no
 //! privileges. `tests/api_root.rs` does the same against the real daemon and sandboxes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod access;
 mod contest;
 mod jobs;
+mod service;
 
 use super::*;
 use crate::client::{Connection, Endpoint, Reply};
@@ -34,7 +35,8 @@ struct Fake {
 
 impl Executor for Fake {
     fn execute(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
-        let code = String::from_utf8_lossy(&req.files[0].contents).into_owned();
+        // a compiled program's run has no files of its own (its binary is in the workdir)
+        let code = req.files.first().map(|f| String::from_utf8_lossy(&f.contents).into_owned()).unwrap_or_default();
         let mut o = RunOutcome {
             status: Status::Ok,
             exceeded: None,
