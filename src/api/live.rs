@@ -302,6 +302,7 @@ pub(super) fn stream(
     api: &Arc<Api>,
     planned: Planned,
     ticket: Ticket,
+    per_key: super::rate::RunPermit,
     format: Format,
     request_id: &str,
 ) -> Result<Reply, ApiError> {
@@ -317,7 +318,8 @@ pub(super) fn stream(
         let mut out = Out::Body { tx, format };
         let ended = drive(&api, planned, ticket, events, &mut out, None, cancel, &request_id).await;
         log_end(&request_id, ended);
-        drop(guard);
+        // the stream's place and its key's run count go when the run has ended
+        drop((guard, per_key));
     });
     let content_type = match format {
         Format::Ndjson => "application/x-ndjson",

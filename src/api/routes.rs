@@ -353,7 +353,7 @@ async fn execute(
 ) -> Result<Reply, ApiError> {
     let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // the key's own bound first: a key over it sends no body to hold
-    let _per_key = api.rate.run(match caller {
+    let per_key = api.rate.run(match caller {
         Caller::Key(i) => Some(i),
         Caller::Local => None,
     })?;
@@ -368,7 +368,7 @@ async fn execute(
     let planned = plan(api, dto, caller)?;
     log.language = Some(planned.lang.id.clone());
     if let Some(format) = stream {
-        return super::live::stream(api, planned, ticket, format, request_id);
+        return super::live::stream(api, planned, ticket, per_key, format, request_id);
     }
     let waiting = Instant::now();
     let slot = api.limiter.slot(ticket).await?;
